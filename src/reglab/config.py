@@ -1,0 +1,361 @@
+"""What a study is: frozen dataclasses with every field's meaning, unit and range.
+
+Data flows one way: config -> data -> engine -> results -> report. A
+:class:`StudyConfig` is built by a preset or read from TOML, validated once
+here, printed at start and stored beside the results.
+
+Conventions (stated once, used everywhere):
+
+* ``l2`` is lambda in ``lambda/2 * sum w^2`` (gradient ``lambda * w``): the
+  PyTorch ``weight_decay`` and deepnet convention. Keras' ``l2(k)`` adds
+  ``k * sum w^2``, so Keras ``k`` equals reglab ``l2 = 2k``.
+* ``l1`` is lambda in ``lambda * sum |w|`` (gradient ``lambda * sign(w)``).
+* Penalties and max-norm act on weights only, never biases.
+* A coefficient of 0 disables a penalty; ``max_norm`` of 0 or inf disables it.
+* Steps count optimizer updates (minibatches), starting at 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reglab.errors import ReglabError
+
+# ----------------------------------------------------------------------------
+# constraints, declared once as data, with one error template
+
+def _fail(key: str, allowed: str, got: Any, fix: str = "") -> ReglabError:
+    msg = f"{key!r} must be {allowed}; got {got!r}."
+    if fix:
+        msg += f" Fix: {fix}"
+    return ReglabError(msg)
+
+
+def _check(key: str, value: Any, rule: tuple) -> None:
+    kind = rule[0]
+    if kind == "float":
+        lo, hi, lo_open, hi_open = rule[1:5]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise _fail(key, "a number", value)
+        if (value < lo or (lo_open and value == lo)) or (value > hi or (hi_open and value == hi)):
+            lb = "(" if lo_open else "["
+            hb = ")" if hi_open else "]"
+            raise _fail(key, f"a number in {lb}{lo}, {hi}{hb}", value, rule[5] if len(rule) > 5 else "")
+    elif kind == "int":
+        lo, hi = rule[1:3]
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise _fail(key, f"a whole number in [{lo}, {hi}]", value)
+    elif kind == "choice":
+        if value not in rule[1]:
+            raise _fail(key, "one of " + ", ".join(map(repr, rule[1])), value)
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise _fail(key, "true or false", value)
+    elif kind == "str":
+        if not isinstance(value, str) or not value:
+            raise _fail(key, "a non-empty string", value)
+
+
+INF = math.inf
+SCHEDULES = ("constant", "exponential", "inverse_t", "step")
+OPTIMIZERS = ("sgd", "adam")
+INITS = ("he_normal", "he_uniform", "glorot_uniform", "torch_default")
+MONITORS = ("val_loss", "val_error")
+DATASETS = ("mnist", "fashion-mnist", "moons", "circles", "spirals", "xor")
+IMAGE_DATASETS = ("mnist", "fashion-mnist")
+POINTCLOUDS = ("moons", "circles", "spirals", "xor")
+
+
+# ----------------------------------------------------------------------------
+# one method: a composition of regularizers plus its own optimizer settings
+
+@dataclass(frozen=True)
+class MethodConfig:
+    name: str                       # label used in every file and figure, e.g. "dropout+max_norm"
+    # --- penalties on weights (never biases) ---
+    l2: float = 0.0                 # lambda in lambda/2 * sum w^2 (PyTorch weight_decay); >= 0
+    l1: float = 0.0                 # lambda in lambda * sum |w|; >= 0
+    l1_start: float = 0.0           # fraction of total steps after which L1 is on; 0 = always, 0.8 = last 20%
+    kl_beta: float = 0.0            # beta in beta * sum_j KL(rho || rho_hat_j) over hidden units; >= 0
+    kl_rho: float = 0.05            # target mean activation rho, in (0, 1)
+    kl_ema: float = 0.0             # moving-average decay for rho_hat (0 = batch mean; Hinton: 0.9-0.99), [0, 1)
+    max_norm: float = INF           # radius c of each hidden unit's incoming weight vector; 0 or inf disables
+    dropout_input: float = 0.0      # probability of dropping an input unit (inverted dropout), [0, 1)
+    dropout_hidden: float = 0.0     # probability of dropping a hidden unit (inverted dropout), [0, 1)
+    # --- early stopping ---
+    early_stopping: bool = False    # stop this variant when `monitor` has not improved for `patience` epochs
+    patience: int = 10              # epochs without improvement before stopping, >= 1
+    min_delta: float = 0.0          # an improvement must exceed this (in the monitor's units), >= 0
+    monitor: str = "val_loss"       # "val_loss" (nats/example) or "val_error" (fraction)
+    # --- optimizer (per-variant; the optimizer kind is study-wide) ---
+    lr: float = 0.05                # initial learning rate, > 0
+    lr_schedule: str = "constant"   # constant | exponential | inverse_t | step (see reglab.engine.schedules)
+    lr_decay: float = 1.0           # exponential/step: factor per lr_decay_steps; inverse_t: ignored
+    lr_decay_steps: int = 10_000    # steps per decay period (exponential, step) or time constant (inverse_t)
+    momentum: float = 0.9           # final SGD momentum, [0, 1)
+    momentum_initial: float = -1.0  # SGD momentum at step 1 for a ramp; < 0 means no ramp (= momentum)
+    momentum_ramp_steps: int = 0    # steps to go from momentum_initial to momentum (linear), >= 0
+    nesterov: bool = False          # Nesterov momentum (SGD)
+    beta1: float = 0.9              # Adam first-moment decay, [0, 1)
+    beta2: float = 0.999            # Adam second-moment decay, [0, 1)
+    eps: float = 1e-8               # Adam epsilon, > 0
+    eps_inside_sqrt: bool = False   # Adam: sqrt(v_hat + eps) instead of sqrt(v_hat) + eps (PyTorch: outside)
+    bias_correction: bool = True    # Adam: divide m, v by (1 - beta^t)
+
+    def __post_init__(self) -> None:
+        for key, rule in METHOD_CONSTRAINTS.items():
+            _check(f"{self.name}.{key}" if key != "name" else "name", getattr(self, key), rule)
+
+    @property
+    def uses_max_norm(self) -> bool:
+        return 0.0 < self.max_norm < INF
+
+    @property
+    def uses_dropout(self) -> bool:
+        return self.dropout_input > 0 or self.dropout_hidden > 0
+
+
+METHOD_CONSTRAINTS: dict[str, tuple] = {
+    "name": ("str",),
+    "l2": ("float", 0.0, INF, False, True, "use 0 to disable."),
+    "l1": ("float", 0.0, INF, False, True, "use 0 to disable."),
+    "l1_start": ("float", 0.0, 1.0, False, True),
+    "kl_beta": ("float", 0.0, INF, False, True, "use 0 to disable."),
+    "kl_rho": ("float", 0.0, 1.0, True, True),
+    "kl_ema": ("float", 0.0, 1.0, False, True),
+    "max_norm": ("float", 0.0, INF, False, False, "use inf (or 0) to disable."),
+    "dropout_input": ("float", 0.0, 1.0, False, True),
+    "dropout_hidden": ("float", 0.0, 1.0, False, True),
+    "early_stopping": ("bool",),
+    "patience": ("int", 1, 1_000_000),
+    "min_delta": ("float", 0.0, INF, False, True),
+    "monitor": ("choice", MONITORS),
+    "lr": ("float", 0.0, INF, True, True),
+    "lr_schedule": ("choice", SCHEDULES),
+    "lr_decay": ("float", 0.0, INF, True, True),
+    "lr_decay_steps": ("int", 1, 10**12),
+    "momentum": ("float", 0.0, 1.0, False, True),
+    "momentum_initial": ("float", -1.0, 1.0, False, True),
+    "momentum_ramp_steps": ("int", 0, 10**12),
+    "nesterov": ("bool",),
+    "beta1": ("float", 0.0, 1.0, False, True),
+    "beta2": ("float", 0.0, 1.0, False, True),
+    "eps": ("float", 0.0, INF, True, True),
+    "eps_inside_sqrt": ("bool",),
+    "bias_correction": ("bool",),
+}
+
+
+# ----------------------------------------------------------------------------
+# data
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist"             # mnist | fashion-mnist | moons | circles | spirals | xor
+    resolution: int = 28            # image side in pixels: 28, or 7 (4x4 average pooling); images only
+    train_on_all: bool = False      # train on all 60,000 (validation split then still the last 10,000)
+    standardize: bool = False       # subtract the training mean pixel, divide by its std
+    subset_per_class: int = 0       # class-balanced subset of n per class for every split; 0 = all
+    n_points: int = 600             # point clouds: total points over train/val/test
+    noise: float = 0.2              # point clouds: Gaussian noise std (in units of the shape's scale)
+    flip: float = 0.05              # point clouds: label-flip rate in [0, 0.5)
+    data_seed: int = 0              # seeds the point cloud and the minibatch order
+
+    def __post_init__(self) -> None:
+        for key, rule in DATA_CONSTRAINTS.items():
+            _check(f"data.{key}", getattr(self, key), rule)
+
+    @property
+    def is_image(self) -> bool:
+        return self.name in IMAGE_DATASETS
+
+
+DATA_CONSTRAINTS: dict[str, tuple] = {
+    "name": ("choice", DATASETS),
+    "resolution": ("choice", (28, 7)),
+    "train_on_all": ("bool",),
+    "standardize": ("bool",),
+    "subset_per_class": ("int", 0, 10**7),
+    "n_points": ("int", 12, 10**8),
+    "noise": ("float", 0.0, INF, False, True),
+    "flip": ("float", 0.0, 0.5, False, True),
+    "data_seed": ("int", 0, 2**63 - 1),
+}
+
+
+# ----------------------------------------------------------------------------
+# the study
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str                                   # study label, e.g. "mnist-quick"
+    data: DataConfig = field(default_factory=DataConfig)
+    hidden: tuple[int, ...] = (256, 256)        # hidden layer widths; input and output come from the data
+    init: str = "he_normal"                     # weight initialisation (biases start at 0), see reglab.engine.mlp
+    optimizer: str = "sgd"                      # sgd | adam, study-wide; its settings are per method
+    n_epochs: int = 10                          # passes over the training split, >= 1
+    batch_size: int = 100                       # examples per step, >= 1
+    seeds: tuple[int, ...] = (0,)               # one variant per (method, seed); seed sets init and dropout
+    methods: tuple[MethodConfig, ...] = ()      # at least one
+    log_every: int = 1                          # record per-iteration losses every this many steps
+    checkpoint_every: int = 1                   # write a resumable checkpoint every this many epochs
+    eval_batch_size: int = 2000                 # examples per evaluation chunk (memory only)
+    device: str = "cpu"                         # "cpu" or "cuda"
+
+    def __post_init__(self) -> None:
+        for key, rule in STUDY_CONSTRAINTS.items():
+            _check(key, getattr(self, key), rule)
+        if not self.methods:
+            raise ReglabError("'methods' must list at least one method; got none. Fix: add a [[methods]] table.")
+        names = [m.name for m in self.methods]
+        if len(set(names)) != len(names):
+            raise ReglabError(f"'methods' names must be unique; got {names}. Fix: rename the duplicates.")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ReglabError(f"'seeds' must be distinct whole numbers; got {list(self.seeds)}.")
+        for w in self.hidden:
+            _check("hidden[]", w, ("int", 1, 1_000_000))
+
+    @property
+    def n_variants(self) -> int:
+        return len(self.methods) * len(self.seeds)
+
+    def variants(self) -> list[tuple[int, MethodConfig, int]]:
+        """(variant index, method, seed), method-major: all seeds of a method are contiguous."""
+        return [(i * len(self.seeds) + j, m, s)
+                for i, m in enumerate(self.methods) for j, s in enumerate(self.seeds)]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return _json_safe(d)
+
+    @classmethod
+    def from_dict(cls, d: dict, *, where: str = "config") -> StudyConfig:
+        return study_from_dict(d, where=where)
+
+    def replace(self, **changes) -> StudyConfig:
+        return dataclasses.replace(self, **changes)
+
+
+STUDY_CONSTRAINTS: dict[str, tuple] = {
+    "name": ("str",),
+    "init": ("choice", INITS),
+    "optimizer": ("choice", OPTIMIZERS),
+    "n_epochs": ("int", 1, 10**7),
+    "batch_size": ("int", 1, 10**7),
+    "log_every": ("int", 1, 10**9),
+    "checkpoint_every": ("int", 1, 10**9),
+    "eval_batch_size": ("int", 1, 10**8),
+    "device": ("choice", ("cpu", "cuda")),
+}
+
+
+def _json_safe(obj):
+    """inf is not JSON: store it as the string "inf" (read back by from_dict)."""
+    if isinstance(obj, float) and math.isinf(obj):
+        return "inf" if obj > 0 else "-inf"
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _unsafe(v):
+    if v == "inf":
+        return INF
+    if v == "-inf":
+        return -INF
+    return v
+
+
+def _known_keys(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _reject_unknown(d: dict, cls, where: str) -> None:
+    known = _known_keys(cls)
+    for k in d:
+        if k not in known:
+            raise ReglabError(f"unknown key {where}.{k}; allowed: {', '.join(known)}.")
+
+
+def method_from_dict(d: dict, *, where: str = "methods[]", defaults: dict | None = None) -> MethodConfig:
+    if not isinstance(d, dict):
+        raise ReglabError(f"{where} must be a table of method settings; got {d!r}.")
+    merged = dict(defaults or {})
+    merged.update(d)
+    _reject_unknown(merged, MethodConfig, where)
+    if "name" not in merged:
+        raise ReglabError(f"{where} needs a 'name'. Fix: add name = \"l2\" (any label).")
+    # TOML ints are fine where floats are expected
+    merged = {k: _unsafe(v) for k, v in merged.items()}
+    return MethodConfig(**merged)
+
+
+def study_from_dict(d: dict, *, where: str = "config") -> StudyConfig:
+    d = dict(d)
+    _reject_unknown(d, StudyConfig, where)
+    if "name" not in d:
+        raise ReglabError(f"{where} needs a 'name'. Fix: add name = \"my-study\" at the top.")
+    data = d.pop("data", {})
+    if not isinstance(data, dict):
+        raise ReglabError(f"{where}.data must be a table; got {data!r}.")
+    _reject_unknown(data, DataConfig, f"{where}.data")
+    methods = d.pop("methods", [])
+    if not isinstance(methods, list):
+        raise ReglabError(f"{where}.methods must be an array of tables ([[methods]]); got {methods!r}.")
+    defaults = d.pop("method_defaults", None) if "method_defaults" in d else None
+    out = dict(d)
+    out["data"] = DataConfig(**data)
+    out["methods"] = tuple(method_from_dict(m, where=f"{where}.methods[{i}]", defaults=defaults)
+                           for i, m in enumerate(methods))
+    for key in ("hidden", "seeds"):
+        if key in out:
+            if not isinstance(out[key], (list, tuple)):
+                raise ReglabError(f"{where}.{key} must be a list of whole numbers; got {out[key]!r}.")
+            out[key] = tuple(out[key])
+    return StudyConfig(**out)
+
+
+def load_toml(path: str | Path) -> StudyConfig:
+    """Read a study from TOML: top-level study keys, a [data] table, [[methods]] tables."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ReglabError(f"config file {p} does not exist. Fix: give the path of a study TOML file.") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ReglabError(f"config file {p} is not valid TOML ({e}). Fix: correct the syntax.") from None
+    return study_from_dict(raw, where=p.name)
+
+
+def to_toml(cfg: StudyConfig) -> str:
+    """Write a study as TOML that :func:`load_toml` reads back to an equal config."""
+    d = cfg.to_dict()
+    lines: list[str] = []
+
+    def fmt(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return "inf" if v == "inf" else f'"{v}"'
+        if isinstance(v, float):
+            return repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return str(v)
+
+    for k, v in d.items():
+        if k not in ("data", "methods"):
+            lines.append(f"{k} = {fmt(v)}")
+    lines.append("\n[data]")
+    lines += [f"{k} = {fmt(v)}" for k, v in d["data"].items()]
+    for m in d["methods"]:
+        lines.append("\n[[methods]]")
+        lines += [f"{k} = {fmt(v)}" for k, v in m.items()]
+    return "\n".join(lines) + "\n"
