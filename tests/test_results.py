@@ -1,0 +1,106 @@
+"""The run-directory format: atomic writes, lock, shards, reader errors."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from reglab.errors import ReglabError
+from reglab.results import (RunLock, RunWriter, atomic_write_json, load_run, read_csv_columns,
+                            read_json, rows_to_csv)
+
+
+def _write_minimal_run(d, status="running"):
+    w = RunWriter(d)
+    w.write_json("config.json", {"name": "t"})
+    w.write_json("variants.json", [{"variant": 0, "method": "l2", "seed": 0, "hyperparameters": {}}])
+    w.update_manifest(study="t", status=status)
+    return w
+
+
+def test_json_round_trips_nan_and_inf(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {"x": math.nan, "y": [math.inf, -math.inf, 1.5]})
+    back = read_json(tmp_path / "a.json")
+    assert math.isnan(back["x"]) and back["y"] == [math.inf, -math.inf, 1.5]
+    json.loads((tmp_path / "a.json").read_text())  # strict JSON, no bare NaN
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {"k": 1})
+    atomic_write_json(tmp_path / "a.json", {"k": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+    assert read_json(tmp_path / "a.json") == {"k": 2}
+
+
+def test_csv_floats_read_back_bit_identical(tmp_path):
+    vals = np.random.default_rng(0).standard_normal(50)
+    rows = [{"i": i, "x": float(v), "flag": bool(i % 2)} for i, v in enumerate(vals)]
+    (tmp_path / "m.csv").write_text(rows_to_csv(rows))
+    cols = read_csv_columns([tmp_path / "m.csv"])
+    assert np.array_equal(cols["x"], vals)
+    assert cols["i"].tolist() == list(range(50))
+
+
+def test_lock_refuses_a_second_live_owner(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".lock").write_text(f"{child.pid} {os.uname().nodename}\n")
+        with pytest.raises(ReglabError, match="in use"):
+            RunLock(tmp_path).acquire()
+    finally:
+        child.kill()
+        child.wait()
+    with RunLock(tmp_path):  # the owner is dead now: the stale lock is taken over
+        assert (tmp_path / ".lock").exists()
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_resumed_epoch_overwrites_its_shards_and_later_ones_are_dropped(tmp_path):
+    w = _write_minimal_run(tmp_path)
+    for e in (1, 2, 3):
+        w.write_epoch(e, [{"epoch": e, "variant": 0, "val_error": 0.1 * e}],
+                      [{"step": e, "epoch": e, "variant": 0, "loss_data": 1.0}])
+    w.drop_epochs_after(1)
+    w.write_epoch(2, [{"epoch": 2, "variant": 0, "val_error": 0.5}],
+                  [{"step": 2, "epoch": 2, "variant": 0, "loss_data": 1.0}])
+    run = load_run(tmp_path)
+    assert run.epoch_rows["epoch"].tolist() == [1, 2]
+    assert run.epoch_rows["val_error"].tolist() == [0.1, 0.5]
+    assert not run.complete
+
+
+def test_finalized_run_reads_consolidated_files_after_shards_are_removed(tmp_path):
+    w = _write_minimal_run(tmp_path)
+    for e in (1, 2):
+        w.write_epoch(e, [{"epoch": e, "variant": 0, "val_error": 0.25}],
+                      [{"step": e, "epoch": e, "variant": 0, "loss_data": 2.0}])
+    w.finalize()
+    w.update_manifest(status="complete")
+    w.remove_shards()
+    run = load_run(tmp_path)
+    assert run.complete and run.epoch_rows["epoch"].tolist() == [1, 2]
+    assert run.iter_rows["loss_data"].tolist() == [2.0, 2.0]
+    assert "metrics_epoch.csv" in run.manifest["files"] or (tmp_path / "metrics_epoch.csv").exists()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "does not exist"),
+    ("empty", "is empty"),
+    ("foreign", "not a reglab run directory"),
+    ("bad_manifest", "not valid JSON"),
+])
+def test_reader_rejects_bad_directories_in_one_line(tmp_path, case, message):
+    d = tmp_path / "run"
+    if case != "missing":
+        d.mkdir()
+    if case == "foreign":
+        (d / "notes.txt").write_text("hello")
+    if case == "bad_manifest":
+        (d / "manifest.json").write_text("{not json")
+    with pytest.raises(ReglabError, match=message) as e:
+        load_run(d)
+    assert "\n" not in str(e.value)
