@@ -36,6 +36,10 @@ def _fail(key: str, allowed: str, got: Any, fix: str = "") -> ReglabError:
     return ReglabError(msg)
 
 
+def _num(x: float) -> str:
+    return "inf" if x == math.inf else f"{x:g}"
+
+
 def _check(key: str, value: Any, rule: tuple) -> None:
     kind = rule[0]
     if kind == "float":
@@ -45,7 +49,7 @@ def _check(key: str, value: Any, rule: tuple) -> None:
         if (value < lo or (lo_open and value == lo)) or (value > hi or (hi_open and value == hi)):
             lb = "(" if lo_open else "["
             hb = ")" if hi_open else "]"
-            raise _fail(key, f"a number in {lb}{lo}, {hi}{hb}", value, rule[5] if len(rule) > 5 else "")
+            raise _fail(key, f"a number in {lb}{_num(lo)}, {_num(hi)}{hb}", value, rule[5] if len(rule) > 5 else "")
     elif kind == "int":
         lo, hi = rule[1:3]
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:

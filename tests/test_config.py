@@ -1,0 +1,78 @@
+"""The study config: validation messages, TOML round trip, variant order."""
+
+import math
+
+import pytest
+
+from reglab.config import (DataConfig, MethodConfig, StudyConfig, load_toml, study_from_dict,
+                           to_toml)
+from reglab.errors import ReglabError
+
+
+def _study(**kw):
+    base = dict(name="s", methods=(MethodConfig("l2", l2=1e-4), MethodConfig("max_norm", max_norm=3.0)),
+                seeds=(0, 1, 2))
+    base.update(kw)
+    return StudyConfig(**base)
+
+
+def test_variants_are_method_major_with_contiguous_seeds():
+    cfg = _study()
+    assert [(i, m.name, s) for i, m, s in cfg.variants()] == [
+        (0, "l2", 0), (1, "l2", 1), (2, "l2", 2), (3, "max_norm", 0), (4, "max_norm", 1), (5, "max_norm", 2)]
+    assert cfg.n_variants == 6
+
+
+def test_toml_round_trip_gives_an_equal_config(tmp_path):
+    cfg = _study(data=DataConfig(name="moons", noise=0.3), hidden=(64, 32))
+    p = tmp_path / "s.toml"
+    p.write_text(to_toml(cfg))
+    assert load_toml(p) == cfg
+    assert math.isinf(load_toml(p).methods[0].max_norm)
+
+
+@pytest.mark.parametrize("method_kw, message", [
+    (dict(l1=-1.0), "'l2.l1' must be a number in [0, inf); got -1.0. Fix: use 0 to disable."),
+    (dict(dropout_hidden=1.0), "'l2.dropout_hidden' must be a number in [0, 1)"),
+    (dict(kl_rho=0.0), "'l2.kl_rho' must be a number in (0, 1)"),
+    (dict(lr_schedule="cosine"), "'l2.lr_schedule' must be one of 'constant', 'exponential'"),
+    (dict(patience=0), "'l2.patience' must be a whole number in [1,"),
+    (dict(lr=float("nan")), "'l2.lr' must be a number"),
+])
+def test_bad_method_values_name_the_key_and_what_is_allowed(method_kw, message):
+    with pytest.raises(ReglabError) as e:
+        MethodConfig("l2", **method_kw)
+    assert str(e.value).startswith(message)
+
+
+def test_unknown_keys_are_named_with_the_allowed_ones():
+    with pytest.raises(ReglabError, match=r"unknown key study.toml.methods\[0\].l3; allowed: name, l2"):
+        study_from_dict({"name": "x", "methods": [{"name": "a", "l3": 1}]}, where="study.toml")
+    with pytest.raises(ReglabError, match=r"unknown key cfg.data.nosie"):
+        study_from_dict({"name": "x", "data": {"nosie": 0.1}, "methods": [{"name": "a"}]}, where="cfg")
+
+
+def test_study_level_rules():
+    with pytest.raises(ReglabError, match="at least one method"):
+        StudyConfig(name="s")
+    with pytest.raises(ReglabError, match="unique"):
+        _study(methods=(MethodConfig("a"), MethodConfig("a")))
+    with pytest.raises(ReglabError, match="distinct"):
+        _study(seeds=(1, 1))
+    with pytest.raises(ReglabError, match="'optimizer' must be one of 'sgd', 'adam'"):
+        _study(optimizer="rmsprop")
+
+
+def test_bad_toml_syntax_and_missing_file_are_one_line(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("name = \n")
+    with pytest.raises(ReglabError, match="not valid TOML"):
+        load_toml(p)
+    with pytest.raises(ReglabError, match="does not exist"):
+        load_toml(tmp_path / "nope.toml")
+
+
+def test_zero_and_inf_disable_max_norm():
+    assert not MethodConfig("a", max_norm=0.0).uses_max_norm
+    assert not MethodConfig("a").uses_max_norm
+    assert MethodConfig("a", max_norm=3.0).uses_max_norm
