@@ -12,5 +12,6 @@ __version__ = "0.1.0"
 
 from reglab.config import DataConfig, MethodConfig, StudyConfig  # noqa: E402
 from reglab.errors import ReglabError  # noqa: E402
+from reglab.data import load_dataset  # noqa: E402
 
-__all__ = ["DataConfig", "MethodConfig", "StudyConfig", "ReglabError", "__version__"]
+__all__ = ["DataConfig", "MethodConfig", "StudyConfig", "ReglabError", "__version__", "load_dataset"]
