@@ -1,0 +1,106 @@
+"""`reglab run`: run a named study (or a TOML one), or resume an interrupted one.
+
+Resolves what the library must not read itself: argv, ``REGLAB_DATA_DIR``
+(the folder holding mnist/ and fashion-mnist/) and ``XDG_CACHE_HOME`` (the
+download cache, ``$XDG_CACHE_HOME/reglab`` or ``~/.cache/reglab``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+
+from reglab.errors import ReglabError
+from reglab.study import presets
+
+EPILOG = """examples:
+  reglab run                                  the default study: mnist, preset quick, 3 seeds
+  reglab run mnist --preset seed --resolution 7
+  reglab run pointcloud --seeds 5
+  reglab run --config study.toml --out runs/mine
+  reglab run --resume runs/mnist-quick-20250101-120000
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run", help="run a study (default: mnist, preset quick)",
+        description="Train every method x seed of a study as one batched model; write a run directory "
+                    "(config, environment, dataset checksums, metrics, checkpoints, summary) and a report.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", nargs="?", choices=list(presets.STUDIES), default=None,
+                   help=f"the study to run (default: {presets.DEFAULT_STUDY})")
+    p.add_argument("--preset", help="preset of the study: " + "; ".join(
+        f"{s}: {', '.join(ps)} (default {presets.DEFAULT_PRESET[s]})" for s, ps in presets.STUDIES.items()))
+    p.add_argument("--seeds", type=int, metavar="N", help="train every method with seeds 0..N-1")
+    p.add_argument("--dataset", help="mnist | fashion-mnist for the mnist study; moons | circles | spirals | xor "
+                                     "for pointcloud")
+    p.add_argument("--resolution", type=int, choices=(28, 7), help="image side: 28, or 7 (4x4 average pooling)")
+    p.add_argument("--config", metavar="TOML", help="a user-defined study (see docs/studies.md)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<study>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its latest checkpoint")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="folder holding mnist/ and fashion-mnist/ (default: $REGLAB_DATA_DIR)")
+    p.add_argument("--epochs", type=int, metavar="N", help="override the number of epochs")
+    p.add_argument("--smoke", action="store_true", help="tiny mode: a few hundred examples, at most 2 epochs")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors (for CI)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="where to train (default: the study's)")
+    p.add_argument("--allow-checksum-mismatch", action="store_true",
+                   help="use dataset files whose checksums differ from the published ones (recorded as such)")
+    p.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
+    from reglab.config import load_toml
+    from reglab.data.sources import default_cache_dir
+    from reglab.study.runner import run_study
+
+    environ = os.environ if environ is None else environ
+    data_dir = args.data_dir or environ.get("REGLAB_DATA_DIR") or None
+    cache_dir = default_cache_dir(environ)
+
+    if args.resume:
+        given = [opt for opt, val in (("STUDY", args.study), ("--preset", args.preset), ("--seeds", args.seeds),
+                                      ("--dataset", args.dataset), ("--resolution", args.resolution),
+                                      ("--config", args.config), ("--out", args.out), ("--epochs", args.epochs),
+                                      ("--smoke", args.smoke or None), ("--device", args.device))
+                 if val is not None]
+        if given:
+            raise ReglabError(f"--resume continues the study stored in the run directory; got also {', '.join(given)}. "
+                              f"Fix: reglab run --resume {args.resume}")
+        cfg = None
+    elif args.config:
+        if args.study or args.preset:
+            raise ReglabError("--config defines the whole study; drop the STUDY name and --preset.")
+        cfg = presets.apply_overrides(load_toml(args.config), seeds=args.seeds, dataset=args.dataset,
+                                      resolution=args.resolution, epochs=args.epochs, smoke=args.smoke,
+                                      device=args.device)
+    else:
+        cfg = presets.get(args.study or presets.DEFAULT_STUDY, args.preset, seeds=args.seeds, dataset=args.dataset,
+                          resolution=args.resolution, epochs=args.epochs, smoke=args.smoke, device=args.device)
+    if cfg is not None and cfg.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise ReglabError("this study trains on 'cuda' but no CUDA device is available. "
+                              "Fix: add --device cpu (slow for the paper preset) or run on a GPU machine.")
+
+    run_study(cfg, out_dir=args.resume or args.out, data_dir=data_dir, cache_dir=cache_dir,
+              resume=bool(args.resume), quiet=args.quiet, progress=not args.quiet,
+              allow_checksum_mismatch=args.allow_checksum_mismatch,
+              command=command_line(args))
+    return 0
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The `reglab run ...` command that reproduces `args` (stored in the manifest)."""
+    parts = ["reglab", "run"] + ([args.study] if args.study else [])
+    for opt in ("preset", "seeds", "dataset", "resolution", "config", "out", "resume", "data_dir", "epochs",
+                "device"):
+        val = getattr(args, opt)
+        if val is not None:
+            parts += ["--" + opt.replace("_", "-"), str(val)]
+    for flag in ("smoke", "quiet", "allow_checksum_mismatch"):
+        if getattr(args, flag):
+            parts.append("--" + flag.replace("_", "-"))
+    return shlex.join(parts)

@@ -1,0 +1,257 @@
+"""Named studies: ``pointcloud`` and ``mnist`` (presets ``quick``, ``seed``, ``paper``).
+
+A preset is a plain function returning a :class:`StudyConfig`; ``STUDIES`` maps
+study name -> preset name -> function, and the CLI's choices are its keys.
+Where every value comes from (the paper, Srivastava's deepnet configs, or a
+validation-set search -- never the test set) is written beside it and in
+docs/studies.md, with the measurements.
+
+Conventions used below (see reglab.config): ``l2`` is lambda in
+``lambda/2 * sum w^2`` (deepnet's and PyTorch's convention), dropout is
+*inverted* (kept units scaled by 1/(1-p) during training), steps count
+minibatch updates.
+
+The six MNIST methods of Srivastava et al. (2014), Table 9, are named
+``METHODS_TABLE9`` in every MNIST preset, in the paper's order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from reglab.config import INF, IMAGE_DATASETS, POINTCLOUDS, DataConfig, MethodConfig, StudyConfig
+from reglab.errors import ReglabError
+
+METHODS_TABLE9 = ("l2", "l2+l1_late", "l2+kl", "max_norm", "dropout+l2", "dropout+max_norm")
+# Srivastava et al. 2014, Table 9: test error % of the 784-1024-1024-2048-10 ReLU net
+PAPER_TABLE9 = {"l2": 1.62, "l2+l1_late": 1.60, "l2+kl": 1.55, "max_norm": 1.35,
+                "dropout+l2": 1.25, "dropout+max_norm": 1.05}
+# the hand-written study reglab replaces (784-32-10, 50 epochs, one run each); dropout rows had no number
+SEED_STUDY_REPORTED = {"l2": 5.6, "l2+l1_late": 35.0, "l2+kl": 6.1, "max_norm": 4.6}
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+# ----------------------------------------------------------------------------
+# MNIST
+
+def _table9_methods(common: dict, per_method: dict[str, dict]) -> tuple[MethodConfig, ...]:
+    """The six Table 9 methods: `common` optimizer settings, then each method's own."""
+    return tuple(MethodConfig(name=name, **{**common, **per_method[name]}) for name in METHODS_TABLE9)
+
+
+def mnist_quick() -> StudyConfig:
+    """784-256-256-10 ReLU, 3 seeds x 6 methods, sized for <= 10 minutes on a 2-core CPU.
+
+    Optimizer: SGD, momentum 0.9, batch 100 (deepnet, paper appendix B.1), learning rate
+    decayed exponentially; the rates, the decay, the L1/KL coefficients, the dropout rates
+    and the max-norm radii were chosen on the validation split (docs/studies.md).
+    """
+    common = dict(momentum=0.9, lr_schedule="exponential", lr_decay=QUICK["lr_decay"],
+                  lr_decay_steps=QUICK["lr_decay_steps"])
+    per = {
+        "l2": dict(lr=QUICK["lr"], l2=QUICK["l2"]),
+        "l2+l1_late": dict(lr=QUICK["lr"], l2=QUICK["l2"], l1=QUICK["l1"], l1_start=QUICK["l1_start"]),
+        "l2+kl": dict(lr=QUICK["lr"], l2=QUICK["l2"], kl_beta=QUICK["kl_beta"], kl_rho=QUICK["kl_rho"],
+                      kl_ema=QUICK["kl_ema"]),
+        "max_norm": dict(lr=QUICK["lr_max_norm"], max_norm=QUICK["max_norm"]),
+        "dropout+l2": dict(lr=QUICK["lr_dropout"], l2=QUICK["l2"], dropout_input=QUICK["dropout_input"],
+                           dropout_hidden=QUICK["dropout_hidden"]),
+        "dropout+max_norm": dict(lr=QUICK["lr_dropout_max_norm"], max_norm=QUICK["max_norm_dropout"],
+                                 dropout_input=QUICK["dropout_input"], dropout_hidden=QUICK["dropout_hidden"]),
+    }
+    return StudyConfig(name="mnist-quick", data=DataConfig(name="mnist"), hidden=(256, 256),
+                       init="he_normal", optimizer="sgd", n_epochs=QUICK["n_epochs"], batch_size=100,
+                       seeds=DEFAULT_SEEDS, methods=_table9_methods(common, per), log_every=10,
+                       checkpoint_every=1)
+
+
+# validated on the 10,000-image validation split; docs/studies.md has the search and its numbers
+QUICK = dict(
+    n_epochs=20,
+    lr=0.05, lr_max_norm=0.05, lr_dropout=0.1, lr_dropout_max_norm=0.1,
+    lr_decay=0.5, lr_decay_steps=3000,
+    l2=1e-4, l1=1e-5, l1_start=0.8,
+    kl_beta=1e-3, kl_rho=0.1, kl_ema=0.9,
+    max_norm=3.0, max_norm_dropout=2.0,
+    dropout_input=0.2, dropout_hidden=0.5,
+)
+
+
+def mnist_seed() -> StudyConfig:
+    """784-32-10 ReLU, 50 epochs: the configuration of the hand-written study reglab replaces.
+
+    The net and the budget are that study's; the optimizer settings and coefficients are
+    reglab's validated ones (its L1 coefficient was what made its L2+L1 run reach 35%).
+    """
+    common = dict(momentum=0.9, lr_schedule="exponential", lr_decay=SEED["lr_decay"],
+                  lr_decay_steps=SEED["lr_decay_steps"])
+    per = {
+        "l2": dict(lr=SEED["lr"], l2=SEED["l2"]),
+        "l2+l1_late": dict(lr=SEED["lr"], l2=SEED["l2"], l1=SEED["l1"], l1_start=SEED["l1_start"]),
+        "l2+kl": dict(lr=SEED["lr"], l2=SEED["l2"], kl_beta=SEED["kl_beta"], kl_rho=SEED["kl_rho"],
+                      kl_ema=SEED["kl_ema"]),
+        "max_norm": dict(lr=SEED["lr"], max_norm=SEED["max_norm"]),
+        "dropout+l2": dict(lr=SEED["lr"], l2=SEED["l2"], dropout_input=SEED["dropout_input"],
+                           dropout_hidden=SEED["dropout_hidden"]),
+        "dropout+max_norm": dict(lr=SEED["lr"], max_norm=SEED["max_norm_dropout"],
+                                 dropout_input=SEED["dropout_input"], dropout_hidden=SEED["dropout_hidden"]),
+    }
+    return StudyConfig(name="mnist-seed", data=DataConfig(name="mnist"), hidden=(32,), init="he_normal",
+                       optimizer="sgd", n_epochs=50, batch_size=100, seeds=DEFAULT_SEEDS,
+                       methods=_table9_methods(common, per), log_every=10, checkpoint_every=5)
+
+
+SEED = dict(
+    lr=0.05, lr_decay=0.5, lr_decay_steps=5000,
+    l2=1e-4, l1=1e-5, l1_start=0.8,
+    kl_beta=1e-3, kl_rho=0.1, kl_ema=0.9,
+    max_norm=3.0, max_norm_dropout=2.0,
+    dropout_input=0.2, dropout_hidden=0.2,
+)
+
+
+def mnist_paper() -> StudyConfig:
+    """784-1024-1024-2048-10 ReLU, 1,000,000 updates at batch 100 (2,000 epochs of 50,000), for a GPU.
+
+    From Srivastava's deepnet example configs (docs/studies.md): methods without dropout use
+    ``model.pbtxt`` (lr 0.01 halved every 10,000 steps, momentum 0.9, L2 0.001); methods with
+    dropout use ``model_dropout.pbtxt`` (lr 1/(1 + t/10,000), momentum ramped from 0.5 to
+    0.99, dropout 0.2 on inputs and 0.5 on hidden units, max-norm 3 with deepnet's
+    non-inverted dropout, i.e. about 0.8*3 on the first layer and 0.5*3 on the others with
+    inverted dropout; reglab has one radius for all layers and uses 0.8*3 = 2.4).
+    """
+    no_dropout = dict(lr=0.01, lr_schedule="step", lr_decay=0.5, lr_decay_steps=10_000, momentum=0.9)
+    # deepnet: momentum 0.99 - 0.49 exp(-t/100,000); a linear ramp 0.5 -> 0.99 over 300,000
+    # steps stays within 0.05 of it (0.5 at t=0, 0.97 vs 0.966 at 300k, 0.99 vs 0.99 at 1M)
+    with_dropout = dict(lr=1.0, lr_schedule="inverse_t", lr_decay_steps=10_000, momentum=0.99,
+                        momentum_initial=0.5, momentum_ramp_steps=300_000,
+                        dropout_input=0.2, dropout_hidden=0.5)
+    per = {
+        "l2": dict(no_dropout, l2=1e-3),
+        "l2+l1_late": dict(no_dropout, l2=1e-3, l1=PAPER_L1, l1_start=0.8),
+        "l2+kl": dict(no_dropout, l2=1e-3, kl_beta=1e-3, kl_rho=0.1, kl_ema=0.9),
+        "max_norm": dict(no_dropout, max_norm=3.0),
+        "dropout+l2": dict(with_dropout, l2=1e-3),
+        "dropout+max_norm": dict(with_dropout, max_norm=2.4),
+    }
+    return StudyConfig(name="mnist-paper", data=DataConfig(name="mnist"), hidden=(1024, 1024, 2048),
+                       init="he_normal", optimizer="sgd", n_epochs=2000, batch_size=100, seeds=DEFAULT_SEEDS,
+                       methods=_table9_methods({}, per), log_every=100, checkpoint_every=20,
+                       eval_batch_size=5000, device="cuda")
+
+
+PAPER_L1 = 1e-5  # deepnet examples set no value; the quick preset's validated coefficient
+
+
+# ----------------------------------------------------------------------------
+# point cloud
+
+def pointcloud() -> StudyConfig:
+    """Two moons, a small noisy training set, a 2-256-256-2 ReLU net that can memorize it.
+
+    Methods: no penalty, L1, L2, and no penalty with early stopping (patience on validation
+    loss). Adam (lr 1e-3, the Kingma & Ba default), full-batch-like minibatches of 50; the
+    data size, noise, L1/L2 coefficients and patience were chosen on the validation split.
+    """
+    common = dict(lr=POINTCLOUD["lr"])
+    methods = (
+        MethodConfig(name="no_penalty", **common),
+        MethodConfig(name="l1", l1=POINTCLOUD["l1"], **common),
+        MethodConfig(name="l2", l2=POINTCLOUD["l2"], **common),
+        MethodConfig(name="early_stopping", early_stopping=True, patience=POINTCLOUD["patience"],
+                     monitor="val_loss", **common),
+    )
+    data = DataConfig(name="moons", n_points=POINTCLOUD["n_points"], noise=POINTCLOUD["noise"],
+                      flip=POINTCLOUD["flip"], data_seed=0)
+    return StudyConfig(name="pointcloud", data=data, hidden=(256, 256), init="he_normal", optimizer="adam",
+                       n_epochs=POINTCLOUD["n_epochs"], batch_size=POINTCLOUD["batch_size"],
+                       seeds=(0, 1, 2, 3, 4), methods=methods, log_every=1, checkpoint_every=25)
+
+
+POINTCLOUD = dict(n_points=400, noise=0.3, flip=0.1, lr=1e-3, batch_size=50, n_epochs=300,
+                  l1=1e-4, l2=1e-2, patience=20)
+
+
+# ----------------------------------------------------------------------------
+# registry and overrides
+
+STUDIES: dict[str, dict[str, Callable[[], StudyConfig]]] = {
+    "mnist": {"quick": mnist_quick, "seed": mnist_seed, "paper": mnist_paper},
+    "pointcloud": {"default": pointcloud},
+}
+DEFAULT_STUDY = "mnist"
+DEFAULT_PRESET = {"mnist": "quick", "pointcloud": "default"}
+STUDY_DATASETS = {"mnist": IMAGE_DATASETS, "pointcloud": POINTCLOUDS}
+
+SMOKE_PER_CLASS = 30     # images: 30 per class in each split = 300 examples each
+SMOKE_POINTS = 240       # point clouds: 120 train, 60 val, 60 test
+SMOKE_EPOCHS = 2
+
+
+def get(study: str = DEFAULT_STUDY, preset: str | None = None, *, seeds: int | None = None,
+        dataset: str | None = None, resolution: int | None = None, epochs: int | None = None,
+        smoke: bool = False, device: str | None = None) -> StudyConfig:
+    """The named study's preset with command-line overrides applied.
+
+    Args:
+        seeds: train every method with seeds 0..seeds-1.
+        dataset: another dataset of the same kind (fashion-mnist for mnist; a point cloud for pointcloud).
+        resolution: 28 or 7 (images only).
+        epochs: number of epochs (step-based schedules keep their time constants).
+        smoke: tiny mode: a few hundred examples, at most 2 epochs (for the test suite).
+        device: "cpu" or "cuda".
+    """
+    if study not in STUDIES:
+        raise ReglabError(f"unknown study {study!r}; allowed: {', '.join(STUDIES)}. Fix: reglab run mnist.")
+    preset = preset or DEFAULT_PRESET[study]
+    if preset not in STUDIES[study]:
+        raise ReglabError(f"unknown preset {preset!r} for study {study!r}; allowed: {', '.join(STUDIES[study])}.")
+    cfg = STUDIES[study][preset]()
+    return apply_overrides(cfg, study=study, seeds=seeds, dataset=dataset, resolution=resolution,
+                           epochs=epochs, smoke=smoke, device=device)
+
+
+def apply_overrides(cfg: StudyConfig, *, study: str | None = None, seeds: int | None = None,
+                    dataset: str | None = None, resolution: int | None = None, epochs: int | None = None,
+                    smoke: bool = False, device: str | None = None) -> StudyConfig:
+    """`cfg` with the command-line overrides; each bad value is one ReglabError naming the option."""
+    data = cfg.data
+    name = cfg.name
+    if dataset is not None:
+        allowed = STUDY_DATASETS.get(study, IMAGE_DATASETS if data.is_image else POINTCLOUDS)
+        if dataset not in allowed:
+            raise ReglabError(f"--dataset must be one of {', '.join(allowed)} for this study; got {dataset!r}.")
+        if dataset != data.name:
+            name = name.replace(data.name, dataset) if data.name in name else f"{dataset}-{name}"
+        data = dataclasses.replace(data, name=dataset)
+    if resolution is not None:
+        if not data.is_image:
+            raise ReglabError(f"--resolution applies to image datasets only; this study uses {data.name!r}.")
+        data = dataclasses.replace(data, resolution=resolution)
+        if resolution != 28:
+            name = f"{name}-{resolution}px"
+    changes: dict = {"data": data, "name": name}
+    if seeds is not None:
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise ReglabError(f"--seeds must be a whole number >= 1; got {seeds!r}.")
+        changes["seeds"] = tuple(range(seeds))
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ReglabError(f"--epochs must be a whole number >= 1; got {epochs!r}.")
+        changes["n_epochs"] = epochs
+    if device is not None:
+        changes["device"] = device
+    cfg = cfg.replace(**changes)
+    return smoke_version(cfg) if smoke else cfg
+
+
+def smoke_version(cfg: StudyConfig) -> StudyConfig:
+    """Tiny mode: a few hundred examples, at most 2 epochs, a checkpoint every epoch."""
+    if cfg.data.is_image:
+        data = dataclasses.replace(cfg.data, subset_per_class=SMOKE_PER_CLASS)
+    else:
+        data = dataclasses.replace(cfg.data, n_points=SMOKE_POINTS)
+    return cfg.replace(name=f"{cfg.name}-smoke", data=data, n_epochs=min(cfg.n_epochs, SMOKE_EPOCHS),
+                       log_every=1, checkpoint_every=1,
+                       batch_size=min(cfg.batch_size, 50))

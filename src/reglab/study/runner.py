@@ -1,0 +1,537 @@
+"""Run a study: one batched Trainer for every (method, seed), written to a run directory.
+
+The runner is the only place that joins the engine to the results on disk:
+
+    config -> load_dataset -> Trainer (all variants at once) -> epoch by epoch:
+        metrics shards (atomic) -> checkpoint every `checkpoint_every` epochs (atomic)
+    -> final summary (per-variant finals, per-method mean/std/95% CI, paired comparisons)
+    -> each method timed alone -> consolidated CSVs -> manifest "complete" -> report.
+
+Resuming: the latest checkpoint holds the trainer's whole state (weights,
+optimizer buffers, RNG states, early-stopping and KL state, step counter) and
+the runner's own bookkeeping, so the epochs after it are recomputed exactly
+as an uninterrupted run computes them; metric shards written after that
+checkpoint are dropped first. The only columns that differ between a resumed
+and an uninterrupted run are wall-clock times (``epoch_time_s``).
+
+A kill at any moment leaves whole files only (every write is temp file +
+``os.replace``) and a lock file whose owner is dead, which the next
+``--resume`` takes over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import io
+import math
+import os
+import platform
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reglab import __version__
+from reglab.config import StudyConfig, study_from_dict, to_toml
+from reglab.data.dataset import Dataset
+from reglab.errors import ReglabError
+from reglab.results import (MANIFEST, RunLock, RunWriter, atomic_write_bytes, atomic_write_text,
+                            now_iso, read_json)
+from reglab.stats import describe, paired_comparison
+
+CHECKPOINT_DIR = "checkpoints"
+LATEST = "latest"                 # text file in checkpoints/ naming the newest complete checkpoint
+CHECKPOINT_FORMAT = "reglab-checkpoint"
+TIMING_MIN_SECONDS = 0.5          # each method is timed alone for at least this long ...
+TIMING_MAX_EPOCHS = 8             # ... or this many short epochs, whichever comes first
+TIMING_STEPS_PER_EPOCH = 20       # minibatches per epoch of the short timing run
+TIMING_EVAL_EXAMPLES = 200        # val/test examples of the timing run (evaluation is not what is timed)
+HEADLINE = ("test_error", "val_error")  # scalars compared pairwise between methods
+
+
+def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, data_dir: str | Path | None = None,
+              cache_dir: str | Path | None = None, resume: bool = False, quiet: bool = False,
+              progress: bool = True, allow_checksum_mismatch: bool = False, command: str | None = None,
+              time_methods: bool = True) -> Path:
+    """Train every (method, seed) of `cfg` as one batched model and write the run directory.
+
+    Args:
+        cfg: the study; with ``resume=True`` it may be None (the stored config is used) and,
+            when given, must equal the stored one.
+        out_dir: run directory; default ``runs/<cfg.name>-<YYYYmmdd-HHMMSS>`` under the current folder.
+        data_dir, cache_dir, allow_checksum_mismatch: passed to :func:`reglab.data.load_dataset`.
+        resume: continue the interrupted run in `out_dir` from its latest checkpoint.
+        quiet: print nothing (no config, no progress bar, no final lines).
+        progress: show the tqdm progress bar (epoch, ETA, best validation error so far).
+        command: the command line that started the run, stored in the manifest.
+        time_methods: time each method's variants alone after the study (timing.json).
+
+    Returns:
+        The run directory.
+    """
+    if resume:
+        if out_dir is None:
+            raise ReglabError("resume needs the run directory. Fix: reglab run --resume RUN_DIR.")
+        run_dir = Path(out_dir)
+        stored = _stored_config(run_dir)
+        if cfg is not None and cfg.to_dict() != stored.to_dict():
+            raise ReglabError(f"the config given differs from the one stored in {run_dir / 'config.json'}. "
+                              "Fix: resume with only --resume RUN_DIR (the stored config is used).")
+        cfg = stored
+    else:
+        if cfg is None:
+            raise ReglabError("no study config given. Fix: pass a StudyConfig (e.g. from reglab.study.presets.get).")
+        run_dir = Path(out_dir) if out_dir is not None else default_run_dir(cfg.name)
+
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    with RunLock(run_dir):
+        if not resume and (run_dir / MANIFEST).exists():
+            raise ReglabError(f"{run_dir} already holds a run. Fix: --resume {run_dir} to continue it, "
+                              "or choose another --out.")
+        return _run_locked(cfg, run_dir, data_dir=data_dir, cache_dir=cache_dir, resume=resume, say=say,
+                           show_progress=progress and not quiet,
+                           allow_checksum_mismatch=allow_checksum_mismatch, command=command,
+                           time_methods=time_methods)
+
+
+def default_run_dir(study_name: str, root: str | Path = "runs") -> Path:
+    """``runs/<study>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3`` ... if that folder exists."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{study_name}-{stamp}"
+    candidate, k = base, 2
+    while candidate.exists():
+        candidate, k = Path(f"{base}-{k}"), k + 1
+    return candidate
+
+
+# ----------------------------------------------------------------------------
+# the run
+
+def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume: bool, say, show_progress: bool,
+                allow_checksum_mismatch: bool, command: str | None, time_methods: bool) -> Path:
+    from reglab.data import load_dataset  # the data package loads lazily: it is large and optional for tests
+    from reglab.engine import Trainer
+
+    session_start = time.perf_counter()
+    started = now_iso()
+    writer = RunWriter(run_dir)
+
+    if resume and read_json(run_dir / MANIFEST).get("status") == "complete":
+        say(f"reglab: {run_dir} is already complete; nothing to resume.")
+        return run_dir
+
+    say(f"reglab: {'resuming' if resume else 'running'} study {cfg.name!r} "
+        f"({len(cfg.methods)} methods x {len(cfg.seeds)} seeds = {cfg.n_variants} variants, "
+        f"{cfg.n_epochs} epochs) -> {run_dir}")
+    say("# resolved config\n" + to_toml(cfg))
+
+    dataset = load_dataset(cfg.data, data_dir=data_dir, cache_dir=cache_dir,
+                           allow_checksum_mismatch=allow_checksum_mismatch)
+    if not resume:
+        writer.write_json("config.json", cfg.to_dict())
+        writer.write_text("config.toml", to_toml(cfg))
+        writer.write_json("variants.json", variants_table(cfg))
+    writer.write_json("environment.json", environment(cfg.device))
+    writer.write_json("dataset.json", dataset_description(dataset))
+    writer.update_manifest(study=cfg.name, status="running", n_epochs=cfg.n_epochs, reglab_version=__version__,
+                           **({"epochs_done": 0, "command": command} if not resume else {}))
+
+    trainer = Trainer(cfg, dataset)
+    # the runner's own state, saved in every checkpoint beside the trainer's
+    book = {"train_wall_s": 0.0, "best_val_error": math.inf, "sessions": [], "epoch_wall_s": []}
+    if resume:
+        book = _load_checkpoint(run_dir, trainer) or book
+        writer.drop_epochs_after(trainer.epoch)
+        say(f"reglab: resumed after epoch {trainer.epoch} of {cfg.n_epochs}")
+    earlier_sessions = book["sessions"]  # killed sessions, each up to its last checkpoint
+    first_epoch = trainer.epoch
+
+    def this_session() -> dict:
+        return {"started": started, "wall_s": time.perf_counter() - session_start,
+                "first_epoch": first_epoch + 1, "resumed": resume}
+
+    variants = cfg.variants()
+    bar = _progress_bar(cfg.n_epochs, trainer.epoch, cfg.name) if show_progress else None
+    try:
+        while not trainer.done:
+            t0 = time.perf_counter()
+            rec = trainer.train_epoch()
+            book["train_wall_s"] += time.perf_counter() - t0
+            book["epoch_wall_s"].append(time.perf_counter() - t0)
+            writer.write_epoch(rec.epoch, epoch_rows(rec, variants), iter_rows(rec))
+            val = np.asarray(rec.metrics["val_error"], dtype=np.float64)
+            if np.isfinite(val).any():
+                book["best_val_error"] = min(book["best_val_error"], float(np.nanmin(np.where(np.isfinite(val), val, np.nan))))
+            if rec.epoch % cfg.checkpoint_every == 0 or trainer.done:
+                _save_checkpoint(run_dir, trainer, dict(book, sessions=earlier_sessions + [this_session()]), cfg)
+            writer.update_manifest(epochs_done=rec.epoch)
+            if bar is not None:
+                bar.set_postfix_str(f"best val error {100 * book['best_val_error']:.2f}%")
+                bar.update(1)
+    except BaseException:
+        if bar is not None:
+            bar.close()
+        writer.update_manifest(status="interrupted")
+        raise
+    if bar is not None:
+        bar.close()
+
+    finals = trainer.final_summary()
+    last = _last_epoch_metrics(writer, trainer.epoch)
+    summary = build_summary(cfg, finals, last)
+    writer.write_json("summary.json", summary)
+    writer.write_npz("analysis.npz", {k: np.asarray(v) for k, v in trainer.analysis().items()})
+
+    method_times = time_each_method(cfg, dataset, summary, Trainer) if time_methods else {}
+    sessions = earlier_sessions + [this_session()]
+    writer.write_json("timing.json", timing_table(cfg, book, sessions, method_times, summary))
+
+    writer.finalize()
+    writer.update_manifest(status="complete", epochs_done=trainer.epoch)
+    writer.remove_shards()
+
+    say(format_summary_table(summary))
+    report = _build_report(run_dir, say)
+    say(f"reglab: results in {run_dir}")
+    if report is not None:
+        say(f"reglab: report at {report}")
+    return run_dir
+
+
+def _progress_bar(total: int, initial: int, name: str):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc=name, unit="epoch", dynamic_ncols=True, file=sys.stderr)
+
+
+def _build_report(run_dir: Path, say) -> Path | None:
+    """Build report.html when the report package is installed; the study never depends on it."""
+    if importlib.util.find_spec("reglab.report") is None:
+        say("reglab: no report package installed; skipping report.html")
+        return None
+    report = importlib.import_module("reglab.report")
+    build = getattr(report, "build_report", None)
+    if build is None:
+        say("reglab: reglab.report has no build_report; skipping report.html")
+        return None
+    return Path(build(run_dir))
+
+
+# ----------------------------------------------------------------------------
+# checkpoints
+
+def _save_checkpoint(run_dir: Path, trainer, book: dict, cfg: StudyConfig) -> None:
+    """Write checkpoints/epoch-XXXXX.pt atomically, then point `latest` at it, then drop older ones."""
+    cdir = run_dir / CHECKPOINT_DIR
+    name = f"epoch-{trainer.epoch:05d}.pt"
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, "epoch": trainer.epoch, "config": cfg.to_dict(),
+                "trainer": trainer.state_dict(), "runner": book}, buf)
+    atomic_write_bytes(cdir / name, buf.getvalue())
+    atomic_write_text(cdir / LATEST, name + "\n")
+    # one checkpoint is enough to resume, and a paper-size study's is ~0.5 GB
+    for old in cdir.glob("epoch-*.pt"):
+        if old.name != name:
+            old.unlink()
+
+
+def _load_checkpoint(run_dir: Path, trainer) -> dict | None:
+    """Restore the trainer from the latest checkpoint; None when the run died before its first one."""
+    pointer = run_dir / CHECKPOINT_DIR / LATEST
+    if not pointer.exists():
+        return None
+    path = run_dir / CHECKPOINT_DIR / pointer.read_text().strip()
+    try:
+        # the file was written by this runner into the user's own run directory; the trainer state
+        # holds numpy arrays and RNG states, which the weights-only unpickler rejects
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError) as e:
+        raise ReglabError(f"checkpoint {path} is unreadable ({e}). Fix: start the study again with a new --out.") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ReglabError(f"{path} is not a reglab checkpoint. Fix: start the study again with a new --out.")
+    trainer.load_state_dict(ckpt["trainer"])
+    return ckpt["runner"]
+
+
+def _stored_config(run_dir: Path) -> StudyConfig:
+    if not run_dir.is_dir():
+        raise ReglabError(f"cannot resume: {run_dir} does not exist. Fix: give the folder of the interrupted run.")
+    if not (run_dir / "config.json").exists():
+        raise ReglabError(f"cannot resume: {run_dir} has no config.json (not a reglab run, or it died before "
+                          "writing one). Fix: start the study again.")
+    return study_from_dict(read_json(run_dir / "config.json"), where=str(run_dir / "config.json"))
+
+
+# ----------------------------------------------------------------------------
+# self-describing tables
+
+def variants_table(cfg: StudyConfig) -> list[dict]:
+    """One entry per variant: its index in every array, method, seed and the method's hyperparameters."""
+    return [{"variant": i, "method": m.name, "seed": s, "hyperparameters": dataclasses.asdict(m)}
+            for i, m, s in cfg.variants()]
+
+
+def environment(device: str) -> dict:
+    """What the numbers were measured on: versions, CPU, threads, GPU."""
+    env = {
+        "reglab": __version__,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "device": device,
+        "cuda_available": torch.cuda.is_available(),
+        "gpus": [],
+    }
+    for mod in ("tqdm", "matplotlib"):
+        try:
+            env[mod] = importlib.import_module(mod).__version__
+        except ImportError:
+            env[mod] = None
+    if torch.cuda.is_available():
+        env["cuda"] = torch.version.cuda
+        env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return env
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def dataset_description(ds: Dataset) -> dict:
+    return {"name": ds.name, "n_classes": ds.n_classes, "n_features": ds.n_features,
+            "n_train": int(ds.x_train.shape[0]), "n_val": int(ds.x_val.shape[0]),
+            "n_test": int(ds.x_test.shape[0]), "info": ds.info}
+
+
+def epoch_rows(rec, variants: list) -> list[dict]:
+    """One row per variant: epoch, variant, method, seed, then every metric of the EpochRecord."""
+    names = list(rec.metrics)
+    cols = {k: np.asarray(rec.metrics[k]) for k in names}
+    rows = []
+    for v, method, seed in variants:
+        row = {"epoch": rec.epoch, "variant": v, "method": method.name, "seed": seed}
+        for k in names:
+            row[k] = cols[k][v].item()
+        rows.append(row)
+    return rows
+
+
+def iter_rows(rec) -> list[dict]:
+    """One row per (logged step, variant): step, epoch, variant, loss_data, loss_penalty, loss (nats/example)."""
+    data = np.asarray(rec.loss_data, dtype=np.float64)
+    pen = np.asarray(rec.loss_penalty, dtype=np.float64)
+    rows = []
+    for s, step in enumerate(np.asarray(rec.steps).tolist()):
+        for v in range(data.shape[1]):
+            rows.append({"step": step, "epoch": rec.epoch, "variant": v, "loss_data": data[s, v],
+                         "loss_penalty": pen[s, v], "loss": data[s, v] + pen[s, v]})
+    return rows
+
+
+def _last_epoch_metrics(writer: RunWriter, epoch: int) -> dict[int, dict]:
+    """Each variant's row of its last epoch's metrics (from the shards on disk: one source of truth)."""
+    from reglab.results import read_csv_columns
+    cols = read_csv_columns([writer.dir / "metrics" / f"epoch-{epoch:05d}.csv"])
+    return {int(v): {k: cols[k][i] for k in cols} for i, v in enumerate(cols["variant"])}
+
+
+# ----------------------------------------------------------------------------
+# summary: per-variant finals, per-method statistics, paired comparisons
+
+def build_summary(cfg: StudyConfig, finals: dict, last_epoch: dict[int, dict]) -> dict:
+    """Per variant and per method, in the units of the metrics (errors as fractions).
+
+    The model a method *returns* is its last epoch's, except for methods with early stopping,
+    which return the epoch of best validation error; ``test_error`` and ``val_error`` are that
+    model's (``returned_model`` says which). Statistics over seeds use finite values only: a
+    diverged variant is listed under ``diverged`` and left out (``n_excluded`` counts it).
+    """
+    per_variant = []
+    for v, method, seed in cfg.variants():
+        fin = _variant_finals(finals, v)
+        row = {"variant": v, "method": method.name, "seed": seed}
+        row.update({f"last_{k}": _scalar(val) for k, val in last_epoch.get(v, {}).items()
+                    if k not in ("epoch", "variant", "method", "seed")})
+        row.update({k: _scalar(val) for k, val in fin.items()})
+        diverged = bool(row.get("diverged", False))
+        returned = "best_val_epoch" if method.early_stopping else "last_epoch"
+        if returned == "best_val_epoch":
+            row["test_error"] = row.get("test_error_best_val")
+            row["val_error"] = row.get("best_val_error")
+        else:
+            row["test_error"] = row.get("test_error_last", row.get("last_test_error"))
+            row["val_error"] = row.get("last_val_error")
+        if diverged:
+            row["test_error"] = math.nan
+            row["val_error"] = math.nan
+        row["returned_model"] = returned
+        row["diverged"] = diverged
+        per_variant.append(row)
+
+    scalars = [k for k in per_variant[0] if k not in ("variant", "method", "seed", "returned_model")
+               and all(isinstance(r.get(k), (int, float, bool)) for r in per_variant)]
+    methods = {}
+    for m in cfg.methods:
+        rows = [r for r in per_variant if r["method"] == m.name]
+        methods[m.name] = {
+            "n_seeds": len(rows),
+            "returned_model": rows[0]["returned_model"],
+            "n_diverged": sum(r["diverged"] for r in rows),
+            "stats": {k: describe([_as_float(r[k]) for r in rows]) for k in scalars},
+        }
+
+    comparisons = []
+    names = [m.name for m in cfg.methods]
+    for metric in HEADLINE:
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                va = [r[metric] for r in per_variant if r["method"] == a]
+                vb = [r[metric] for r in per_variant if r["method"] == b]
+                c = paired_comparison(va, vb)
+                comparisons.append({"metric": metric, "a": a, "b": b, "difference": f"{a} - {b}", **c})
+
+    diverged = [{"variant": r["variant"], "method": r["method"], "seed": r["seed"],
+                 "epoch": r.get("stop_epoch")} for r in per_variant if r["diverged"]]
+    return {
+        "study": cfg.name,
+        "dataset": cfg.data.name,
+        "n_seeds": len(cfg.seeds),
+        "seeds": list(cfg.seeds),
+        "units": "errors are fractions in [0, 1]; losses are nats per example",
+        "statistics": "mean and sample std over seeds; ci95 is the two-sided 95% Student-t interval "
+                      "of the mean; paired comparisons use per-seed differences a - b",
+        "headline": "test_error",
+        "variants": per_variant,
+        "methods": methods,
+        "comparisons": comparisons,
+        "diverged": diverged,
+    }
+
+
+def _variant_finals(finals, v: int) -> dict:
+    """final_summary() gives either {"variants": [dicts]} / a list of dicts, or {key: (V,) array}."""
+    if isinstance(finals, dict) and "variants" in finals:
+        finals = finals["variants"]
+    if isinstance(finals, (list, tuple)):
+        return dict(finals[v])
+    return {k: np.asarray(val)[v] for k, val in finals.items()}
+
+
+def _scalar(x):
+    if isinstance(x, (np.generic, np.ndarray, torch.Tensor)):
+        x = np.asarray(x).item() if not isinstance(x, torch.Tensor) else x.item()
+    return x
+
+
+def _as_float(x) -> float:
+    return math.nan if x is None else float(x)
+
+
+def format_summary_table(summary: dict) -> str:
+    """Plain-text table: method, n, mean test/val error with 95% CI half-width, diverged count."""
+    n = summary["n_seeds"]
+    lines = [f"{'method':<22} {'test error % (mean +- 95% CI)':>32} {'val error %':>14} {'diverged':>9}"]
+    for name, m in summary["methods"].items():
+        t, v = m["stats"]["test_error"], m["stats"]["val_error"]
+        lines.append(f"{name:<22} {_pct(t):>32} {_pct(v, ci=False):>14} {m['n_diverged']:>9}")
+    lines.append(f"(mean over {n} seed{'s' if n != 1 else ''}; CI is the two-sided 95% Student-t interval)")
+    return "\n".join(lines)
+
+
+def _pct(d: dict, ci: bool = True) -> str:
+    if d["mean"] is None:
+        return "n/a"
+    s = f"{100 * d['mean']:.2f}"
+    if ci and d["ci95_half_width"] is not None:
+        s += f" +- {100 * d['ci95_half_width']:.2f}"
+    return s
+
+
+# ----------------------------------------------------------------------------
+# timing: the whole study, and each method alone
+
+def time_each_method(cfg: StudyConfig, dataset: Dataset, summary: dict, trainer_cls) -> dict:
+    """Seconds per optimizer step of each method's variants (all its seeds) trained alone.
+
+    A fresh Trainer gets only that method, on the first ``TIMING_STEPS_PER_EPOCH * batch_size``
+    training examples and ``TIMING_EVAL_EXAMPLES`` validation/test examples; one warm-up epoch
+    is not timed, then epochs are timed until ``TIMING_MIN_SECONDS`` or ``TIMING_MAX_EPOCHS``.
+    The cost of the method alone in the study is estimated as seconds-per-step x the steps its
+    variants took in the study (a method whose seeds all stopped early took fewer).
+    """
+    n_train = min(int(dataset.x_train.shape[0]), TIMING_STEPS_PER_EPOCH * cfg.batch_size)
+    n_eval = TIMING_EVAL_EXAMPLES
+    small = Dataset(name=dataset.name, n_classes=dataset.n_classes, info=dataset.info,
+                    x_train=dataset.x_train[:n_train], y_train=dataset.y_train[:n_train],
+                    x_val=dataset.x_val[:n_eval], y_val=dataset.y_val[:n_eval],
+                    x_test=dataset.x_test[:n_eval], y_test=dataset.y_test[:n_eval])
+    steps_per_epoch_small = math.ceil(n_train / cfg.batch_size)
+    steps_per_epoch_study = math.ceil(int(dataset.x_train.shape[0]) / cfg.batch_size)
+    out = {}
+    for m in cfg.methods:
+        alone = cfg.replace(methods=(m,), n_epochs=TIMING_MAX_EPOCHS + 1)
+        trainer = trainer_cls(alone, small)
+        trainer.train_epoch()  # warm-up: allocations, first-call kernel selection
+        _sync(cfg.device)
+        t0 = time.perf_counter()
+        epochs = 0
+        while not trainer.done and epochs < TIMING_MAX_EPOCHS:
+            trainer.train_epoch()
+            epochs += 1
+            _sync(cfg.device)
+            if time.perf_counter() - t0 >= TIMING_MIN_SECONDS:
+                break
+        seconds = time.perf_counter() - t0
+        s_per_step = seconds / max(1, epochs * steps_per_epoch_small)
+        stop_epochs = [r.get("stop_epoch") or cfg.n_epochs for r in summary["variants"] if r["method"] == m.name]
+        steps_in_study = int(max(stop_epochs)) * steps_per_epoch_study
+        out[m.name] = {"variants": len(cfg.seeds), "timed_epochs": epochs,
+                       "timed_steps": epochs * steps_per_epoch_small, "timed_s": seconds,
+                       "seconds_per_step_alone": s_per_step, "steps_in_study": steps_in_study,
+                       "estimated_alone_s": s_per_step * steps_in_study}
+    return out
+
+
+def _sync(device: str) -> None:
+    if device == "cuda" and torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timing_table(cfg: StudyConfig, book: dict, sessions: list[dict], method_times: dict, summary: dict) -> dict:
+    total_alone = sum(m["estimated_alone_s"] for m in method_times.values())
+    return {
+        "units": "seconds (wall clock)",
+        "study_train_s": book["train_wall_s"],
+        "study_wall_s": sum(s["wall_s"] for s in sessions),
+        "epoch_train_s": book["epoch_wall_s"],
+        "sessions": sessions,
+        "n_variants": cfg.n_variants,
+        "device": cfg.device,
+        "torch_threads": torch.get_num_threads(),
+        "methods_alone": method_times,
+        "methods_alone_note": (
+            "each method's variants (all seeds) timed alone in a fresh Trainer on a "
+            f"{TIMING_STEPS_PER_EPOCH}-step slice of the training data after one warm-up epoch; "
+            "estimated_alone_s = seconds_per_step_alone x the steps that method took in the study"),
+        "sum_of_methods_alone_s": total_alone,
+        "batching_speedup": (total_alone / book["train_wall_s"]) if book["train_wall_s"] > 0 and total_alone else None,
+    }

@@ -1,0 +1,85 @@
+"""Presets: names, the six Table 9 methods, overrides, tiny mode."""
+
+import pytest
+
+from reglab.config import StudyConfig
+from reglab.errors import ReglabError
+from reglab.study import presets
+
+
+@pytest.mark.parametrize("study,preset", [(s, p) for s, ps in presets.STUDIES.items() for p in ps])
+def test_every_preset_builds_a_valid_study_and_a_smoke_version(study, preset):
+    cfg = presets.get(study, preset)
+    assert isinstance(cfg, StudyConfig)
+    smoke = presets.get(study, preset, smoke=True)
+    assert smoke.n_epochs <= 2
+    if smoke.data.is_image:
+        assert smoke.data.subset_per_class * 10 <= 500
+    else:
+        assert smoke.data.n_points <= 500
+    assert [m.name for m in smoke.methods] == [m.name for m in cfg.methods]
+
+
+@pytest.mark.parametrize("preset", list(presets.STUDIES["mnist"]))
+def test_mnist_presets_have_the_six_table9_methods_in_order(preset):
+    cfg = presets.get("mnist", preset)
+    assert [m.name for m in cfg.methods] == ["l2", "l2+l1_late", "l2+kl", "max_norm", "dropout+l2",
+                                             "dropout+max_norm"]
+    by = {m.name: m for m in cfg.methods}
+    assert by["l2"].l2 > 0 and by["l2"].l1 == 0 and not by["l2"].uses_dropout and not by["l2"].uses_max_norm
+    assert by["l2+l1_late"].l1 > 0 and 0 < by["l2+l1_late"].l1_start < 1 and by["l2+l1_late"].l2 > 0
+    assert by["l2+kl"].kl_beta > 0 and by["l2+kl"].l2 > 0
+    assert by["max_norm"].uses_max_norm and by["max_norm"].l2 == 0 and not by["max_norm"].uses_dropout
+    assert by["dropout+l2"].uses_dropout and by["dropout+l2"].l2 > 0 and not by["dropout+l2"].uses_max_norm
+    assert by["dropout+max_norm"].uses_dropout and by["dropout+max_norm"].uses_max_norm
+    assert by["dropout+max_norm"].l2 == 0
+
+
+def test_the_default_study_is_mnist_quick_with_three_seeds():
+    cfg = presets.get()
+    assert cfg.name == "mnist-quick" and cfg.seeds == (0, 1, 2) and cfg.device == "cpu"
+
+
+def test_the_seed_preset_is_one_hidden_layer_of_32_for_50_epochs():
+    cfg = presets.get("mnist", "seed")
+    assert cfg.hidden == (32,) and cfg.n_epochs == 50
+
+
+def test_the_paper_preset_is_the_papers_net_and_budget():
+    cfg = presets.get("mnist", "paper")
+    assert cfg.hidden == (1024, 1024, 2048) and cfg.batch_size == 100
+    updates = cfg.n_epochs * 50_000 // cfg.batch_size
+    assert 0.5e6 <= updates <= 2e6
+    by = {m.name: m for m in cfg.methods}
+    assert by["dropout+max_norm"].dropout_input == 0.2 and by["dropout+max_norm"].dropout_hidden == 0.5
+
+
+def test_the_pointcloud_study_has_its_four_methods():
+    cfg = presets.get("pointcloud")
+    assert [m.name for m in cfg.methods] == ["no_penalty", "l1", "l2", "early_stopping"]
+    by = {m.name: m for m in cfg.methods}
+    assert by["no_penalty"].l1 == by["no_penalty"].l2 == 0 and not by["no_penalty"].early_stopping
+    assert by["early_stopping"].early_stopping and by["early_stopping"].l2 == 0
+    assert not cfg.data.is_image
+
+
+def test_overrides_change_seeds_dataset_resolution_epochs_and_name():
+    cfg = presets.get("mnist", "seed", seeds=5, dataset="fashion-mnist", resolution=7, epochs=3, device="cuda")
+    assert cfg.seeds == (0, 1, 2, 3, 4)
+    assert cfg.data.name == "fashion-mnist" and cfg.data.resolution == 7
+    assert cfg.n_epochs == 3 and cfg.device == "cuda"
+    assert cfg.name == "fashion-mnist-seed-7px"
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(study="cifar"), "unknown study 'cifar'; allowed: mnist, pointcloud"),
+    (dict(study="mnist", preset="huge"), "unknown preset 'huge' for study 'mnist'; allowed: quick, seed, paper"),
+    (dict(study="mnist", dataset="moons"), "--dataset must be one of mnist, fashion-mnist"),
+    (dict(study="pointcloud", resolution=7), "--resolution applies to image datasets only"),
+    (dict(study="mnist", seeds=0), "--seeds must be a whole number >= 1; got 0"),
+    (dict(study="mnist", epochs=-2), "--epochs must be a whole number >= 1; got -2"),
+])
+def test_bad_overrides_are_one_line_naming_the_option(kwargs, message):
+    with pytest.raises(ReglabError) as e:
+        presets.get(**kwargs)
+    assert message in str(e.value) and "\n" not in str(e.value)
