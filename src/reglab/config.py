@@ -70,6 +70,7 @@ SCHEDULES = ("constant", "exponential", "inverse_t", "step")
 OPTIMIZERS = ("sgd", "adam")
 INITS = ("he_normal", "he_uniform", "glorot_uniform", "torch_default")
 MONITORS = ("val_loss", "val_error")
+MOMENTUM_RAMPS = ("linear", "exponential")
 DATASETS = ("mnist", "fashion-mnist", "moons", "circles", "spirals", "xor")
 IMAGE_DATASETS = ("mnist", "fashion-mnist")
 POINTCLOUDS = ("moons", "circles", "spirals", "xor")
@@ -89,6 +90,7 @@ class MethodConfig:
     kl_rho: float = 0.05            # target mean activation rho, in (0, 1)
     kl_ema: float = 0.0             # moving-average decay for rho_hat (0 = batch mean; Hinton: 0.9-0.99), [0, 1)
     max_norm: float = INF           # radius c of each hidden unit's incoming weight vector; 0 or inf disables
+    max_norm_output: bool = False   # also project the output units' incoming weights (deepnet: all layers)
     dropout_input: float = 0.0      # probability of dropping an input unit (inverted dropout), [0, 1)
     dropout_hidden: float = 0.0     # probability of dropping a hidden unit (inverted dropout), [0, 1)
     # --- early stopping ---
@@ -104,6 +106,9 @@ class MethodConfig:
     momentum: float = 0.9           # final SGD momentum, [0, 1)
     momentum_initial: float = -1.0  # SGD momentum at step 1 for a ramp; < 0 means no ramp (= momentum)
     momentum_ramp_steps: int = 0    # steps to go from momentum_initial to momentum (linear), >= 0
+    momentum_ramp: str = "linear"   # ramp shape: "linear" (reaches momentum after momentum_ramp_steps) or
+                                    # "exponential": momentum - (momentum - momentum_initial) * exp(-s / steps),
+                                    # s = updates done (deepnet: 0.99 - 0.49 exp(-s / 1e5))
     nesterov: bool = False          # Nesterov momentum (SGD)
     beta1: float = 0.9              # Adam first-moment decay, [0, 1)
     beta2: float = 0.999            # Adam second-moment decay, [0, 1)
@@ -133,6 +138,7 @@ METHOD_CONSTRAINTS: dict[str, tuple] = {
     "kl_rho": ("float", 0.0, 1.0, True, True),
     "kl_ema": ("float", 0.0, 1.0, False, True),
     "max_norm": ("float", 0.0, INF, False, False, "use inf (or 0) to disable."),
+    "max_norm_output": ("bool",),
     "dropout_input": ("float", 0.0, 1.0, False, True),
     "dropout_hidden": ("float", 0.0, 1.0, False, True),
     "early_stopping": ("bool",),
@@ -146,6 +152,7 @@ METHOD_CONSTRAINTS: dict[str, tuple] = {
     "momentum": ("float", 0.0, 1.0, False, True),
     "momentum_initial": ("float", -1.0, 1.0, False, True),
     "momentum_ramp_steps": ("int", 0, 10**12),
+    "momentum_ramp": ("choice", MOMENTUM_RAMPS),
     "nesterov": ("bool",),
     "beta1": ("float", 0.0, 1.0, False, True),
     "beta2": ("float", 0.0, 1.0, False, True),
