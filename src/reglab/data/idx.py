@@ -83,11 +83,12 @@ def parse_idx(data: bytes, path: str | Path, *, expect_rank: int | None = None,
               expect_shape: tuple[int | None, ...] | None = None) -> np.ndarray:
     """Parse IDX bytes into a native-endian array of shape dims.
 
-    `path` only names the file in error messages. `expect_rank` and
-    `expect_shape` (None entries mean "any size") reject a valid IDX file of
-    the wrong kind, e.g. a label file given where images are expected.
+    `path` (a path or URL) only names the file in error messages.
+    `expect_rank` and `expect_shape` (None entries mean "any size") reject a
+    valid IDX file of the wrong kind, e.g. a label file given where images
+    are expected.
     """
-    p = Path(path)
+    p = str(path)
     if len(data) < 4:
         raise ReglabError(f"{p} is too short to be an IDX file ({len(data)} bytes, the header alone needs 4). "
                           f"{_FIX_REPLACE}")
@@ -149,16 +150,6 @@ def check_pair(images: np.ndarray, labels: np.ndarray, images_path: str | Path, 
         i = int(np.flatnonzero(bad)[0])
         raise ReglabError(f"{labels_path} has label {int(labels[i])} at item {i}; labels must be in "
                           f"0..{n_classes - 1}. {_FIX_REPLACE}")
-
-
-def encode_idx(array: np.ndarray) -> bytes:
-    """The IDX bytes of `array` (the inverse of :func:`parse_idx`; used to write test files)."""
-    a = np.asarray(array)
-    for code, dtype in IDX_DTYPES.items():
-        if a.dtype.kind == dtype.kind and a.dtype.itemsize == dtype.itemsize:
-            header = bytes([0, 0, code, a.ndim]) + np.asarray(a.shape, dtype=">u4").tobytes()
-            return header + a.astype(dtype).tobytes()
-    raise ValueError(f"IDX has no dtype for {a.dtype}")
 
 
 def _shape_text(shape: tuple[int | None, ...]) -> str:
