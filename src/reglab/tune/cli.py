@@ -1,0 +1,168 @@
+"""`reglab tune`: choose each method's hyperparameters on the validation split.
+
+Resolves what the library must not read itself: argv, ``REGLAB_DATA_DIR``
+(the folder holding mnist/ and fashion-mnist/) and ``XDG_CACHE_HOME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from datetime import datetime
+from pathlib import Path
+
+from reglab.errors import ReglabError
+from reglab.study import presets
+from reglab.tune.executors import DEFAULT_MAX_RETRIES, EXECUTORS
+from reglab.tune.search import PRUNERS, SAMPLERS, SHARD_KEYS, redact_url
+
+SMOKE_TRIALS = 2          # trials per method in --smoke mode when --trials is not given
+
+EPILOG = """examples:
+  reglab tune mnist --preset quick --trials 20
+  reglab tune mnist --smoke                              tiny data, 2 epochs, 2 trials per method
+  reglab tune mnist --methods l2,max_norm --trials 30 --timeout 3600 --out runs/tune-l2
+  reglab tune mnist --trials 20 --out runs/tune-l2       (again: resumes the same Optuna studies)
+  reglab tune mnist --trials 50 --storage postgresql://user:pw@db/optuna   (many workers, one study)
+  reglab tune mnist --trials 20 --executor ray --address auto              (an existing Ray cluster)
+then: reglab run --config RUN/tuned.toml
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "tune", help="choose each method's hyperparameters on the validation split (Optuna)",
+        description="Search each method's own hyperparameters (learning rate, L2, L1 and its start, KL beta and "
+                    "rho, max-norm radius, dropout rates) on the validation split, never the test split. "
+                    "Trials of all methods train together as one batched model per batch. Writes tuned.toml "
+                    "(a study config for `reglab run --config`), trials.csv/json with validation curves, "
+                    "sensitivity plots and the Optuna storage.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", nargs="?", choices=list(presets.STUDIES), default=presets.DEFAULT_STUDY,
+                   help=f"the study whose methods are tuned (default: {presets.DEFAULT_STUDY})")
+    p.add_argument("--preset", help="preset of the study (its methods and settings are the starting point): " +
+                   "; ".join(f"{s}: {', '.join(ps)}" for s, ps in presets.STUDIES.items()))
+    p.add_argument("--methods", metavar="M1,M2", help="tune only these methods of the preset (default: all)")
+    p.add_argument("--trials", type=int, metavar="N",
+                   help=f"trials per method in this session (default with --smoke: {SMOKE_TRIALS})")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="start no new batch after this many seconds")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default: tpe)")
+    p.add_argument("--pruner", choices=PRUNERS, default="median",
+                   help="stop hopeless trials on per-epoch validation error (default: median)")
+    p.add_argument("--batch-trials", type=int, default=4, metavar="K",
+                   help="trials per method trained together in one batch (default: 4)")
+    p.add_argument("--seeds-per-trial", type=int, default=1, metavar="K",
+                   help="seeds each trial is trained with; its value is their mean (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna RDB storage (default: sqlite:///OUT/optuna.db; postgresql://... for many workers)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: in this process (default); ray: Ray tasks on a cluster")
+    p.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster address (auto, HOST:PORT, ray://HOST:PORT); default: start a local instance")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads per batched model (default: torch's for local, 1 per Ray task)")
+    p.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES, metavar="N",
+                   help=f"Ray: re-runs of a task whose worker died (default: {DEFAULT_MAX_RETRIES})")
+    p.add_argument("--shard-by", metavar="KEYS",
+                   help=f"split each batch into batched models by {', '.join(SHARD_KEYS)} (comma-separated; "
+                        "default: none for local, method,seed for ray)")
+    p.add_argument("--epochs-per-task", type=int, metavar="N",
+                   help="Ray: epochs per task between pruning decisions (default: 1 with a pruner, else all)")
+    p.add_argument("--epochs", type=int, metavar="N", help="override the preset's number of epochs")
+    p.add_argument("--dataset", help="another dataset of the same kind (fashion-mnist; moons, circles, ...)")
+    p.add_argument("--resolution", type=int, choices=(28, 7), help="image side: 28, or 7 (4x4 average pooling)")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"tiny mode: a few hundred examples, at most 2 epochs, {SMOKE_TRIALS} trials per method")
+    p.add_argument("--out", metavar="DIR", help="tune directory (default runs/tune-<study>-<time>)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="folder holding mnist/ and fashion-mnist/ (default: $REGLAB_DATA_DIR)")
+    p.add_argument("--allow-checksum-mismatch", action="store_true",
+                   help="use dataset files whose checksums differ from the published ones")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=tune_command)
+
+
+def tune_command(args: argparse.Namespace, environ: dict | None = None) -> int:
+    from reglab.config import to_toml
+    from reglab.data import load_dataset
+    from reglab.data.sources import default_cache_dir
+    from reglab.tune.executors import make_executor
+    from reglab.tune.search import tune
+
+    environ = os.environ if environ is None else environ
+    data_dir = args.data_dir or environ.get("REGLAB_DATA_DIR") or None
+    cfg = presets.get(args.study, args.preset, dataset=args.dataset, resolution=args.resolution,
+                      epochs=args.epochs, smoke=args.smoke)
+    cfg = select_methods(cfg, args.methods)
+    n_trials = args.trials
+    if n_trials is None and args.timeout is None:
+        if not args.smoke:
+            raise ReglabError("no budget given. Fix: pass --trials N (per method) and/or --timeout SECONDS.")
+        n_trials = SMOKE_TRIALS
+    if args.address and args.executor != "ray":
+        raise ReglabError("--address applies to --executor ray only. Fix: add --executor ray.")
+    shard_by = parse_shard_by(args.shard_by, args.executor)
+    out = Path(args.out) if args.out else default_out(cfg.name)
+    say = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+    say("# base study (its methods are the starting point)\n" + to_toml(cfg))
+
+    dataset = load_dataset(cfg.data, data_dir=data_dir, cache_dir=default_cache_dir(environ),
+                           allow_checksum_mismatch=args.allow_checksum_mismatch)
+    executor = make_executor(args.executor, address=args.address, threads=args.threads,
+                             max_retries=args.max_retries)
+    tune(cfg, dataset, out_dir=out, n_trials=n_trials, timeout_s=args.timeout, sampler=args.sampler,
+                  pruner=args.pruner, storage=args.storage, executor=executor,
+                  seeds_per_trial=args.seeds_per_trial, batch_trials=args.batch_trials, sampler_seed=args.seed,
+                  shard_by=shard_by, epochs_per_task=args.epochs_per_task, command=command_line(args), say=say)
+    return 0
+
+
+def select_methods(cfg, methods: str | None):
+    """`cfg` with only the comma-separated `methods` (in the preset's order)."""
+    if not methods:
+        return cfg
+    wanted = [m.strip() for m in methods.split(",") if m.strip()]
+    known = [m.name for m in cfg.methods]
+    unknown = [m for m in wanted if m not in known]
+    if unknown or not wanted:
+        raise ReglabError(f"--methods must name methods of {cfg.name!r} ({', '.join(known)}); "
+                          f"got {', '.join(unknown) or repr(methods)}.")
+    return cfg.replace(methods=tuple(m for m in cfg.methods if m.name in wanted))
+
+
+def parse_shard_by(text: str | None, executor: str) -> tuple[str, ...]:
+    if text is None:
+        return ("method", "seed") if executor == "ray" else ()
+    keys = tuple(k.strip() for k in text.split(",") if k.strip() and k.strip() != "none")
+    bad = [k for k in keys if k not in SHARD_KEYS]
+    if bad:
+        raise ReglabError(f"--shard-by must list some of {', '.join(SHARD_KEYS)} (or none); got {', '.join(bad)}.")
+    return keys
+
+
+def default_out(study_name: str, root: str | Path = "runs") -> Path:
+    """``runs/tune-<study>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3`` ... if that folder exists."""
+    base = Path(root) / f"tune-{study_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    candidate, k = base, 2
+    while candidate.exists():
+        candidate, k = Path(f"{base}-{k}"), k + 1
+    return candidate
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The `reglab tune ...` command that reproduces `args` (stored in tune.json)."""
+    parts = ["reglab", "tune", args.study]
+    for opt in ("preset", "methods", "trials", "timeout", "sampler", "pruner", "batch_trials", "seeds_per_trial",
+                "seed", "storage", "executor", "address", "threads", "max_retries", "shard_by", "epochs_per_task",
+                "epochs", "dataset", "resolution", "out", "data_dir"):
+        val = getattr(args, opt)
+        if val is not None:
+            if opt == "storage":
+                val = redact_url(val)
+            parts += ["--" + opt.replace("_", "-"), str(val)]
+    for flag in ("smoke", "allow_checksum_mismatch", "quiet"):
+        if getattr(args, flag):
+            parts.append("--" + flag.replace("_", "-"))
+    return shlex.join(parts)
