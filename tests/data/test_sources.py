@@ -130,7 +130,7 @@ def test_nothing_found_and_no_network_lists_the_places_and_each_mirror_that_fail
         _locate(tiny, data_dir=data, cache_dir=tmp_path / "cache", download=True)
     assert_clean_error(e, "download failed", str(data / "tiny"), offline + "train-images-idx3-ubyte.gz",
                        "unreachable", "reglab data fetch tiny")
-    assert not any((tmp_path / "cache" / "tiny").iterdir())  # nothing half-written was left
+    assert not (tmp_path / "cache" / "tiny").exists()  # nothing half-written was left, not even a folder
 
 
 def test_a_missing_data_dir_is_an_error_not_a_silent_fall_through(tmp_path):

@@ -307,14 +307,24 @@ def fetch(source: ImageSource, cache_dir: str | Path, *, mirrors: Sequence[str] 
     :class:`ReglabError`) when some file could be got from no mirror.
     """
     folder = Path(cache_dir) / source.name
+    bases = list(mirrors) if mirrors is not None else list(source.mirrors)
+    if not bases:
+        raise _DownloadFailed("no mirrors given")
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ReglabError(f"cannot create the cache folder {folder} ({e.strerror or e}). "
                           f"Fix: give a writable --cache-dir or set XDG_CACHE_HOME.") from None
-    bases = list(mirrors) if mirrors is not None else list(source.mirrors)
-    if not bases:
-        raise _DownloadFailed("no mirrors given")
+    try:
+        return _fetch_into(folder, source, bases, timeout)
+    except _DownloadFailed:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()  # a failed first download leaves no trace in the cache
+        raise
+
+
+def _fetch_into(folder: Path, source: ImageSource, bases: list[str], timeout: float) -> dict[str, str]:
     got: dict[str, str] = {}
     for f in source.files:
         dest = folder / (f.name + ".gz")
