@@ -1,0 +1,427 @@
+"""Benchmark: a whole MNIST regularization study, reglab's batched engine against the hand loop.
+
+    .venv/bin/python benchmarks/bench_study.py [--quick] [--data-dir DIR] [--json OUT.json]
+
+For each net (784-32-10, the quick preset's net, 784-1024-1024-2048-10) and
+each seed count (1 and 5 seeds per method) it trains the six methods of
+Srivastava et al. 2014, Table 9 two ways in this one process, alternating and
+repeated: (a) the hand loop of ``hand_loop.py`` (one ``nn.Sequential`` per
+method-seed, one after another) and (b) ``reglab.engine.Trainer`` (every
+method-seed in one batched model). Each repeat also times a large square fp32
+matrix product, so the GEMM peak is measured under the same load.
+
+What is timed: training steps only (forward, backward, penalties, update,
+projection), after a warm-up, never evaluation. Each measurement runs a
+fraction of an epoch (``--steps`` minibatches of 100 per method-seed) and is
+scaled to a whole epoch of the training split; the fraction is printed.
+
+Reported per configuration (medians over the repeats):
+  * seconds per epoch of the whole study, for each path;
+  * hand / reglab: the speed-up per method-seed (both paths train the same
+    method-seeds, so the ratio of study times is the ratio per method-seed);
+    the median of the per-repeat ratios, with their min..max as the noise;
+  * achieved GFLOP/s = 6 x weights x examples / seconds, where weights counts
+    every weight matrix entry of every method-seed and examples is the epoch's
+    training examples (6 = 2 forward + 4 backward flops per weight and example;
+    this over-counts a little, since the first layer needs no input gradient),
+    and its fraction of the GEMM peak measured in the same run.
+
+Then a fairness check: both paths train the same study for a few epochs and
+their test errors must agree within seed noise (Welch 95% interval of the
+difference of the means per method, Bonferroni-corrected over the methods).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import reglab
+from reglab import stats
+from reglab.config import INF, DataConfig, MethodConfig, StudyConfig
+from reglab.data import Dataset
+from reglab.errors import ReglabError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hand_loop import HandStudy  # noqa: E402  (sibling script module)
+
+TINY_NET = (32,)
+PAPER_NET = (1024, 1024, 2048)
+FALLBACK_QUICK_NET = (256, 256)
+BATCH_SIZE = 100
+
+# The six methods with the hyperparameters of reglab's quick preset, used only
+# while reglab.study.presets is missing (same MethodConfig fields).
+FALLBACK_METHODS = (
+    MethodConfig(name="l2", l2=1e-4, lr=0.05, momentum=0.9),
+    MethodConfig(name="l2+l1_late", l2=1e-4, l1=1e-5, l1_start=0.8, lr=0.05, momentum=0.9),
+    MethodConfig(name="l2+kl", l2=1e-4, kl_beta=1e-3, kl_rho=0.1, kl_ema=0.9, lr=0.05, momentum=0.9),
+    MethodConfig(name="max_norm", max_norm=3.0, lr=0.05, momentum=0.9),
+    MethodConfig(name="dropout+l2", l2=1e-4, dropout_input=0.2, dropout_hidden=0.5, lr=0.05, momentum=0.9),
+    MethodConfig(name="dropout+max_norm", max_norm=3.0, dropout_input=0.2, dropout_hidden=0.5,
+                 lr=0.05, momentum=0.9),
+)
+
+
+# ----------------------------------------------------------------------------
+# the study: methods, nets, data
+
+def quick_preset() -> tuple[StudyConfig | None, str]:
+    """reglab's MNIST quick preset when it exists, and where the methods came from."""
+    try:
+        from reglab.study import presets
+    except ImportError:
+        return None, "fallback table in benchmarks/bench_study.py (reglab.study.presets not available)"
+    return presets.mnist_quick(), "reglab.study.presets.mnist_quick()"
+
+
+def study_config(base: StudyConfig | None, hidden: tuple[int, ...], n_seeds: int, n_epochs: int) -> StudyConfig:
+    """The benchmark study: the preset's methods and init on ``hidden``, seeds 0..n-1, batch 100."""
+    if base is None:
+        base = StudyConfig(name="bench", methods=FALLBACK_METHODS, hidden=FALLBACK_QUICK_NET)
+    return base.replace(name=f"bench-{'-'.join(map(str, hidden))}-{n_seeds}seeds", hidden=hidden,
+                        seeds=tuple(range(n_seeds)), n_epochs=n_epochs, batch_size=BATCH_SIZE,
+                        device="cpu", checkpoint_every=10**9, log_every=10**9)
+
+
+def _read_idx_gz(path: Path) -> np.ndarray:
+    """An IDX file (gzip) as a numpy array: magic 0 0 dtype rank, big-endian uint32 dims, data."""
+    raw = gzip.decompress(path.read_bytes())
+    rank = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(rank)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * rank).reshape(dims)
+
+
+def load_mnist(data_dir: str | None, data: DataConfig) -> tuple[Dataset, str]:
+    """MNIST as a reglab Dataset (50k train / 10k val / 10k test), or random data of that shape."""
+    if data_dir is None:
+        g = torch.Generator().manual_seed(0)
+        make = lambda n: (torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g))  # noqa: E731
+        (xt, yt), (xv, yv), (xs, ys) = make(50_000), make(10_000), make(10_000)
+        return (Dataset("random", xt, yt, xv, yv, xs, ys, 10, {"source": "random"}),
+                "random data of MNIST shape (no --data-dir / REGLAB_DATA_DIR): timings only, no fairness check")
+    try:
+        from reglab.data import load_dataset
+    except ImportError:
+        load_dataset = None
+    if load_dataset is not None:
+        return load_dataset(data, data_dir=data_dir, download=False), f"MNIST from {data_dir} (reglab.data)"
+    folder = Path(data_dir) / "mnist"
+    try:
+        x = _read_idx_gz(folder / "train-images-idx3-ubyte.gz").reshape(-1, 784)
+        y = _read_idx_gz(folder / "train-labels-idx1-ubyte.gz")
+        xs = _read_idx_gz(folder / "t10k-images-idx3-ubyte.gz").reshape(-1, 784)
+        ys = _read_idx_gz(folder / "t10k-labels-idx1-ubyte.gz")
+    except FileNotFoundError as e:
+        raise ReglabError(f"MNIST file {e.filename} not found. Fix: pass --data-dir DIR holding mnist/.") from None
+    to_x = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0)  # noqa: E731
+    to_y = lambda a: torch.from_numpy(a.astype(np.int64))  # noqa: E731
+    return (Dataset("mnist", to_x(x[:50_000]), to_y(y[:50_000]), to_x(x[50_000:]), to_y(y[50_000:]),
+                    to_x(xs), to_y(ys), 10, {"source": str(folder)}),
+            f"MNIST from {folder} (read by the benchmark: reglab.data.load_dataset not available)")
+
+
+def n_weights(cfg: StudyConfig, n_in: int = 784, n_out: int = 10) -> int:
+    """Weight-matrix entries of one method-seed (biases excluded)."""
+    sizes = [n_in, *cfg.hidden, n_out]
+    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+# ----------------------------------------------------------------------------
+# the two paths, each behind train(n_steps)
+
+class ReglabPath:
+    """reglab's engine on the study; each call of :meth:`train` is one engine epoch of ``n_steps`` steps.
+
+    The Trainer's public unit of work is an epoch, so it gets a training split
+    of exactly ``n_steps * batch_size`` examples (the first ones) and reports
+    the seconds of that epoch's training steps (``metrics["epoch_time_s"]``,
+    timed inside ``train_epoch`` around the step loop only). The end-of-epoch
+    work (evaluation, weight statistics) is outside that time, as evaluation
+    is outside the hand loop's; its validation and test splits are cut to one
+    minibatch so it costs little wall time.
+    """
+
+    def __init__(self, cfg: StudyConfig, dataset: Dataset, n_steps: int):
+        from reglab.engine import Trainer
+        n, b = n_steps * cfg.batch_size, cfg.batch_size
+        timing = Dataset(dataset.name, dataset.x_train[:n], dataset.y_train[:n], dataset.x_val[:b],
+                         dataset.y_val[:b], dataset.x_test[:b], dataset.y_test[:b], dataset.n_classes,
+                         dataset.info)
+        self.trainer = Trainer(cfg, timing)
+
+    def train(self) -> float:
+        """Seconds of the training steps of one engine epoch."""
+        record = self.trainer.train_epoch()
+        return float(record.metrics["epoch_time_s"][0])
+
+
+class HandPath:
+    """The hand loop on the whole training split; each call trains ``n_steps`` minibatches per method-seed."""
+
+    def __init__(self, cfg: StudyConfig, dataset: Dataset, n_steps: int):
+        self.study = HandStudy(cfg, dataset.x_train, dataset.y_train)
+        self.n_steps = n_steps
+
+    def train(self) -> float:
+        """Wall seconds of ``n_steps`` steps of every method-seed, one after another."""
+        t0 = time.perf_counter()
+        self.study.train(self.n_steps)
+        return time.perf_counter() - t0
+
+
+def gemm_gflops(n: int, repeats: int = 3) -> float:
+    """Best-of-``repeats`` GFLOP/s of one n x n fp32 matrix product (2 n^3 flops)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+    torch.mm(a, b, out=out)
+    best = INF
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+# ----------------------------------------------------------------------------
+# timing
+
+@dataclass
+class Measurement:
+    net: str
+    n_seeds: int
+    n_variants: int
+    steps_timed: int
+    steps_per_epoch: int
+    weights_per_variant: int
+    hand_s: list[float]       # seconds per epoch of the whole study, one per repeat
+    reglab_s: list[float]
+    gemm: list[float]         # GFLOP/s of the square product, one per repeat
+
+    def summary(self) -> dict:
+        ratios = [h / r for h, r in zip(self.hand_s, self.reglab_s)]
+        hand, reg, peak = map(statistics.median, (self.hand_s, self.reglab_s, self.gemm))
+        flops = 6 * self.weights_per_variant * self.n_variants * self.steps_per_epoch * BATCH_SIZE
+        return {"net": self.net, "n_seeds": self.n_seeds, "n_variants": self.n_variants,
+                "steps_timed": self.steps_timed, "steps_per_epoch": self.steps_per_epoch,
+                "hand_s_per_epoch": hand, "reglab_s_per_epoch": reg,
+                "hand_s_per_method_seed": hand / self.n_variants,
+                "reglab_s_per_method_seed": reg / self.n_variants,
+                "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+                "hand_gflops": flops / hand / 1e9, "reglab_gflops": flops / reg / 1e9,
+                "gemm_peak_gflops": peak, "reglab_fraction_of_peak": flops / reg / 1e9 / peak,
+                "hand_fraction_of_peak": flops / hand / 1e9 / peak,
+                "raw": {"hand_s": self.hand_s, "reglab_s": self.reglab_s, "gemm_gflops": self.gemm}}
+
+
+def measure(cfg: StudyConfig, dataset: Dataset, steps: int, repeats: int, gemm_n: int, log) -> Measurement:
+    """Alternate GEMM / hand / reglab ``repeats`` times after one warm-up call of each path.
+
+    Each path trains ``steps`` minibatches per method-seed per call; the
+    seconds are scaled to a whole epoch of the training split. ``cfg.n_epochs``
+    is large (10,000), so late L1 stays off in both paths, as in the first 80% of a study.
+    """
+    steps_per_epoch = math.ceil(len(dataset.x_train) / cfg.batch_size)
+    hand, batched = HandPath(cfg, dataset, steps), ReglabPath(cfg, dataset, steps)
+    hand.train()
+    batched.train()
+    scale = steps_per_epoch / steps
+    m = Measurement("-".join(map(str, [784, *cfg.hidden, 10])), len(cfg.seeds), cfg.n_variants, steps,
+                    steps_per_epoch, n_weights(cfg), [], [], [])
+    for r in range(repeats):
+        m.gemm.append(gemm_gflops(gemm_n))
+        m.hand_s.append(hand.train() * scale)
+        m.reglab_s.append(batched.train() * scale)
+        log(f"    repeat {r + 1}/{repeats}: hand {m.hand_s[-1]:.2f} s/epoch, reglab {m.reglab_s[-1]:.2f} s/epoch, "
+            f"GEMM {m.gemm[-1]:.0f} GFLOP/s")
+    return m
+
+
+# ----------------------------------------------------------------------------
+# fairness: the same study both ways, test errors within seed noise
+
+def welch_interval(a: list[float], b: list[float], confidence: float) -> tuple[float, float, float]:
+    """mean(a) - mean(b) and its Welch t-interval at ``confidence``."""
+    na, nb = len(a), len(b)
+    va, vb = stats.std(a) ** 2 / na, stats.std(b) ** 2 / nb
+    diff = stats.mean(a) - stats.mean(b)
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return diff, diff, diff
+    df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    half = stats.t_quantile(0.5 + confidence / 2, df) * se
+    return diff, diff - half, diff + half
+
+
+def fairness_check(cfg: StudyConfig, dataset: Dataset, log) -> dict:
+    """Train ``cfg`` both ways for cfg.n_epochs epochs; compare test errors per method."""
+    from reglab.engine import Trainer
+    hand = HandStudy(cfg, dataset.x_train, dataset.y_train)
+    for _ in range(cfg.n_epochs):
+        hand.train()
+    hand_err = hand.test_errors(dataset.x_test, dataset.y_test)
+    trainer = Trainer(cfg, dataset)
+    while not trainer.done:
+        record = trainer.train_epoch()
+    reglab_err = [float(e) for e in record.metrics["test_error"]]
+    n_methods, n_seeds = len(cfg.methods), len(cfg.seeds)
+    confidence = 1 - 0.05 / n_methods  # Bonferroni over the methods: 95% for the family
+    rows, agree_all = [], True
+    for i, method in enumerate(cfg.methods):
+        h = hand_err[i * n_seeds:(i + 1) * n_seeds]
+        g = reglab_err[i * n_seeds:(i + 1) * n_seeds]
+        diff, lo, hi = welch_interval(h, g, confidence)
+        agree = lo <= 0.0 <= hi
+        agree_all &= agree
+        rows.append({"method": method.name, "hand_test_error": h, "reglab_test_error": g,
+                     "hand_mean": stats.mean(h), "reglab_mean": stats.mean(g), "hand_std": stats.std(h),
+                     "reglab_std": stats.std(g), "difference": diff, "interval": [lo, hi], "agree": agree})
+        log(f"  {method.name:18s} hand {100 * stats.mean(h):6.2f} +- {100 * stats.std(h):4.2f} %   "
+            f"reglab {100 * stats.mean(g):6.2f} +- {100 * stats.std(g):4.2f} %   "
+            f"diff {100 * diff:+5.2f} [{100 * lo:+5.2f}, {100 * hi:+5.2f}]  {'agree' if agree else 'DIFFER'}")
+    return {"net": "-".join(map(str, [784, *cfg.hidden, 10])), "n_seeds": n_seeds, "n_epochs": cfg.n_epochs,
+            "n_train": len(dataset.x_train), "confidence_per_method": confidence, "methods": rows,
+            "agree": agree_all}
+
+
+def subset(dataset: Dataset, n_train: int) -> Dataset:
+    """The first ``n_train`` training examples; validation and test splits unchanged."""
+    return Dataset(dataset.name, dataset.x_train[:n_train], dataset.y_train[:n_train], dataset.x_val,
+                   dataset.y_val, dataset.x_test, dataset.y_test, dataset.n_classes, dataset.info)
+
+
+# ----------------------------------------------------------------------------
+# the command
+
+def environment() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version(), "reglab": reglab.__version__}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer steps and repeats, small fairness check (< 2 min)")
+    p.add_argument("--tiny", action="store_true", help="a few steps of the small net only: keeps the script "
+                   "working in the test suite; its numbers mean nothing")
+    p.add_argument("--data-dir", default=os.environ.get("REGLAB_DATA_DIR"),
+                   help="folder holding mnist/ (default: $REGLAB_DATA_DIR; none: random data, timing only)")
+    p.add_argument("--repeats", type=int, help="alternating repeats per configuration (default 5; quick 3)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds per method (default: 1 5; tiny: 1 2)")
+    p.add_argument("--nets", nargs="+", choices=["tiny", "quick", "paper"], default=["tiny", "quick", "paper"])
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: all)")
+    p.add_argument("--fairness-epochs", type=int, help="epochs of the fairness check (default 3; quick 2)")
+    p.add_argument("--no-fairness", action="store_true", help="skip the fairness check")
+    p.add_argument("--json", help="also write every number to this JSON file")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    log = lambda s: print(s, flush=True)  # noqa: E731
+
+    # budget: timed minibatches per method-seed, by net and mode (full, quick, tiny)
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    steps = {"full": {"tiny": 100, "quick": 40, "paper": 8},
+             "quick": {"tiny": 30, "quick": 10, "paper": 2},
+             "tiny": {"tiny": 3, "quick": 2, "paper": 1}}[mode]
+    repeats = args.repeats or {"full": 5, "quick": 3, "tiny": 1}[mode]
+    gemm_n = {"full": 4096, "quick": 2048, "tiny": 512}[mode]
+    nets = ["tiny"] if args.tiny else args.nets
+    seed_counts = args.seeds or ([1, 2] if args.tiny else [1, 5])
+
+    preset, methods_from = quick_preset()
+    base = preset if preset is not None else None
+    quick_hidden = preset.hidden if preset is not None else FALLBACK_QUICK_NET
+    hidden_of = {"tiny": TINY_NET, "quick": quick_hidden, "paper": PAPER_NET}
+    data_cfg = (preset.data if preset is not None else DataConfig())
+    dataset, data_note = load_mnist(args.data_dir, data_cfg)
+    if args.tiny:
+        dataset = subset(dataset, 2_000)
+
+    env = environment()
+    log(f"reglab {env['reglab']} benchmark ({mode}): {env['cpu']}, {env['cpus']} CPUs, torch {env['torch']}, "
+        f"{env['threads']} threads")
+    log(f"data: {data_note}; {len(dataset.x_train)} training examples per epoch")
+    log(f"methods ({methods_from}): " + ", ".join(m.name for m in (base or StudyConfig(
+        name="x", methods=FALLBACK_METHODS)).methods))
+    log(f"timed: {steps} minibatches of {BATCH_SIZE} per method-seed per repeat (by net), scaled to one epoch; "
+        f"{repeats} alternating repeats, medians\n")
+
+    results = []
+    for net in nets:
+        for n_seeds in seed_counts:
+            cfg = study_config(base, hidden_of[net], n_seeds, n_epochs=10_000)
+            label = "-".join(map(str, [784, *cfg.hidden, 10]))
+            log(f"  {label}, {len(cfg.methods)} methods x {n_seeds} seeds = {cfg.n_variants} method-seeds")
+            m = measure(cfg, dataset, steps[net], repeats, gemm_n, log)
+            results.append(m.summary())
+
+    log("\n" + table(results))
+
+    fairness = None
+    if args.data_dir is None:
+        log("\nfairness check skipped: random data (pass --data-dir or set REGLAB_DATA_DIR).")
+    elif args.no_fairness:
+        log("\nfairness check skipped (--no-fairness).")
+    else:
+        epochs = args.fairness_epochs or {"full": 3, "quick": 2, "tiny": 1}[mode]
+        n_seeds = {"full": 5, "quick": 3, "tiny": 2}[mode]
+        fair_data = dataset if mode == "full" else subset(dataset, {"quick": 10_000, "tiny": 2_000}[mode])
+        cfg = study_config(base, TINY_NET, n_seeds, n_epochs=epochs)
+        log(f"\nfairness: 784-32-10, {n_seeds} seeds, {epochs} epochs on {len(fair_data.x_train)} examples; "
+            f"test error mean +- std over seeds; difference hand - reglab with its Welch interval "
+            f"(95% for all methods together, Bonferroni)")
+        fairness = fairness_check(cfg, fair_data, log)
+        log(f"  verdict: {'agree within seed noise' if fairness['agree'] else 'DISAGREE'}")
+
+    wall = time.perf_counter() - t_start
+    log(f"\ntotal {wall:.0f} s")
+    if args.json:
+        from reglab.results import atomic_write_json
+        atomic_write_json(args.json, {"mode": mode, "environment": env, "data": data_note,
+                                      "methods_from": methods_from, "configurations": results,
+                                      "fairness": fairness, "wall_s": wall})
+    # tiny mode checks that the script runs; its few steps decide nothing
+    return 0 if fairness is None or fairness["agree"] or mode == "tiny" else 1
+
+
+def table(results: list[dict]) -> str:
+    """Markdown table of the summaries."""
+    head = ("| net | seeds | method-seeds | hand s/epoch | reglab s/epoch | hand/reglab (min..max) "
+            "| reglab GFLOP/s | of peak | hand GFLOP/s | GEMM peak GFLOP/s |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")
+    rows = [f"| {r['net']} | {r['n_seeds']} | {r['n_variants']} | {r['hand_s_per_epoch']:.2f} "
+            f"| {r['reglab_s_per_epoch']:.2f} | {r['ratio_median']:.2f}x ({r['ratio_min']:.2f}..{r['ratio_max']:.2f}) "
+            f"| {r['reglab_gflops']:.0f} | {100 * r['reglab_fraction_of_peak']:.0f}% | {r['hand_gflops']:.0f} "
+            f"| {r['gemm_peak_gflops']:.0f} |" for r in results]
+    return "\n".join([head, *rows])
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ReglabError as e:
+        print(f"reglab: {e}", file=sys.stderr)
+        sys.exit(2)

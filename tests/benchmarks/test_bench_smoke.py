@@ -1,0 +1,56 @@
+"""The benchmark script still runs end to end (tiny mode: a few steps); its timings are not checked."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "bench_study.py"
+
+
+def run_tiny(tmp_path: Path, *extra: str, data_dir: str | None) -> tuple[subprocess.CompletedProcess, dict]:
+    env = {k: v for k, v in os.environ.items() if k != "REGLAB_DATA_DIR"}
+    if data_dir is not None:
+        env["REGLAB_DATA_DIR"] = data_dir
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--threads", "1", "--json", str(out), *extra],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc, json.loads(out.read_text())
+
+
+def test_tiny_benchmark_on_random_data_prints_a_row_per_seed_count_with_finite_timings(tmp_path):
+    proc, result = run_tiny(tmp_path, data_dir=None)
+    assert "random data of MNIST shape" in proc.stdout
+    assert "fairness check skipped" in proc.stdout
+    rows = result["configurations"]
+    assert [(r["net"], r["n_seeds"], r["n_variants"]) for r in rows] == [("784-32-10", 1, 6), ("784-32-10", 2, 12)]
+    for r in rows:
+        for key in ("hand_s_per_epoch", "reglab_s_per_epoch", "ratio_median", "reglab_gflops", "gemm_peak_gflops"):
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r[key])
+        assert r["reglab_gflops"] / r["gemm_peak_gflops"] == pytest.approx(r["reglab_fraction_of_peak"])
+        assert "| 784-32-10 | %d |" % r["n_seeds"] in proc.stdout
+    assert result["fairness"] is None
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_on_mnist_runs_the_fairness_check_for_all_six_methods(tmp_path):
+    data_dir = os.environ.get("REGLAB_DATA_DIR")
+    if not data_dir:
+        pytest.skip("REGLAB_DATA_DIR is not set: the fairness check needs MNIST")
+    proc, result = run_tiny(tmp_path, "--seeds", "1", data_dir=data_dir)
+    fairness = result["fairness"]
+    assert [m["method"] for m in fairness["methods"]] == [
+        "l2", "l2+l1_late", "l2+kl", "max_norm", "dropout+l2", "dropout+max_norm"]
+    for m in fairness["methods"]:
+        assert len(m["hand_test_error"]) == len(m["reglab_test_error"]) == fairness["n_seeds"]
+        # a few hundred steps on 2,000 examples must already beat chance (90% error) by far, both ways
+        assert max(m["hand_test_error"] + m["reglab_test_error"]) < 0.5, m
+    assert "verdict:" in proc.stdout
