@@ -68,7 +68,7 @@ class StandInTrainer:
         loss = np.tile(val, (len(steps), 1)) + 0.01 * steps[:, None]
         metrics = {"train_loss": val * 2, "train_error": val, "val_loss": val * 2, "val_error": val,
                    "test_loss": val * 2, "test_error": val + 0.01, "lr": np.full(self.V, 0.1),
-                   "epoch_time_s": np.full(self.V, 0.001), "active": ~np.isnan(val),
+                   "epoch_time_s": np.full(self.V, 0.001), "eval_time_s": np.full(self.V, 0.001), "active": ~np.isnan(val),
                    "diverged": np.isnan(val)}
         return Record(self.epoch, steps, loss, np.full_like(loss, 0.001), metrics)
 
@@ -263,6 +263,7 @@ def test_each_method_is_timed_alone(tmp_path, stand_in):
         assert m["variants"] == 3 and m["timed_steps"] >= 1
         assert m["estimated_alone_s"] == pytest.approx(m["seconds_per_step_alone"] * m["steps_in_study"])
     assert timing["study_wall_s"] >= timing["study_train_s"] > 0
+    assert timing["study_train_s"] == pytest.approx(0.001 * 2)  # the engine's train-only times, summed
 
 
 def test_the_resolved_config_and_a_summary_table_are_printed(tmp_path, stand_in, capsys):

@@ -41,14 +41,14 @@ from reglab.config import StudyConfig, study_from_dict, to_toml
 from reglab.data.dataset import Dataset
 from reglab.errors import ReglabError
 from reglab.results import (MANIFEST, RunLock, RunWriter, atomic_write_bytes, atomic_write_text,
-                            now_iso, read_json)
+                            now_iso, read_csv_columns, read_json)
 from reglab.stats import describe, paired_comparison
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"                 # text file in checkpoints/ naming the newest complete checkpoint
 CHECKPOINT_FORMAT = "reglab-checkpoint"
 TIMING_MIN_SECONDS = 0.5          # each method is timed alone for at least this long ...
-TIMING_MAX_EPOCHS = 8             # ... or this many short epochs, whichever comes first
+TIMING_MAX_EPOCHS = 50            # ... or this many short epochs, whichever comes first
 TIMING_STEPS_PER_EPOCH = 20       # minibatches per epoch of the short timing run
 TIMING_EVAL_EXAMPLES = 200        # val/test examples of the timing run (evaluation is not what is timed)
 HEADLINE = ("test_error", "val_error")  # scalars compared pairwise between methods
@@ -143,7 +143,7 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
 
     trainer = Trainer(cfg, dataset)
     # the runner's own state, saved in every checkpoint beside the trainer's
-    book = {"train_wall_s": 0.0, "best_val_error": math.inf, "sessions": [], "epoch_wall_s": []}
+    book = {"train_s": 0.0, "best_val_error": math.inf, "sessions": [], "epoch_wall_s": []}
     if resume:
         book = _load_checkpoint(run_dir, trainer) or book
         writer.drop_epochs_after(trainer.epoch)
@@ -161,8 +161,8 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
         while not trainer.done:
             t0 = time.perf_counter()
             rec = trainer.train_epoch()
-            book["train_wall_s"] += time.perf_counter() - t0
             book["epoch_wall_s"].append(time.perf_counter() - t0)
+            book["train_s"] += float(np.asarray(rec.metrics["epoch_time_s"])[0])
             writer.write_epoch(rec.epoch, epoch_rows(rec, variants), iter_rows(rec))
             val = np.asarray(rec.metrics["val_error"], dtype=np.float64)
             if np.isfinite(val).any():
@@ -181,8 +181,9 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     if bar is not None:
         bar.close()
 
+    writer.finalize()  # consolidated CSVs first: the summary reads them
     finals = trainer.final_summary()
-    last = _last_epoch_metrics(writer, trainer.epoch)
+    last = _last_epoch_metrics(writer)
     summary = build_summary(cfg, finals, last)
     writer.write_json("summary.json", summary)
     writer.write_npz("analysis.npz", {k: np.asarray(v) for k, v in trainer.analysis().items()})
@@ -191,7 +192,6 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     sessions = earlier_sessions + [this_session()]
     writer.write_json("timing.json", timing_table(cfg, book, sessions, method_times, summary))
 
-    writer.finalize()
     writer.update_manifest(status="complete", epochs_done=trainer.epoch)
     writer.remove_shards()
 
@@ -347,11 +347,20 @@ def iter_rows(rec) -> list[dict]:
     return rows
 
 
-def _last_epoch_metrics(writer: RunWriter, epoch: int) -> dict[int, dict]:
-    """Each variant's row of its last epoch's metrics (from the shards on disk: one source of truth)."""
-    from reglab.results import read_csv_columns
-    cols = read_csv_columns([writer.dir / "metrics" / f"epoch-{epoch:05d}.csv"])
-    return {int(v): {k: cols[k][i] for k in cols} for i, v in enumerate(cols["variant"])}
+def _last_epoch_metrics(writer: RunWriter) -> dict[int, dict]:
+    """Each variant's metrics row of the last epoch it trained in with finite validation error.
+
+    A variant that stopped early (or diverged) has NaN rows afterwards; its last sound row is
+    the one that describes it. Read from the consolidated CSV: one source of truth.
+    """
+    cols = read_csv_columns([writer.path("metrics_epoch.csv")])
+    last: dict[int, dict] = {}
+    for i, v in enumerate(cols["variant"]):
+        row = {k: cols[k][i] for k in cols}
+        sound = math.isfinite(float(row.get("val_error", math.nan)))
+        if sound or int(v) not in last:
+            last[int(v)] = row
+    return last
 
 
 # ----------------------------------------------------------------------------
@@ -473,10 +482,12 @@ def time_each_method(cfg: StudyConfig, dataset: Dataset, summary: dict, trainer_
     """Seconds per optimizer step of each method's variants (all its seeds) trained alone.
 
     A fresh Trainer gets only that method, on the first ``TIMING_STEPS_PER_EPOCH * batch_size``
-    training examples and ``TIMING_EVAL_EXAMPLES`` validation/test examples; one warm-up epoch
-    is not timed, then epochs are timed until ``TIMING_MIN_SECONDS`` or ``TIMING_MAX_EPOCHS``.
-    The cost of the method alone in the study is estimated as seconds-per-step x the steps its
-    variants took in the study (a method whose seeds all stopped early took fewer).
+    training examples and ``TIMING_EVAL_EXAMPLES`` validation/test examples. One warm-up epoch
+    is not counted; then epochs run until ``TIMING_MIN_SECONDS`` of training time or
+    ``TIMING_MAX_EPOCHS``. Only the training steps are timed (the engine's ``epoch_time_s``,
+    which excludes evaluation), the same quantity as the study's ``study_train_s``. Late L1
+    is switched on from the first step, so its cost is included. The cost of the method alone
+    in the study is estimated as seconds-per-step x the steps its variants took there.
     """
     n_train = min(int(dataset.x_train.shape[0]), TIMING_STEPS_PER_EPOCH * cfg.batch_size)
     n_eval = TIMING_EVAL_EXAMPLES
@@ -488,26 +499,24 @@ def time_each_method(cfg: StudyConfig, dataset: Dataset, summary: dict, trainer_
     steps_per_epoch_study = math.ceil(int(dataset.x_train.shape[0]) / cfg.batch_size)
     out = {}
     for m in cfg.methods:
-        alone = cfg.replace(methods=(m,), n_epochs=TIMING_MAX_EPOCHS + 1)
+        timed_method = dataclasses.replace(m, l1_start=0.0) if m.l1 > 0 else m
+        alone = cfg.replace(methods=(timed_method,), n_epochs=TIMING_MAX_EPOCHS + 1)
         trainer = trainer_cls(alone, small)
         trainer.train_epoch()  # warm-up: allocations, first-call kernel selection
-        _sync(cfg.device)
-        t0 = time.perf_counter()
-        epochs = 0
+        seconds, epochs = 0.0, 0
         while not trainer.done and epochs < TIMING_MAX_EPOCHS:
-            trainer.train_epoch()
+            rec = trainer.train_epoch()
+            seconds += float(np.asarray(rec.metrics["epoch_time_s"])[0])
             epochs += 1
-            _sync(cfg.device)
-            if time.perf_counter() - t0 >= TIMING_MIN_SECONDS:
+            if seconds >= TIMING_MIN_SECONDS:
                 break
-        seconds = time.perf_counter() - t0
-        s_per_step = seconds / max(1, epochs * steps_per_epoch_small)
+        steps = epochs * steps_per_epoch_small
+        s_per_step = seconds / steps if steps else math.nan
         stop_epochs = [r.get("stop_epoch") or cfg.n_epochs for r in summary["variants"] if r["method"] == m.name]
         steps_in_study = int(max(stop_epochs)) * steps_per_epoch_study
-        out[m.name] = {"variants": len(cfg.seeds), "timed_epochs": epochs,
-                       "timed_steps": epochs * steps_per_epoch_small, "timed_s": seconds,
-                       "seconds_per_step_alone": s_per_step, "steps_in_study": steps_in_study,
-                       "estimated_alone_s": s_per_step * steps_in_study}
+        out[m.name] = {"variants": len(cfg.seeds), "timed_epochs": epochs, "timed_steps": steps,
+                       "timed_s": seconds, "seconds_per_step_alone": s_per_step,
+                       "steps_in_study": steps_in_study, "estimated_alone_s": s_per_step * steps_in_study}
     return out
 
 
@@ -517,12 +526,18 @@ def _sync(device: str) -> None:
 
 
 def timing_table(cfg: StudyConfig, book: dict, sessions: list[dict], method_times: dict, summary: dict) -> dict:
+    """Whole-study times and each method alone; train times exclude evaluation and file writes."""
     total_alone = sum(m["estimated_alone_s"] for m in method_times.values())
+    train_s = book["train_s"]
     return {
         "units": "seconds (wall clock)",
-        "study_train_s": book["train_wall_s"],
+        "study_train_s": train_s,
+        "study_train_s_note": "training steps of all variants together (the engine's epoch_time_s, summed)",
+        "study_epoch_wall_s": book["epoch_wall_s"],
+        "study_epoch_wall_s_note": "per epoch: training + validation/test evaluation, as the runner saw it",
         "study_wall_s": sum(s["wall_s"] for s in sessions),
-        "epoch_train_s": book["epoch_wall_s"],
+        "study_wall_s_note": "every session of the run (a killed one up to its last checkpoint), "
+                             "including data loading, files, checkpoints and the per-method timing",
         "sessions": sessions,
         "n_variants": cfg.n_variants,
         "device": cfg.device,
@@ -530,8 +545,8 @@ def timing_table(cfg: StudyConfig, book: dict, sessions: list[dict], method_time
         "methods_alone": method_times,
         "methods_alone_note": (
             "each method's variants (all seeds) timed alone in a fresh Trainer on a "
-            f"{TIMING_STEPS_PER_EPOCH}-step slice of the training data after one warm-up epoch; "
-            "estimated_alone_s = seconds_per_step_alone x the steps that method took in the study"),
+            f"{TIMING_STEPS_PER_EPOCH}-step slice of the training data after one warm-up epoch, training "
+            "steps only; estimated_alone_s = seconds_per_step_alone x the steps that method took in the study"),
         "sum_of_methods_alone_s": total_alone,
-        "batching_speedup": (total_alone / book["train_wall_s"]) if book["train_wall_s"] > 0 and total_alone else None,
+        "batching_speedup": (total_alone / train_s) if train_s > 0 and total_alone else None,
     }

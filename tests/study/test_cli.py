@@ -1,0 +1,184 @@
+"""`reglab run` from the command line: TOML errors, argument errors, smoke runs, SIGKILL + resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reglab.cli import main
+from reglab.results import load_run, read_json
+
+DATA_DIR = os.environ.get("REGLAB_DATA_DIR")
+needs_mnist = pytest.mark.skipif(not DATA_DIR, reason="REGLAB_DATA_DIR is not set (folder holding mnist/)")
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert err.startswith("reglab: ")
+    return err
+
+
+def _toml(tmp_path, text):
+    p = tmp_path / "study.toml"
+    p.write_text(text)
+    return str(p)
+
+
+GOOD = '''name = "mine"
+hidden = [16]
+n_epochs = 2
+seeds = [0, 1]
+[data]
+name = "moons"
+n_points = 120
+[[methods]]
+name = "l2"
+l2 = 0.001
+[[methods]]
+name = "dropout+max_norm"
+dropout_hidden = 0.5
+max_norm = 2.0
+'''
+
+
+@pytest.mark.parametrize("text,expected", [
+    (GOOD.replace("n_epochs = 2", "n_epocs = 2"), "unknown key study.toml.n_epocs; allowed: name, data, hidden"),
+    (GOOD.replace("n_epochs = 2", "n_epochs = 0"), "'n_epochs' must be a whole number in [1,"),
+    (GOOD.replace("dropout_hidden = 0.5", "dropout_hidden = 1.5"), "'dropout+max_norm.dropout_hidden' must be a number in [0, 1); got 1.5"),
+    (GOOD.replace("l2 = 0.001", "l3 = 0.001"), "unknown key study.toml.methods[0].l3; allowed: name, l2, l1"),
+    (GOOD.replace('name = "moons"', 'name = "cifar"'), "'data.name' must be one of 'mnist', 'fashion-mnist'"),
+    (GOOD.replace('hidden = [16]', 'hidden = 16'), "study.toml.hidden must be a list of whole numbers; got 16"),
+    (GOOD.replace('l2 = 0.001', 'l2 = "lots"'), "'l2.l2' must be a number; got 'lots'"),
+    (GOOD.replace("[data]", "[data"), "is not valid TOML"),
+])
+def test_a_bad_toml_key_or_value_is_one_line_naming_it(tmp_path, capsys, text, expected):
+    assert main(["run", "--config", _toml(tmp_path, text), "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert expected in _one_error_line(capsys)
+    assert not (tmp_path / "r" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["run", "mnist", "--preset", "huge"], "unknown preset 'huge' for study 'mnist'; allowed: quick, seed, paper"),
+    (["run", "pointcloud", "--dataset", "mnist"], "--dataset must be one of moons, circles, spirals, xor"),
+    (["run", "pointcloud", "--resolution", "7"], "--resolution applies to image datasets only"),
+    (["run", "--seeds", "0"], "--seeds must be a whole number >= 1; got 0"),
+    (["run", "--resume", "x", "--seeds", "3"], "--resume continues the study stored in the run directory"),
+    (["run", "--config", "nowhere.toml"], "config file nowhere.toml does not exist"),
+])
+def test_bad_arguments_are_one_line_and_exit_status_2(capsys, argv, expected):
+    assert main(argv) == 2
+    assert expected in _one_error_line(capsys)
+
+
+def test_a_toml_study_runs_end_to_end_from_the_cli(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--config", _toml(tmp_path, GOOD), "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""  # --quiet prints nothing
+    run = load_run(out)
+    assert run.complete and run.methods == ["l2", "dropout+max_norm"]
+    assert run.manifest["command"].startswith("reglab run --config ")
+
+
+def test_the_pointcloud_smoke_study_runs_end_to_end_from_the_cli(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "pointcloud", "--smoke", "--seeds", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "# resolved config" in printed and f"results in {out}" in printed
+    run = load_run(out)
+    assert run.complete
+    assert run.methods == ["no_penalty", "l1", "l2", "early_stopping"]
+    summary = read_json(out / "summary.json")
+    for stats in summary["methods"].values():
+        assert stats["stats"]["test_error"]["n"] + stats["n_diverged"] == 2
+        assert 0.0 <= stats["stats"]["test_error"]["mean"] <= 1.0
+
+
+@needs_mnist
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["quick", "seed", "paper"])
+def test_every_mnist_preset_runs_in_smoke_mode_on_the_shared_copy(tmp_path, preset):
+    out = tmp_path / "run"
+    assert main(["run", "mnist", "--preset", preset, "--smoke", "--seeds", "2", "--device", "cpu",
+                 "--out", str(out), "--data-dir", DATA_DIR, "--quiet"]) == 0
+    run = load_run(out)
+    assert run.complete and len(run.methods) == 6
+    ds = read_json(out / "dataset.json")
+    assert ds["n_train"] == 300 and ds["name"] == "mnist"
+    assert all(f["status"] == "ok" for f in ds["info"]["checksums"].values())
+
+
+# ----------------------------------------------------------------------------
+# a real SIGKILL mid-epoch, then --resume: the metrics equal an uninterrupted run's
+
+KILL_STUDY = '''name = "killme"
+hidden = [64, 64]
+n_epochs = 6
+batch_size = 10
+seeds = [0, 1]
+checkpoint_every = 2
+[data]
+name = "spirals"
+n_points = 4000
+[[methods]]
+name = "l2"
+l2 = 0.0001
+lr = 0.05
+[[methods]]
+name = "dropout+max_norm"
+dropout_hidden = 0.3
+max_norm = 2.0
+lr = 0.05
+'''
+
+
+def _reglab(*args, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "reglab", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _csv_without_wall_time(path: Path) -> list[list[str]]:
+    import csv
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    drop = [i for i, c in enumerate(rows[0]) if c.endswith("time_s")]
+    return [[c for i, c in enumerate(r) if i not in drop] for r in rows]
+
+
+def test_a_run_killed_mid_epoch_resumes_to_exactly_the_uninterrupted_metrics(tmp_path):
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(KILL_STUDY)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+
+    p = _reglab("run", "--config", str(cfg), "--out", str(whole), "--quiet")
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+
+    p = _reglab("run", "--config", str(cfg), "--out", str(cut), "--quiet")
+    # wait for the epoch-2 checkpoint and the epoch-3 shard: the process is then inside epoch 4
+    deadline = time.time() + 300
+    while not (cut / "metrics" / "epoch-00003.csv").exists():
+        assert p.poll() is None, "the run ended before it could be killed: " + p.stderr.read()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    manifest = read_json(cut / "manifest.json")
+    assert manifest["status"] == "running"          # killed: nobody marked it
+    assert (cut / ".lock").exists()                 # and its lock is left behind, owner dead
+    assert (cut / "checkpoints" / "latest").read_text().strip() == "epoch-00002.pt"
+
+    r = _reglab("run", "--resume", str(cut), "--quiet")
+    assert r.wait(timeout=300) == 0, r.stderr.read()
+
+    for name in ("metrics_epoch.csv", "metrics_iter.csv"):
+        assert _csv_without_wall_time(cut / name) == _csv_without_wall_time(whole / name), name
+    a, b = read_json(whole / "summary.json"), read_json(cut / "summary.json")
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rows]
+    assert strip(a["variants"]) == strip(b["variants"])
+    assert read_json(cut / "manifest.json")["status"] == "complete"
+    assert not (cut / ".lock").exists()
