@@ -1,0 +1,39 @@
+"""`reglab report RUN_DIR`: build the report of a run from its files (never retrains)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from reglab.report.build import write_report
+from reglab.results import load_run
+
+EXIT_INCOMPLETE = 3  # the report was built, but from a run that is still running or was interrupted
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="build report.html, figures and summary.md from a run directory",
+        description="Build the report of a run from the files in its directory: report.html (self-contained), "
+                    "figures/*.png and *.svg, summary.md. Never retrains. Exit status 0 for a complete run, "
+                    f"{EXIT_INCOMPLETE} when the run is incomplete (a partial report is still written), "
+                    "2 when the directory is not a readable run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the directory `reglab run` wrote")
+    p.set_defaults(func=_report)
+
+
+def _report(args) -> int:
+    run = load_run(args.run_dir)
+    path = write_report(run)
+    if not run.complete:
+        status = run.manifest.get("status", "?")
+        print(f"reglab: run {run.dir} is incomplete (status {status}, {run.manifest.get('epochs_done', '?')} of "
+              f"{run.manifest.get('n_epochs', '?')} epochs); wrote a partial report to {path}. "
+              "Fix: rebuild it when the run has finished (or resume it with `reglab run --resume`).",
+              file=sys.stderr)
+        return EXIT_INCOMPLETE
+    print(path)
+    return 0

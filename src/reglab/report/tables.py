@@ -1,0 +1,309 @@
+"""The report's tables and setup text, as plain cells that HTML and Markdown both render.
+
+Numbers are formatted as ``mean ± h`` where ``h`` is the half-width of the
+two-sided 95% Student-t interval over seeds (``t_{0.975,n-1} s / sqrt(n)``);
+every table says its n. Errors are percent, losses nats per example.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from reglab.config import IMAGE_DATASETS, MethodConfig
+from reglab.report.digest import FINALS, HEADLINE, PAPER_CITATION, Digest, MethodData
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+    emphasis: list[bool] = field(default_factory=list)  # per row: draw attention (significant, best)
+    row_colors: list[str | None] = field(default_factory=list)  # colour of the first cell (the method)
+
+
+def fmt_stat(s: dict, scale: float = 1.0, digits: int = 2) -> str:
+    """``mean ± half-width`` of a stats.describe() dict, or ``mean (n=1)``, or an em dash."""
+    if s is None or s.get("mean") is None:
+        return "—"
+    m = s["mean"] * scale
+    if s.get("ci95_half_width") is None:
+        return f"{m:.{digits}f} (n={s['n']})"
+    if s["ci95_half_width"] == 0.0:
+        return f"{m:.{digits}f}"  # every seed gave the same value (e.g. epochs run)
+    return f"{m:.{digits}f} ± {s['ci95_half_width'] * scale:.{digits}f}"
+
+
+def _digits(key: str) -> int:
+    return {"last_train_loss": 4, "epochs_run": 1, "last_sparsity": 1}.get(key, 2)
+
+
+def results_table(d: Digest) -> Table:
+    keys = list(FINALS)
+    columns = ["Method", "n"] + [f"{FINALS[k][0]}{' (' + FINALS[k][1] + ')' if FINALS[k][1] else ''}"
+                                 for k in keys] + ["Training time (s)"]
+    paper = d.paper
+    if paper:
+        columns.append("Srivastava 2014, Table 9 (%)")
+    rows, colors = [], []
+    best = _best_method(d, "test_error")
+    for m in d.methods:
+        row = [m.name, str(max(m.stats[k]["n"] for k in ("test_error_last", "test_error_best_val")))]
+        row += [fmt_stat(m.stats[k], FINALS[k][2], _digits(k)) for k in keys]
+        row.append(fmt_stat(m.stats["time_s"], 1.0, 1) if m.time_s else "—")
+        if paper:
+            row.append(f"{paper[m.name]:.2f}" if m.name in paper else "—")
+        rows.append(row)
+        colors.append(m.color)
+    notes = ["Mean ± half-width of the 95% Student-t interval over seeds (n seeds per method; with n = 1 no "
+             "interval exists). Test error at the best-val epoch is measured at the epoch of least validation "
+             "error of each seed. Sparsity: fraction of weights with |w| < 1e-3 after the last epoch. "
+             "Highlighted: the lowest mean test error of the returned model (the last epoch's, or the "
+             "best-val epoch's for a method with early stopping)."]
+    if any(m.time_s for m in d.methods):
+        notes.append("Training time: each method with all its seeds, estimated as if trained alone" +
+                     (f" ({d.timing['note']})" if d.timing.get("note") else "") + ".")
+    if paper:
+        notes.append(f"Published column: {PAPER_CITATION}; about 1M updates of batch 100. Compare the ranking; "
+                     "the level depends on net size and budget.")
+    if not d.complete:
+        notes.append(f"The run is incomplete ({d.epochs_done} of {d.n_epochs} epochs): these are the values "
+                     "after the last epoch written, not final results.")
+    return Table(columns, rows, notes, emphasis=[m.name == best for m in d.methods], row_colors=colors)
+
+
+def _best_method(d: Digest, key: str) -> str | None:
+    scored = [(m.stats[key]["mean"], m.name) for m in d.methods if m.stats[key]["mean"] is not None]
+    return min(scored)[1] if scored else None
+
+
+def headline(d: Digest) -> str:
+    """One sentence: which method is best on test error and which differences are significant."""
+    key = "test_error"
+    best = _best_method(d, key)
+    if best is None:
+        return "No variant has finished an epoch yet, so there is no result to report."
+    m = next(x for x in d.methods if x.name == best)
+    s = m.stats[key]
+    text = (f"Lowest mean test error: {best}, {fmt_stat(s, 100.0)}% (model of its {m.returned_model}; "
+            f"mean of {s['n']} seed{'s' if s['n'] != 1 else ''} ± 95% CI half-width).")
+    beats, ties = [], []
+    for p in d.paired:
+        if best not in (p["a"], p["b"]):
+            continue
+        other = p["b"] if p["a"] == best else p["a"]
+        c = p[key]
+        if c["significant"] and ((c["mean_difference"] < 0) == (p["a"] == best)):
+            beats.append(other)
+        elif c["significant"] is not None and not c["significant"]:
+            ties.append(other)
+    if beats:
+        text += f" Significantly lower than {', '.join(beats)} (paired by seed, 95% CI of the difference excludes 0)."
+    if ties:
+        text += f" Not distinguishable from {', '.join(ties)} with these seeds."
+    if d.paper and best in d.paper:
+        paper_best = min(d.paper, key=d.paper.get)
+        text += (f" In Srivastava et al. (2014), Table 9, the best is {paper_best} "
+                 f"({d.paper[paper_best]:.2f}%).")
+    if not d.complete:
+        text += " (The run is incomplete: not final.)"
+    return text
+
+
+def paired_table(d: Digest) -> Table:
+    columns = ["A", "B", "n pairs", "A − B, test error (pp)", "95% CI", "p", "A − B, val error (pp)", "95% CI", "p"]
+    rows, emphasis = [], []
+    for p in d.paired:
+        row = [p["a"], p["b"], str(p["test_error"]["n"])]
+        sig = False
+        for key in HEADLINE:
+            c = p[key]
+            if c["mean_difference"] is None or c["n"] < 2:
+                row += ["—", "—", "—"]
+                continue
+            sig = sig or bool(c["significant"])
+            row.append(f"{100 * c['mean_difference']:+.2f}{' *' if c['significant'] else ''}")
+            row.append(f"[{100 * c['ci95'][0]:+.2f}, {100 * c['ci95'][1]:+.2f}]" if c["ci95"] else "—")
+            row.append(_fmt_p(c["p_value"]))
+        rows.append(row)
+        emphasis.append(sig)
+    notes = ["Differences in percentage points, A − B, of the returned model's test and validation error (the "
+             "last epoch's, or the best-val epoch's for a method with early stopping), paired by seed (seed s of "
+             "A against seed s of B: same data order); 95% Student-t interval of the mean difference; p from the "
+             "two-sided paired t-test. * and highlighting mark a significant difference (the interval excludes "
+             "0). No correction for the number of comparisons is applied."]
+    return Table(columns, rows, notes, emphasis=emphasis)
+
+
+def _fmt_p(p: float | None) -> str:
+    if p is None:
+        return "—"
+    return "<0.001" if p < 1e-3 else f"{p:.3f}"
+
+
+# ----------------------------------------------------------------------------
+# setup
+
+_METHOD_FIELDS = [f for f in MethodConfig.__dataclass_fields__ if f != "name"]
+
+
+def hyperparameter_table(d: Digest) -> Table:
+    """Every method hyperparameter (rows) for every method (columns); rows that differ are emphasized."""
+    columns = ["Hyperparameter"] + [m.name for m in d.methods]
+    keys = [k for k in _METHOD_FIELDS if any(k in m.hyperparameters for m in d.methods)]
+    keys += sorted({k for m in d.methods for k in m.hyperparameters} - set(keys) - {"name"})
+    rows, emphasis = [], []
+    for k in keys:
+        vals = [_fmt_value(m.hyperparameters.get(k, "—")) for m in d.methods]
+        rows.append([k] + vals)
+        emphasis.append(len(set(vals)) > 1)
+    notes = ["Highlighted rows differ between methods. Conventions: l2 is λ in (λ/2)·Σw²; l1 is λ in λ·Σ|w|; "
+             "max_norm of inf disables the constraint; penalties act on weights, never biases."]
+    return Table(columns, rows, notes, emphasis=emphasis)
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "inf"
+        return f"{v:g}"
+    return str(v)
+
+
+def _f(hp: dict, key: str, default: float = 0.0) -> float:
+    v = hp.get(key, default)
+    if v in ("inf", None):
+        return math.inf if v == "inf" else default
+    return float(v)
+
+
+def regularizer_formulas(m: MethodData) -> list[str]:
+    """The objective's extra terms and constraints for one method, with their coefficients."""
+    hp = m.hyperparameters
+    out = []
+    if _f(hp, "l2") > 0:
+        out.append(f"L2 penalty (λ/2)·Σ w², λ = {_f(hp, 'l2'):g}; gradient λ·w; weights only.")
+    if _f(hp, "l1") > 0:
+        start = _f(hp, "l1_start")
+        if start > 0:
+            out.append(f"Late L1 penalty λ₁·Σ |w|, λ₁ = {_f(hp, 'l1'):g}, on for steps t > {start:g}·T "
+                       f"(the last {100 * (1 - start):.0f}% of the T training steps); gradient λ₁·sign(w).")
+        else:
+            out.append(f"L1 penalty λ₁·Σ |w|, λ₁ = {_f(hp, 'l1'):g}; gradient λ₁·sign(w); weights only.")
+    if _f(hp, "kl_beta") > 0:
+        rho = _f(hp, "kl_rho", 0.05)
+        ema = _f(hp, "kl_ema")
+        avg = (f"an exponential moving average (decay {ema:g}) of the batch mean" if ema > 0
+               else "the batch mean")
+        out.append(f"KL sparsity β·Σⱼ KL(ρ ‖ ρ̂ⱼ) = β·Σⱼ [ρ·log(ρ/ρ̂ⱼ) + (1−ρ)·log((1−ρ)/(1−ρ̂ⱼ))], "
+                   f"β = {_f(hp, 'kl_beta'):g}, target ρ = {rho:g}; ρ̂ⱼ is {avg} of hidden unit j's "
+                   "activation, squashed into (0, 1) for ReLU units (see reglab.engine.regularizers).")
+    c = _f(hp, "max_norm", math.inf)
+    if 0 < c < math.inf:
+        out.append(f"Max-norm: after every update each hidden unit's incoming weight vector is projected, "
+                   f"wⱼ ← wⱼ·min(1, c/‖wⱼ‖₂), c = {c:g}.")
+    p_in, p_hid = _f(hp, "dropout_input"), _f(hp, "dropout_hidden")
+    if p_in > 0 or p_hid > 0:
+        out.append(f"Inverted dropout: each input unit dropped with p = {p_in:g}, each hidden unit with "
+                   f"p = {p_hid:g}; kept units scaled by 1/(1−p); off at evaluation.")
+    if hp.get("early_stopping"):
+        out.append(f"Early stopping on {hp.get('monitor', 'val_loss')}: stop after {hp.get('patience')} epochs "
+                   f"without an improvement larger than {_f(hp, 'min_delta'):g}; the best weights are restored.")
+    if not out:
+        out.append("No regularization: plain cross-entropy.")
+    return out
+
+
+def optimizer_text(d: Digest, m: MethodData) -> str:
+    """The optimizer and learning-rate schedule of one method, with its formula."""
+    hp = m.hyperparameters
+    opt = str(d.run.config.get("optimizer", "sgd"))
+    lr = _f(hp, "lr", 0.05)
+    sched = str(hp.get("lr_schedule", "constant"))
+    s, dec = hp.get("lr_decay_steps", 0), _f(hp, "lr_decay", 1.0)
+    schedule = {
+        "constant": f"η = {lr:g}",
+        "exponential": f"η_t = {lr:g}·{dec:g}^(t/{s})",
+        "inverse_t": f"η_t = {lr:g} / (1 + t/{s})",
+        "step": f"η_t = {lr:g}·{dec:g}^⌊t/{s}⌋",
+    }.get(sched, f"{sched} schedule from η₀ = {lr:g}")
+    if opt == "adam":
+        return (f"Adam, {schedule}, β₁ = {_f(hp, 'beta1', 0.9):g}, β₂ = {_f(hp, 'beta2', 0.999):g}, "
+                f"ε = {_f(hp, 'eps', 1e-8):g} ({'inside' if hp.get('eps_inside_sqrt') else 'outside'} the square "
+                f"root), bias correction {'on' if hp.get('bias_correction', True) else 'off'}.")
+    mom = _f(hp, "momentum", 0.9)
+    mom0 = _f(hp, "momentum_initial", -1.0)
+    ramp = int(hp.get("momentum_ramp_steps", 0) or 0)
+    momentum = f"momentum μ = {mom:g}"
+    if mom0 >= 0 and ramp > 0:
+        momentum = f"momentum rising linearly from {mom0:g} to {mom:g} over {ramp} steps"
+    return f"SGD, {schedule}, {momentum}{', Nesterov' if hp.get('nesterov') else ''}."
+
+
+def architecture_text(d: Digest) -> str:
+    cfg = d.run.config
+    data = cfg.get("data") or {}
+    ds = d.run.dataset or {}
+    if "n_features" in ds and "n_classes" in ds:
+        d_in, n_out = ds["n_features"], ds["n_classes"]
+    elif data.get("name") in IMAGE_DATASETS:
+        d_in, n_out = int(data.get("resolution", 28)) ** 2, 10
+    else:
+        d_in, n_out = 2, 2
+    layers = "-".join(str(x) for x in [d_in, *cfg.get("hidden", []), n_out])
+    return (f"{layers} multilayer perceptron: ReLU hidden units, linear output, softmax cross-entropy on the "
+            f"logits; weight initialisation {cfg.get('init', '?')}, biases start at 0.")
+
+
+def data_rows(d: Digest) -> list[tuple[str, str]]:
+    cfg = d.run.config
+    data = cfg.get("data") or {}
+    rows = [("dataset", str(data.get("name", "?")))]
+    rows += [(f"data.{k}", _fmt_value(v)) for k, v in data.items() if k != "name"]
+    rows += _flatten("dataset.json", d.run.dataset or {})
+    return rows
+
+
+def training_rows(d: Digest) -> list[tuple[str, str]]:
+    cfg = d.run.config
+    keys = ("optimizer", "n_epochs", "batch_size", "seeds", "log_every", "checkpoint_every", "eval_batch_size",
+            "device")
+    rows = [(k, _fmt_value(cfg[k]) if not isinstance(cfg[k], list) else ", ".join(map(str, cfg[k])))
+            for k in keys if k in cfg]
+    if d.steps_per_epoch:
+        rows.append(("steps per epoch (from the log)", str(d.steps_per_epoch)))
+    return rows
+
+
+def environment_rows(d: Digest) -> list[tuple[str, str]]:
+    rows = _flatten("", d.run.environment or {})
+    man = d.run.manifest
+    for k in ("reglab_version", "created", "updated", "status"):
+        if k in man:
+            rows.append((f"run {k}", str(man[k])))
+    rows.append(("epochs written", f"{d.epochs_done} of {d.n_epochs}"))
+    labels = {"study_wall_s": "total wall time of the study", "study_train_s": "training time of the study",
+              "sum_of_methods_alone_s": "sum of the methods' times alone"}
+    for key, label in labels.items():
+        if d.timing.get(key) is not None:
+            rows.append((label, f"{d.timing[key]:.1f} s"))
+    return rows
+
+
+def _flatten(prefix: str, obj, depth: int = 0) -> list[tuple[str, str]]:
+    if isinstance(obj, dict) and depth < 4:
+        out = []
+        for k, v in obj.items():
+            out += _flatten(f"{prefix}.{k}" if prefix else str(k), v, depth + 1)
+        return out
+    if isinstance(obj, list):
+        return [(prefix, ", ".join(map(str, obj)))]
+    return [(prefix, "—" if obj is None else _fmt_value(obj))]
+
+
+def reproduce_command(d: Digest) -> str | None:
+    cmd = d.run.manifest.get("command")
+    return str(cmd) if cmd else None
