@@ -34,9 +34,12 @@ def test_reglab_adam_smoke_runs_end_to_end(data_dir, tmp_path, capsys):
     assert len(summary["simulation"]["largest_deviations"]) == 18
 
     page = (out / "adam.html").read_text()
-    sources = re.findall(r'\b(?:src|href)="([^"]*)"', page)
+    sources = re.findall(r'\bsrc="([^"]*)"', page)
     assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    links = re.findall(r'\bhref="([^"]*)"', page)
+    assert links and all((out / link).is_file() for link in links)  # only relative links to the PNGs beside it
     assert "http://" not in page and "https://" not in page
+    assert "Content-Security-Policy" in page
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
 
 
