@@ -213,6 +213,10 @@ class RayExecutor:
             except ray.exceptions.RayError as e:
                 out[key] = ShardStep(error=_ray_error_line(e, self.max_retries))
                 self._states.pop(key, None)
+                try:
+                    ray.get(state_ref)  # collected, so that Ray does not log it as an unhandled error
+                except ray.exceptions.RayError:
+                    pass
         return out
 
     def release(self, key: str) -> None:
@@ -227,12 +231,17 @@ class RayExecutor:
 
 
 def _ray_error_line(e: Exception, max_retries: int) -> str:
+    """One short line: what went wrong in a task (its own exception, or its worker's death)."""
     ray = __import__("ray")
     if isinstance(e, ray.exceptions.RayTaskError):
         cause = e.cause if getattr(e, "cause", None) is not None else e
-        return f"the task raised {type(cause).__name__}: {str(cause).splitlines()[-1] if str(cause) else ''}"
-    return f"{type(e).__name__} after {max_retries} retr{'y' if max_retries == 1 else 'ies'}: " \
-           f"{str(e).splitlines()[0] if str(e) else 'worker lost'}"
+        text = str(cause).strip().splitlines()
+        return f"the task raised {type(cause).__name__}" + (f": {text[-1][:200]}" if text else "")
+    retries = f"{max_retries} retr{'y' if max_retries == 1 else 'ies'}"
+    if isinstance(e, ray.exceptions.WorkerCrashedError):
+        return f"its worker died, also on {retries}" if max_retries else "its worker died (no retries allowed)"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__} after {retries}" + (f": {text[0][:200]}" if text else "")
 
 
 def make_executor(name: str, *, address: str | None = None, threads: int | None = None,
@@ -389,7 +398,10 @@ def _merge_finals(cfg: StudyConfig, parts: list[tuple[StudyConfig, object]]) -> 
     out: list[dict | None] = [None] * cfg.n_variants
     for sub, finals in parts:
         for v, m, s in sub.variants():
-            out[index[(m.name, s)]] = _variant_dict(finals, v)
+            row = _variant_dict(finals, v)
+            if "variant" in row:
+                row["variant"] = index[(m.name, s)]  # the shard's own index -> the study's
+            out[index[(m.name, s)]] = row
     return out
 
 

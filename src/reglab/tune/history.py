@@ -20,6 +20,8 @@ import io
 import math
 from pathlib import Path
 
+from optuna.trial import TrialState
+
 from reglab.config import StudyConfig, to_toml
 from reglab.results import atomic_write_bytes, atomic_write_json, atomic_write_text, rows_to_csv
 
@@ -31,7 +33,8 @@ def trial_records(studies: dict, spaces: dict) -> list[dict]:
     """Every trial of every method's study, oldest first within each method."""
     out = []
     for method, study in studies.items():
-        for t in study.get_trials(deepcopy=False):
+        # a WAITING trial is an enqueued one (the preset's values) that no session has asked for yet
+        for t in study.get_trials(deepcopy=False, states=[s for s in TrialState if s != TrialState.WAITING]):
             result = t.user_attrs.get("result", {})
             state = STATE_NAMES.get(t.state.name, t.state.name.lower())
             curve = [t.intermediate_values[e] for e in sorted(t.intermediate_values)]

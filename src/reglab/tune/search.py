@@ -217,7 +217,12 @@ def validation_only(dataset: Dataset) -> Dataset:
 
 @dataclass
 class TrialRun:
-    """A trial being evaluated: its method, seeds and validation curves so far."""
+    """A trial being evaluated: its method, seeds and validation curves so far.
+
+    Per seed, a curve holds one value per epoch the variant trained. A variant that stopped
+    early (the engine reports NaN once it no longer trains) ends its curve there; a variant
+    that diverged counts as error :data:`DIVERGED_ERROR` (and infinite loss) from then on.
+    """
 
     base: str                                   # canonical method name, e.g. "l2"
     trial: object                               # optuna.Trial
@@ -226,7 +231,7 @@ class TrialRun:
     val_error: dict[int, list[float]] = field(default_factory=dict)   # seed -> per-epoch fraction
     val_loss: dict[int, list[float]] = field(default_factory=dict)    # seed -> per-epoch nats/example
     diverged: dict[int, int] = field(default_factory=dict)            # seed -> epoch it diverged
-    finished_seeds: set = field(default_factory=set)                   # seeds whose trainer is done
+    finished_seeds: set = field(default_factory=set)                   # seeds that train no more
     reported: int = 0                           # epochs reported to Optuna
     pruned_at: int | None = None                # epoch at which the pruner stopped it
     error: str | None = None                    # why it failed (its shard failed)
@@ -242,15 +247,20 @@ class TrialRun:
         return self.pruned_at is None and self.error is None
 
     def add_epoch(self, seed: int, epoch: int, val_error: float, val_loss: float, diverged: bool) -> None:
-        if diverged and seed not in self.diverged:
-            self.diverged[seed] = epoch
-        if seed in self.diverged or not math.isfinite(val_error):
-            val_error = DIVERGED_ERROR
+        """One epoch's validation numbers of one seed, as the engine reports them."""
+        if seed in self.finished_seeds:
+            return
+        if diverged:
+            self.diverged.setdefault(seed, epoch)
+            val_error, val_loss = DIVERGED_ERROR, math.inf
+        elif not math.isfinite(val_error):
+            self.finished_seeds.add(seed)  # stopped early: it no longer trains
+            return
         self.val_error[seed].append(float(val_error))
-        self.val_loss[seed].append(float(val_loss) if math.isfinite(val_loss) else math.nan)
+        self.val_loss[seed].append(float(val_loss))
 
     def ready_epochs(self) -> int:
-        """Epochs for which every seed has a value (a seed whose trainer finished carries its last)."""
+        """Epochs for which every seed has a value (a seed that trains no more carries its last)."""
         running = [len(self.val_error[s]) for s in self.seeds if s not in self.finished_seeds]
         if running:
             return min(running)
@@ -258,15 +268,31 @@ class TrialRun:
 
     def mean_error(self, epoch: int) -> float:
         """Mean over seeds of the validation error at `epoch` (1-based)."""
-        vals = [c[min(epoch, len(c)) - 1] for c in self.val_error.values() if c]
-        return float(np.mean(vals))
+        return float(np.mean([c[min(epoch, len(c)) - 1] for c in self.val_error.values() if c]))
 
-    def objective(self, early_stopping: bool) -> float:
-        """The returned model's validation error, mean over seeds (see the module docstring)."""
-        curves = [c for c in self.val_error.values() if c]
-        if early_stopping:
-            return float(np.mean([min(c) for c in curves]))
-        return float(np.mean([c[-1] for c in curves]))
+    def objective(self) -> float:
+        """The returned model's validation error, mean over seeds (see the module docstring).
+
+        With early stopping, a seed returns its best epoch by the method's monitor, where an
+        epoch is better when it improves on the best so far by more than ``min_delta`` (the
+        engine's rule); otherwise its last epoch.
+        """
+        m = self.method
+        per_seed = []
+        for s in self.seeds:
+            errors = self.val_error[s]
+            if not errors:
+                continue
+            if not m.early_stopping:
+                per_seed.append(errors[-1])
+                continue
+            monitored = errors if m.monitor == "val_error" else self.val_loss[s]
+            best, best_i = math.inf, len(errors) - 1
+            for i, x in enumerate(monitored):
+                if math.isfinite(x) and x < best - m.min_delta:
+                    best, best_i = x, i
+            per_seed.append(errors[best_i])
+        return float(np.mean(per_seed))
 
 
 # ----------------------------------------------------------------------------
@@ -406,7 +432,7 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
                     break
                 _evaluate_round(base, runs, seeds, executor, shard_by, epochs_per_task, round_index, say)
                 for run in runs:
-                    _tell(studies[run.base], run, base)
+                    _tell(studies[run.base], run)
                     told[run.base] += 1
                 round_index += 1
                 write_history(out_dir, base, studies, spaces)
@@ -424,8 +450,11 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
             _write_meta(out_dir, meta, status=status, methods=methods, failed=failed)
     say(preset_vs_tuned_table(methods))
     if failed:
-        say(f"reglab: {len(failed)} trial(s) failed: " +
-            "; ".join(f"{f['method']} trial {f['trial']}: {f['error']}" for f in failed))
+        by_error: dict[str, list[str]] = {}
+        for f in failed:
+            by_error.setdefault(f["error"], []).append(f"{f['method']} #{f['trial']}")
+        say(f"reglab: {len(failed)} trial(s) failed (listed in trials.csv and tune.json): " +
+            "; ".join(f"{', '.join(ts)} ({err})" for err, ts in by_error.items()))
     say(f"reglab: tuned study config in {out_dir / 'tuned.toml'} (reglab run --config {out_dir / 'tuned.toml'})")
     return TuneResult(out_dir=out_dir, tuned=tuned, methods=methods, failed=failed)
 
@@ -445,9 +474,9 @@ def _ask_round(base, studies, spaces, told, n_trials, batch_trials, seeds, sampl
     for m in base.methods:
         study = studies[m.name]
         k = batch_trials if n_trials is None else min(batch_trials, n_trials - told[m.name])
+        if sampler == "grid":
+            k = min(k, _grid_points_left(study, spaces[m.name]))
         for _ in range(max(k, 0)):
-            if sampler == "grid" and study.sampler.is_exhausted(study):
-                break
             with warnings.catch_warnings():
                 # the preset's value may sit outside a grid; Optuna warns about fixed values
                 warnings.simplefilter("ignore", UserWarning)
@@ -457,6 +486,12 @@ def _ask_round(base, studies, spaces, told, n_trials, batch_trials, seeds, sampl
             trial.set_user_attr("run", {"host": host, "pid": pid, "seeds": list(seeds)})
             runs.append(TrialRun(base=m.name, trial=trial, method=method, seeds=seeds))
     return runs
+
+
+def _grid_points_left(study, space: dict[str, Param]) -> int:
+    """Grid points no trial has taken yet (finished or running; the grid sampler's own bookkeeping)."""
+    taken = {t.system_attrs["grid_id"] for t in study.get_trials(deepcopy=False) if "grid_id" in t.system_attrs}
+    return grid_size(space) - len(taken)
 
 
 def _evaluate_round(base: StudyConfig, runs: list[TrialRun], seeds, executor, shard_by, epochs_per_task: int,
@@ -492,30 +527,32 @@ def _evaluate_round(base: StudyConfig, runs: list[TrialRun], seeds, executor, sh
                 for _, method, seed in variants:
                     by_name[method.name].finished_seeds.add(seed)
         for run in runs:
-            _report(run)
+            _report(run, base.n_epochs)
         for key in list(active):
             if key in steps and steps[key].done or not any(by_name[n].live for n in members[key]):
                 del active[key]
                 executor.release(key)
 
 
-def _report(run: TrialRun) -> None:
-    """Report the epochs every seed of `run` has finished; ask the pruner after each."""
+def _report(run: TrialRun, n_epochs: int) -> None:
+    """Report the epochs every seed of `run` has finished; ask the pruner after each but the last.
+
+    (Pruning after the last epoch would save nothing and throw away a finished result.)
+    """
     while run.live and run.reported < run.ready_epochs():
         epoch = run.reported + 1
         run.trial.report(run.mean_error(epoch), step=epoch)
         run.reported = epoch
-        if run.trial.should_prune():
+        if epoch < n_epochs and run.trial.should_prune():
             run.pruned_at = epoch
 
 
-def _tell(study, run: TrialRun, base: StudyConfig) -> None:
+def _tell(study, run: TrialRun) -> None:
     import optuna
 
-    early = next(m for m in base.methods if m.name == run.base).early_stopping
     trial = run.trial
     result = {"val_error": {str(s): c for s, c in run.val_error.items()},
-              "val_loss": {str(s): [None if math.isnan(x) else x for x in c] for s, c in run.val_loss.items()},
+              "val_loss": {str(s): [x if math.isfinite(x) else None for x in c] for s, c in run.val_loss.items()},
               "diverged": {str(s): e for s, e in run.diverged.items()},
               "epochs": run.reported, "duration_s": time.perf_counter() - run.started,
               "pruned_at": run.pruned_at, "error": run.error}
@@ -527,16 +564,16 @@ def _tell(study, run: TrialRun, base: StudyConfig) -> None:
     elif run.pruned_at is not None:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     else:
-        study.tell(trial, run.objective(early))
+        study.tell(trial, run.objective())
 
 
 def _round_line(runs, studies, told, n_trials) -> str:
     parts = []
     for name, study in studies.items():
         done = [t for t in study.trials if t.state.name == "COMPLETE"]
-        best = min((t.value for t in done), default=math.nan)
+        best = min((t.value for t in done), default=None)
         parts.append(f"{name} {told[name]}{'' if n_trials is None else '/' + str(n_trials)} "
-                     f"best {100 * best:.2f}%")
+                     f"best {'n/a' if best is None else f'{100 * best:.2f}%'}")
     states = [r.pruned_at is not None for r in runs].count(True)
     failed = [r.error is not None for r in runs].count(True)
     return f"reglab: batch of {len(runs)} trials ({states} pruned, {failed} failed) | " + "; ".join(parts)
@@ -612,11 +649,31 @@ def _open_study(storage_url: str, name: str, sampler: str, pruner: str, space, s
         raise ReglabError(f"cannot open Optuna storage {redact_url(storage_url)} "
                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
                           "Fix: check the URL, e.g. postgresql://user:pass@host/db or sqlite:///path.db.") from None
+    if storage_url.startswith("sqlite"):
+        _fast_sqlite(storage.engine)
     study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True,
                                 pruner=make_pruner(pruner))
     # a resumed session must not repeat the first session's random proposals
     study.sampler = make_sampler(sampler, space, sampler_seed + len(study.trials))
     return study
+
+
+def _fast_sqlite(engine) -> None:
+    """Write-ahead log, fsync at checkpoints only: one commit per Optuna call stops costing a disk flush.
+
+    A killed process loses nothing (committed transactions are in the log); only a power
+    failure or OS crash can lose the last commits, and the database stays consistent.
+    """
+    from sqlalchemy import event
+
+    def pragmas(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", pragmas)
+    engine.dispose()  # connections opened before the listener reconnect with the pragmas
 
 
 def _fail_abandoned_trials(study, say) -> None:
