@@ -5,6 +5,7 @@ recording's algebra does not depend on the data); the end-to-end run on real
 MNIST is in test_cli.py.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,23 +15,14 @@ import torch.nn.functional as F
 
 from reglab.adam.real_training import (RealTrainingConfig, build_like, build_mlp, first_step_ratio_closed_form,
                                        measure_first_step, minibatch_order, run_real_training)
-from reglab.data import Dataset
 from reglab.errors import ReglabError
 
 CFG = RealTrainingConfig(hidden=(32, 16), n_steps=40, batch_size=20, n_recorded=24, seed=3)
 
 
-def make_dataset(n: int = 200, d: int = 30, n_classes: int = 4, seed: int = 0) -> Dataset:
-    gen = torch.Generator().manual_seed(seed)
-    centers = torch.randn(n_classes, d, generator=gen)
-    y = torch.randint(0, n_classes, (3 * n,), generator=gen)
-    x = centers[y] + torch.randn(3 * n, d, generator=gen)
-    return Dataset("blobs", x[:n], y[:n], x[n:2 * n], y[n:2 * n], x[2 * n:], y[2 * n:], n_classes, {"generated": True})
-
-
 @pytest.fixture(scope="module")
-def result():
-    return run_real_training(make_dataset(), CFG)
+def result(make_blobs):
+    return run_real_training(make_blobs(), CFG)
 
 
 def unrolled(g: np.ndarray, beta: float) -> np.ndarray:
@@ -69,8 +61,8 @@ def test_uncorrected_v_starts_at_one_minus_beta2_of_the_running_mean_and_correct
     np.testing.assert_allclose(np.median(cor, axis=1), 1.0, atol=0.02)
 
 
-def test_the_corrected_run_follows_torch_optim_adam(result):
-    ds = make_dataset()
+def test_the_corrected_run_follows_torch_optim_adam(result, make_blobs):
+    ds = make_blobs()
     model = build_mlp(ds.n_features, CFG.hidden, ds.n_classes, CFG.seed)
     opt = torch.optim.Adam(model.parameters(), lr=CFG.lr, betas=(CFG.beta1, CFG.beta2), eps=CFG.eps)
     losses = []
@@ -88,8 +80,8 @@ def test_both_runs_start_from_the_same_weights_and_minibatches(result):
     assert not np.array_equal(result.corrected.loss, result.uncorrected.loss)
 
 
-def test_first_step_ratio_is_the_closed_form_and_tends_to_3_16():
-    ds = make_dataset()
+def test_first_step_ratio_is_the_closed_form_and_tends_to_3_16(make_blobs):
+    ds = make_blobs()
     model = build_mlp(ds.n_features, CFG.hidden, ds.n_classes, CFG.seed)
     fs = measure_first_step(model, ds.x_train[:20], ds.y_train[:20], CFG)
     expected = first_step_ratio_closed_form(fs.abs_grad, CFG.beta1, CFG.beta2, CFG.eps)
@@ -108,8 +100,8 @@ def test_first_step_ratio_is_the_closed_form_and_tends_to_3_16():
     assert fs.n_weights == sum(p.numel() for p in model.parameters() if p.dim() == 2)
 
 
-def test_first_corrected_step_equals_torch_optim_adams_first_step():
-    ds = make_dataset()
+def test_first_corrected_step_equals_torch_optim_adams_first_step(make_blobs):
+    ds = make_blobs()
     model = build_mlp(ds.n_features, CFG.hidden, ds.n_classes, CFG.seed)
     fs = measure_first_step(model, ds.x_train[:20], ds.y_train[:20], CFG)
     reference = build_like(model)
@@ -124,8 +116,8 @@ def test_first_corrected_step_equals_torch_optim_adams_first_step():
     np.testing.assert_allclose(step[grad != 0].double().numpy(), fs.step_corrected, rtol=1e-6)
 
 
-def test_measuring_the_first_step_leaves_the_model_unchanged():
-    ds = make_dataset()
+def test_measuring_the_first_step_leaves_the_model_unchanged(make_blobs):
+    ds = make_blobs()
     model = build_mlp(ds.n_features, CFG.hidden, ds.n_classes, CFG.seed)
     before = [p.detach().clone() for p in model.parameters()]
     measure_first_step(model, ds.x_train[:20], ds.y_train[:20], CFG)
@@ -141,9 +133,10 @@ def test_minibatch_order_visits_every_example_once_per_epoch():
     assert not torch.equal(order[:5], order[5:10])
 
 
-def test_same_seed_same_recording():
-    a = run_real_training(make_dataset(), CFG.__class__(**{**CFG.__dict__, "n_steps": 5}))
-    b = run_real_training(make_dataset(), CFG.__class__(**{**CFG.__dict__, "n_steps": 5}))
+def test_same_seed_same_recording(make_blobs):
+    short = dataclasses.replace(CFG, n_steps=5)
+    a = run_real_training(make_blobs(), short)
+    b = run_real_training(make_blobs(), short)
     np.testing.assert_array_equal(a.corrected.v, b.corrected.v)
     np.testing.assert_array_equal(a.uncorrected.loss, b.uncorrected.loss)
 
@@ -153,7 +146,7 @@ def test_a_batch_larger_than_the_data_is_a_one_line_error():
         minibatch_order(10, 3, 20, seed=0)
 
 
-@pytest.mark.parametrize("bad", [dict(beta2=1.0), dict(lr=0.0), dict(n_steps=0), dict(hidden=())])
+@pytest.mark.parametrize("bad", [dict(beta2=1.0), dict(lr=0.0), dict(n_steps=0), dict(hidden=()), dict(seed=-1)])
 def test_bad_training_settings_are_one_line_errors(bad):
     with pytest.raises(ReglabError) as e:
         RealTrainingConfig(**bad)

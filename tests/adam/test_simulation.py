@@ -100,7 +100,7 @@ def test_recorded_steps_hold_every_early_step_the_powers_of_ten_and_the_last():
 
 
 @pytest.mark.parametrize("bad", [dict(betas=(1.0,)), dict(betas=()), dict(n_steps=0), dict(n_runs=1),
-                                 dict(distributions=("cauchy",))])
+                                 dict(distributions=("cauchy",)), dict(seed=-1)])
 def test_bad_simulation_settings_are_one_line_errors(bad):
     with pytest.raises(ReglabError) as e:
         SimulationConfig(**bad)

@@ -108,7 +108,7 @@ def first_step_figure(real: RealTrainingResult) -> bytes:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     ax = axes[0]
     rng = np.random.default_rng(0)
-    show = rng.choice(len(fs.abs_grad), size=min(20_000, len(fs.abs_grad)), replace=False)
+    show = rng.choice(len(fs.abs_grad), size=min(8_000, len(fs.abs_grad)), replace=False)
     ax.scatter(fs.abs_grad[show], fs.ratio[show], s=3, alpha=0.3, color=COLORS[0],
                label=f"weights ({len(show):,} of {len(fs.abs_grad):,} with g₁ ≠ 0)")
     grid = np.geomspace(max(fs.abs_grad.min(), 1e-12), fs.abs_grad.max(), 200)

@@ -67,6 +67,8 @@ class RealTrainingConfig:
         for key in ("n_steps", "batch_size", "n_recorded"):
             if getattr(self, key) < 1:
                 problems.append(f"{key!r} must be >= 1; got {getattr(self, key)}")
+        if self.seed < 0:
+            problems.append(f"'seed' must be >= 0; got {self.seed}")
         if not self.lr > 0 or not self.eps > 0:
             problems.append(f"'lr' and 'eps' must be > 0; got lr={self.lr}, eps={self.eps}")
         for key in ("beta1", "beta2"):

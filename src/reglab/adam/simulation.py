@@ -106,6 +106,8 @@ class SimulationConfig:
                               "Fix: use values such as 0.9, 0.99, 0.999.")
         if self.n_steps < 1:
             raise ReglabError(f"simulation n_steps must be >= 1; got {self.n_steps}.")
+        if self.seed < 0:
+            raise ReglabError(f"seed must be a whole number >= 0; got {self.seed}.")
         if self.n_runs < 2:
             raise ReglabError(f"simulation n_runs must be >= 2 (a spread needs two runs); got {self.n_runs}.")
         unknown = [d for d in self.distributions if d not in DISTRIBUTIONS]
@@ -171,8 +173,9 @@ class SimulationResult:
     def largest_deviations(self) -> list[dict]:
         """Per (distribution, moment, beta): the largest |relative deviation| over t, where, and its band.
 
-        ``z`` is the deviation in Monte-Carlo standard errors; |z| of about 2
-        to 3 is expected from the largest of a few hundred correlated steps.
+        ``z`` is the deviation in Monte-Carlo standard errors. Over a few
+        hundred recorded steps (neighbouring ones correlated) the largest |z|
+        is expected around 2 to 3.5, not below 2.
         """
         rows = []
         for name, res in self.results.items():
