@@ -35,9 +35,9 @@ def test_simulated_ratio_is_within_one_percent_of_one_minus_beta_to_the_t(gaussi
 
 
 def test_every_distribution_agrees_with_the_closed_form_within_monte_carlo_error():
-    sim = run_simulation(SimulationConfig(betas=BETAS, n_steps=300, n_runs=40_000, seed=1))
+    sim = run_simulation(SimulationConfig(betas=BETAS, n_steps=200, n_runs=20_000, seed=1))
     for row in sim.largest_deviations():
-        # the largest |z| over ~300 correlated steps; 5 standard errors is far in the tail
+        # the largest |z| over 200 correlated steps; 5 standard errors is far in the tail
         assert abs(row["z"]) < 5, row
 
 
