@@ -1,0 +1,228 @@
+"""Batched optimizers: SGD (momentum, Nesterov) and Adam, written in reglab.
+
+Parameters are tensors whose leading dimension indexes the variant, e.g.
+weights (V, in, out) and biases (V, 1, out). Every hyperparameter is either a
+Python float (the same for all variants) or a (V,) tensor (one value per
+variant, broadcast over the other dimensions). With floats the arithmetic is
+operation for operation PyTorch's (``torch.optim.SGD`` / ``torch.optim.Adam``,
+single-tensor path); with (V,) tensors derived coefficients are computed in
+float64 and rounded once to the parameters' dtype, as PyTorch rounds its
+Python-float scalars.
+
+Both classes can be used on their own::
+
+    opt = Adam([w, b], lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
+    opt.step([dw, db])
+    opt.m, opt.v, opt.t     # first moments, second moments, number of steps taken
+"""
+
+from __future__ import annotations
+
+import torch
+
+Hyper = float | torch.Tensor
+
+
+def _hyper(value, name: str) -> Hyper:
+    """A float stays a float; anything tensor-like becomes a float64 (V,) tensor."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 1:
+            raise ValueError(f"{name} must be a float or a (V,) tensor; got shape {tuple(value.shape)}")
+        return value.detach().to(torch.float64)
+    return float(value)
+
+
+def _flag(value, name: str) -> bool | torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 1:
+            raise ValueError(f"{name} must be a bool or a (V,) bool tensor; got shape {tuple(value.shape)}")
+        return value.detach().to(torch.bool)
+    return bool(value)
+
+
+def _like(x: Hyper, p: torch.Tensor) -> Hyper:
+    """Shape a per-variant value to broadcast against ``p`` (V, ...), in ``p``'s dtype and device."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device=p.device, dtype=p.dtype).view((-1,) + (1,) * (p.dim() - 1))
+    return x
+
+
+def _mask_like(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    return x.to(p.device).view((-1,) + (1,) * (p.dim() - 1))
+
+
+class SGD:
+    """Stochastic gradient descent with momentum, PyTorch's formulation (dampening 0)::
+
+        b_t = mu * b_{t-1} + g_t                  (b_0 = 0, so b_1 = g_1)
+        w_t = w_{t-1} - lr * b_t                  heavy-ball momentum
+        w_t = w_{t-1} - lr * (g_t + mu * b_t)     Nesterov (``nesterov=True``)
+
+    ``g_t`` includes any penalty gradient (L2: ``lambda * w``). With
+    ``momentum = 0`` this is plain SGD. ``lr`` and ``momentum`` may be changed
+    between steps (schedules); ``nesterov`` may be a (V,) bool tensor.
+
+    The engine's fast path forms ``b_t`` itself, accumulating each weight
+    gradient straight into the buffer (``baddbmm_(..., beta=mu)``), and then
+    calls :meth:`step_from_buffers`.
+    """
+
+    def __init__(self, params: list[torch.Tensor], lr: Hyper, momentum: Hyper = 0.0,
+                 nesterov: bool | torch.Tensor = False):
+        self.params = list(params)
+        self.lr = lr
+        self.momentum = momentum
+        self.nesterov = _flag(nesterov, "nesterov")
+        self.buffers = [torch.zeros_like(p) for p in self.params]
+
+    @property
+    def lr(self) -> Hyper:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value) -> None:
+        self._lr = _hyper(value, "lr")
+
+    @property
+    def momentum(self) -> Hyper:
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, value) -> None:
+        self._momentum = _hyper(value, "momentum")
+
+    @torch.no_grad()
+    def step(self, grads: list[torch.Tensor]) -> None:
+        """One update from gradients ``grads`` (same shapes as the parameters)."""
+        for p, g, buf in zip(self.params, grads, self.buffers):
+            mu = _like(self.momentum, p)
+            buf.mul_(mu).add_(g)
+            if self.nesterov is False:
+                update = buf
+            else:
+                nesterov_update = g.add(buf, alpha=mu) if isinstance(mu, float) else torch.addcmul(g, buf, mu)
+                if self.nesterov is True:
+                    update = nesterov_update
+                else:
+                    update = torch.where(_mask_like(self.nesterov, p), nesterov_update, buf)
+            self._apply(p, update)
+
+    @torch.no_grad()
+    def step_from_buffers(self) -> None:
+        """``w -= lr * b`` for buffers the caller has already set to ``mu * b + g`` (no Nesterov)."""
+        for p, buf in zip(self.params, self.buffers):
+            self._apply(p, buf)
+
+    def _apply(self, p: torch.Tensor, update: torch.Tensor) -> None:
+        lr = self.lr
+        if isinstance(lr, torch.Tensor):
+            p.addcmul_(_like(-lr, p), update)
+        else:
+            p.add_(update, alpha=-lr)
+
+    def state_dict(self) -> dict:
+        return {"buffers": [b.detach().cpu().clone() for b in self.buffers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for b, saved in zip(self.buffers, state["buffers"]):
+            b.copy_(saved)
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) with bias correction, batched over variants::
+
+        m_t = beta1 * m_{t-1} + (1 - beta1) * g_t               (m_0 = 0)
+        v_t = beta2 * v_{t-1} + (1 - beta2) * g_t^2             (v_0 = 0)
+        m_hat = m_t / (1 - beta1^t),   v_hat = v_t / (1 - beta2^t)
+        w_t = w_{t-1} - lr * m_hat / (sqrt(v_hat) + eps)        eps outside the root (PyTorch, Keras)
+        w_t = w_{t-1} - lr * m_hat / sqrt(v_hat + eps)          ``eps_inside_sqrt=True``
+
+    The bias correction undoes the zero start: if ``g`` has a stationary mean,
+    ``E[m_t] = (1 - beta1^t) E[g]``, so dividing by ``1 - beta1^t`` makes
+    ``m_hat`` unbiased (same for ``v``). ``bias_correction=False`` uses
+    ``m_t`` and ``v_t`` as they are. ``t`` counts steps taken (1 at the first).
+
+    Computed as PyTorch does: ``step_size = lr / (1 - beta1^t)``,
+    ``denom = sqrt(v_t) / sqrt(1 - beta2^t) + eps``, ``w -= step_size * m_t / denom``
+    (inside the root: ``denom = sqrt(v_t / (1 - beta2^t) + eps)``).
+
+    ``lr``, ``beta1``, ``beta2``, ``eps`` are floats or (V,) tensors;
+    ``eps_inside_sqrt`` and ``bias_correction`` bools or (V,) bool tensors.
+    ``lr`` may be changed between steps. Public state: ``m``, ``v`` (lists like
+    the parameters) and ``t`` (int).
+    """
+
+    def __init__(self, params: list[torch.Tensor], lr: Hyper = 1e-3, beta1: Hyper = 0.9, beta2: Hyper = 0.999,
+                 eps: Hyper = 1e-8, eps_inside_sqrt: bool | torch.Tensor = False,
+                 bias_correction: bool | torch.Tensor = True):
+        self.params = list(params)
+        self.lr = lr
+        self.beta1 = _hyper(beta1, "beta1")
+        self.beta2 = _hyper(beta2, "beta2")
+        self.eps = _hyper(eps, "eps")
+        self.eps_inside_sqrt = _flag(eps_inside_sqrt, "eps_inside_sqrt")
+        self.bias_correction = _flag(bias_correction, "bias_correction")
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    @property
+    def lr(self) -> Hyper:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value) -> None:
+        self._lr = _hyper(value, "lr")
+
+    def _corrections(self) -> tuple[Hyper, Hyper]:
+        """(1 - beta1^t, 1 - beta2^t), or 1 where bias correction is off; float64."""
+        t = self.t
+        bc1, bc2 = 1 - self.beta1 ** t, 1 - self.beta2 ** t
+        flag = self.bias_correction
+        if flag is False:
+            return 1.0, 1.0
+        if isinstance(flag, torch.Tensor):
+            one = torch.ones((), dtype=torch.float64)
+            bc1 = torch.where(flag, torch.as_tensor(bc1, dtype=torch.float64), one)
+            bc2 = torch.where(flag, torch.as_tensor(bc2, dtype=torch.float64), one)
+        return bc1, bc2
+
+    @torch.no_grad()
+    def step(self, grads: list[torch.Tensor]) -> None:
+        """One update from gradients ``grads`` (same shapes as the parameters)."""
+        self.t += 1
+        bc1, bc2 = self._corrections()
+        step_size = self.lr / bc1
+        bc2_sqrt = bc2 ** 0.5
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            m.lerp_(g, _like(1 - self.beta1, p))
+            one_minus_beta2 = 1 - self.beta2
+            if isinstance(one_minus_beta2, torch.Tensor):
+                v.mul_(_like(self.beta2, p)).addcmul_(g * _like(one_minus_beta2, p), g)
+            else:
+                v.mul_(self.beta2).addcmul_(g, g, value=one_minus_beta2)
+            denom = self._denominator(v, p, bc2, bc2_sqrt)
+            if isinstance(step_size, torch.Tensor):
+                p.add_((m * _like(-step_size, p)).div_(denom))
+            else:
+                p.addcdiv_(m, denom, value=-step_size)
+
+    def _denominator(self, v: torch.Tensor, p: torch.Tensor, bc2: Hyper, bc2_sqrt: Hyper) -> torch.Tensor:
+        eps = _like(self.eps, p)
+        flag = self.eps_inside_sqrt
+        outside = (v.sqrt() / _like(bc2_sqrt, p)).add_(eps) if flag is not True else None
+        inside = (v / _like(bc2, p)).add_(eps).sqrt_() if flag is not False else None
+        if outside is None or inside is None:
+            return inside if outside is None else outside
+        return torch.where(_mask_like(flag, p), inside, outside)
+
+    def state_dict(self) -> dict:
+        return {"m": [x.detach().cpu().clone() for x in self.m],
+                "v": [x.detach().cpu().clone() for x in self.v], "t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        for x, saved in zip(self.m, state["m"]):
+            x.copy_(saved)
+        for x, saved in zip(self.v, state["v"]):
+            x.copy_(saved)
+        self.t = int(state["t"])

@@ -1,0 +1,236 @@
+"""Regularizers for stacked weights: penalties, max-norm, dropout masks.
+
+Every function works on a slice of variants: weights are ``(V, in, out)``
+(column ``j`` of ``w[v]`` is unit ``j``'s incoming weight vector), activations
+``(V, B, H)``. Penalties act on weights only, never biases. The loss a step
+minimises is ``mean cross-entropy over the minibatch + penalty``, so a penalty
+is in nats per example like the data term and is NOT divided by the batch size.
+
+Conventions (the field disagrees, so each docstring says which it uses):
+
+* L2: ``lambda/2 * sum w^2`` (gradient ``lambda * w``). PyTorch
+  ``SGD(weight_decay=lambda)`` and deepnet use this; Keras
+  ``regularizers.l2(k)`` adds ``k * sum w^2``, so Keras ``k = lambda / 2``.
+* L1: ``lambda * sum |w|`` (gradient ``lambda * sign(w)``, 0 at w = 0),
+  the same as Keras ``regularizers.l1(lambda)``; PyTorch has no built-in,
+  one adds ``lambda * w.abs().sum()`` to the loss.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Callable
+
+import torch
+
+from reglab.config import MethodConfig
+
+# ----------------------------------------------------------------------------
+# L2 and L1 penalties
+
+
+def l2_penalty(w: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
+    """``lam/2 * sum w^2`` per variant: w (V, ...) -> (V,).
+
+    PyTorch equivalent: ``SGD(weight_decay=lam)`` (gradient ``lam * w``);
+    Keras equivalent: ``regularizers.l2(lam / 2)``.
+    """
+    sq = torch.linalg.vector_norm(w.flatten(1), dim=1) ** 2
+    return 0.5 * lam * sq
+
+
+def add_l2_grad_(grad: torch.Tensor, w: torch.Tensor, lam: float) -> torch.Tensor:
+    """grad += d/dw (lam/2 * sum w^2) = lam * w, in place (one pass)."""
+    return grad.add_(w, alpha=lam)
+
+
+def l1_penalty(w: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
+    """``lam * sum |w|`` per variant: w (V, ...) -> (V,). Keras: ``regularizers.l1(lam)``."""
+    return lam * torch.linalg.vector_norm(w.flatten(1), ord=1, dim=1)
+
+
+def add_l1_grad_(grad: torch.Tensor, w: torch.Tensor, lam: float) -> torch.Tensor:
+    """grad += lam * sign(w), in place; sign(0) = 0 (the subgradient autograd uses for |w|)."""
+    return grad.add_(torch.sign(w), alpha=lam)
+
+
+def l1_is_on(method: MethodConfig, step: int, total_steps: int) -> bool:
+    """Late L1 ("L2 + L1 towards the end of training"): L1 acts on update ``step`` (1-based)
+    once ``step > l1_start * total_steps``; ``l1_start = 0`` means always, 0.8 the last 20%.
+    deepnet's ``apply_l1decay_after`` is the same switch counted in steps."""
+    return method.l1 > 0 and step > method.l1_start * total_steps
+
+
+# ----------------------------------------------------------------------------
+# KL sparsity
+
+KL_RATE_FLOOR = 1e-6  # squashed rates are clamped to [floor, 1 - floor] so the logs stay finite
+
+
+def squash(mean_activation: torch.Tensor) -> torch.Tensor:
+    """``q = m / (1 + m)``: maps a mean ReLU activation ``m >= 0`` into ``[0, 1)``.
+
+    Why: KL(rho || q) compares two Bernoulli rates and is defined only for
+    ``q`` in (0, 1), while a ReLU unit's mean activation is anywhere in
+    [0, inf). The squashing is monotone, ``q ~= m`` for small ``m`` (so
+    ``rho`` keeps its meaning of "target mean activation" for sparse units)
+    and it acts on the per-unit batch MEAN, not on every activation: H numbers
+    per step instead of B x H, and ``dq/dm = 1 / (1 + m)^2`` is smooth.
+    """
+    return mean_activation / (1.0 + mean_activation)
+
+
+def kl_sparsity(batch_mean: torch.Tensor, rho: float, beta: float, ema: float = 0.0,
+                running_mean: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """KL-sparsity penalty on hidden units, its gradient, and the updated moving average.
+
+    ``batch_mean`` (V, H): ``m_j``, the minibatch mean of unit j's output.
+    With ``ema > 0`` and a ``running_mean``, the estimate is Hinton's moving
+    average ``m_hat = ema * running_mean + (1 - ema) * m`` (Hinton 2010,
+    "A Practical Guide to Training RBMs", sec. 11; deepnet's
+    ``sparsity_damping``); otherwise ``m_hat = m``.
+
+    Penalty (per variant, nats per example like the data term)::
+
+        P = beta * sum_j KL(rho || q_j),  q_j = clamp(m_hat_j / (1 + m_hat_j), 1e-6, 1 - 1e-6)
+        KL(rho || q) = rho log(rho / q) + (1 - rho) log((1 - rho) / (1 - q))
+
+    Returned gradient (V, H): ``dP/dm_hat = beta (q - rho) / (q (1 - q)) / (1 + m_hat)^2``
+    (0 where the clamp is active), applied to the current batch mean as if
+    ``m_hat`` were ``m``: with ``ema = 0`` that is the exact gradient; with
+    ``ema > 0`` it is Hinton's recipe (the penalty's derivative evaluated at
+    the smoothed estimate), not the gradient of a fixed objective. The
+    gradient with respect to an activation ``a_bj`` is this divided by B.
+    Keras and PyTorch have no built-in equivalent.
+    """
+    m_hat = batch_mean if running_mean is None or ema == 0.0 else torch.lerp(batch_mean, running_mean, ema)
+    raw = squash(m_hat)
+    q = raw.clamp(KL_RATE_FLOOR, 1.0 - KL_RATE_FLOOR)
+    kl = rho * torch.log(rho / q) + (1.0 - rho) * torch.log((1.0 - rho) / (1.0 - q))
+    value = beta * kl.sum(dim=-1)
+    inside = (raw >= KL_RATE_FLOOR) & (raw <= 1.0 - KL_RATE_FLOOR)
+    grad = beta * (q - rho) / (q * (1.0 - q)) / (1.0 + m_hat) ** 2 * inside
+    return value, grad, m_hat
+
+
+# ----------------------------------------------------------------------------
+# max-norm
+
+
+def max_norm_(w: torch.Tensor, radius: float, frozen: torch.Tensor | None = None) -> torch.Tensor:
+    """Project each unit's INCOMING weight vector onto the L2 ball of radius ``radius``, in place.
+
+    ``w`` is (V, in, out): the incoming vector of output unit j is ``w[v, :, j]``
+    (a column), so norms are taken over dim 1. ``w <- w * min(1, c / ||w_:j||)``:
+    vectors inside the ball are multiplied by exactly 1 (bitwise unchanged).
+    Variants with ``frozen[v]`` True are left alone. Srivastava et al. 2014
+    (sec. 5.1) apply this after every update; PyTorch equivalent for one
+    ``nn.Linear`` (weight (out, in)): ``torch.renorm(weight, 2, 0, c)``;
+    Keras: ``constraints.MaxNorm(c, axis=0)`` on a Dense kernel (in, out).
+    """
+    norms = torch.linalg.vector_norm(w, dim=1, keepdim=True)           # (V, 1, out)
+    factor = torch.clamp(radius / norms, max=1.0)
+    if frozen is not None:
+        factor.masked_fill_(frozen[:, None, None], 1.0)
+    return w.mul_(factor)
+
+
+# ----------------------------------------------------------------------------
+# dropout masks from raw random bits
+#
+# torch.bernoulli_ costs ~9 ns per element on this CPU; one int64 from random_()
+# costs ~3.7 ns and gives four 16-bit lanes, so comparing lanes against a
+# threshold is ~4x cheaper per mask element and stays seeded and reproducible.
+# random_() on int64 draws from [0, 2^63): the most significant lane holds only
+# 15 random bits (in [0, 32767]), the other three are uniform over int16.
+# Using 15 bits of resolution everywhere gives every lane the same drop rate.
+
+DROP_RESOLUTION = 2 ** 15
+_TOP_LANE = 3 if sys.byteorder == "little" else 0
+
+
+def drop_probability(p: float) -> float:
+    """The drop rate masks actually use: ``p`` rounded to a multiple of 2^-15 (0.2 -> 0.2000122)."""
+    return min(round(p * DROP_RESOLUTION), DROP_RESOLUTION - 1) / DROP_RESOLUTION
+
+
+def keep_scale(p: float) -> float:
+    """Inverted dropout scale ``1 / (1 - p')`` with ``p' = drop_probability(p)``: E[mask] = 1 exactly."""
+    return 1.0 / (1.0 - drop_probability(p))
+
+
+def lane_thresholds(p: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """int16 (4,): a lane is DROPPED when its value is below its lane's threshold.
+
+    Full lanes are uniform on [-32768, 32767]: drop below ``-32768 + 2k``; the
+    15-bit lane is uniform on [0, 32767]: drop below ``k``; ``k = p' * 2^15``.
+    Both give drop probability ``k / 2^15``.
+    """
+    k = round(drop_probability(p) * DROP_RESOLUTION)
+    t = [-32768 + 2 * k] * 4
+    t[_TOP_LANE] = k
+    return torch.tensor(t, dtype=torch.int16, device=device)
+
+
+def random_words(n_elements: int) -> int:
+    """int64 words needed for ``n_elements`` mask elements (four per word)."""
+    return (n_elements + 3) // 4
+
+
+def fill_random_bits_(bits: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """Row i of ``bits`` (n_rows, words) int64 from ``generators[i]``.
+
+    One call per row: each variant's masks come from its own stream, whatever
+    the other rows are. This is the engine's only loop over variants, and it
+    only draws random numbers (one ``random_`` call per dropout variant per layer).
+    """
+    for row, gen in zip(bits, generators):
+        row.random_(generator=gen)
+    return bits
+
+
+def keep_mask_from_bits(bits: torch.Tensor, n_elements: int, p: float, thresholds: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+    """bool (n_rows, n_elements) keep-mask from raw words (n_rows, words): True = kept."""
+    if thresholds is None:
+        thresholds = lane_thresholds(p, bits.device)
+    rows = bits.shape[0]
+    lanes = bits.view(torch.int16).view(rows, -1, 4)
+    return (lanes >= thresholds).view(rows, -1)[:, :n_elements]
+
+
+def dropout_keep_mask(generator: torch.Generator, shape: tuple[int, ...], p: float) -> torch.Tensor:
+    """One variant's bool keep-mask of ``shape``, drawn exactly as the batched engine draws it.
+
+    The engine's stream contract, per variant and per step: first the input mask
+    (B, D) if ``dropout_input > 0``, then one (B, H_l) mask per hidden layer in
+    order if ``dropout_hidden > 0``, each consuming ``random_words(B * H)`` int64
+    words of the variant's own dropout generator.
+    """
+    n = math.prod(shape)
+    device = generator.device
+    bits = torch.empty(1, random_words(n), dtype=torch.int64, device=device)
+    fill_random_bits_(bits, [generator])
+    return keep_mask_from_bits(bits, n, p)[0].reshape(shape)
+
+
+# ----------------------------------------------------------------------------
+# registry: name -> "does this method use it" (every entry must pass the
+# engine-vs-reference test in tests/engine/test_trainer.py)
+
+REGULARIZERS: dict[str, Callable[[MethodConfig], bool]] = {
+    "l2": lambda m: m.l2 > 0,
+    "l1": lambda m: m.l1 > 0 and m.l1_start == 0,
+    "l1_late": lambda m: m.l1 > 0 and m.l1_start > 0,
+    "kl_sparsity": lambda m: m.kl_beta > 0,
+    "max_norm": lambda m: m.uses_max_norm,
+    "dropout": lambda m: m.uses_dropout,
+    "early_stopping": lambda m: m.early_stopping,
+}
+
+
+def regularizers_of(method: MethodConfig) -> list[str]:
+    """Names of the registered regularizers ``method`` uses, e.g. ['l2', 'dropout']."""
+    return [name for name, uses in REGULARIZERS.items() if uses(method)]

@@ -1,0 +1,659 @@
+"""Trainer: every variant of a study (methods x seeds) trained together as ONE batched model.
+
+Variants follow ``cfg.variants()`` (method-major: a method's seeds are
+contiguous), so each regularizer touches only the contiguous slices of
+variants that use it. One training step, for all variants at once:
+
+1. learning rate and momentum of this step (schedules, per method);
+2. minibatch: indices from the epoch's permutation (the same for every variant),
+   gathered from tensors already on the device (no DataLoader);
+3. forward: first layer from the shared minibatch (a stride-0 view) or from
+   dropped-out inputs; ReLU; hidden dropout masks; KL statistics;
+4. loss: softmax cross-entropy on the logits, recorded per step without a sync;
+   a variant whose loss is NaN/inf is frozen from here on (diverged);
+5. backward by hand, each weight gradient accumulated straight into the
+   momentum buffer (SGD) or into a gradient buffer (Adam, Nesterov);
+6. penalty gradients (L2, L1 once on) on the slices that use them;
+7. update, then max-norm projection.
+
+After the epoch: divergence check, validation and test passes (no dropout),
+early stopping (restores the best weights of a stopping variant), metrics.
+
+Measured how: ``train_loss`` / ``train_error`` are the minibatch losses and
+errors as seen DURING the epoch (with dropout on and weights changing),
+averaged over the epoch weighted by batch size, the running average the
+usual training loop prints, not a separate pass over the training split.
+``val_*`` and ``test_*`` are full passes over those splits at the end of the
+epoch without dropout. ``sparsity`` is the fraction of weights (all layers,
+no biases) with ``|w| < 1e-3``; ``mean_activation`` the mean ReLU output over
+every hidden unit of every hidden layer on the validation split. ``lr`` and
+``momentum`` are the values of the epoch's last step (for Adam ``momentum``
+is beta1). Metrics of a variant that did not train in an epoch (stopped
+earlier, or diverged in or before it) are NaN: nothing is padded.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from reglab.config import MethodConfig, StudyConfig
+from reglab.data.dataset import Dataset
+from reglab.engine import regularizers as R
+from reglab.engine.early_stopping import EarlyStopping
+from reglab.engine.mlp import DROPOUT_STREAM, ORDER_STREAM, BatchedMLP, InputPart, cross_entropy_per_example, stream_seed
+from reglab.engine.optim import SGD, Adam
+from reglab.engine.schedules import learning_rate, momentum
+from reglab.errors import ReglabError
+
+STATE_FORMAT = "reglab-trainer"
+STATE_VERSION = 1
+SPARSITY_THRESHOLD = 1e-3          # |w| below this counts as zero in the ``sparsity`` metric
+HIST_EDGES = np.concatenate([[0.0], np.logspace(-6, 1, 57)])  # |w| histogram: [0, 1e-6) then log bins to 10
+GRID_SIZE = 101                    # decision grid resolution for 2-D data
+
+
+@dataclass
+class EpochRecord:
+    epoch: int                               # 1-based
+    steps: np.ndarray                        # (S,) global step numbers logged this epoch (every log_every)
+    loss_data: np.ndarray                    # (S, V) cross-entropy of the minibatch, nats/example
+    loss_penalty: np.ndarray                 # (S, V) penalty term value (same units)
+    metrics: dict[str, np.ndarray]           # each (V,), see the module docstring
+
+
+def contiguous_runs(values: list) -> list[tuple[slice, Any]]:
+    """Maximal ranges of equal consecutive values, skipping ``None``: [(slice, value)]."""
+    runs, start = [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            if values[start] is not None:
+                runs.append((slice(start, i), values[start]))
+            start = i
+    return runs
+
+
+def epoch_permutation(generator: torch.Generator, n: int) -> torch.Tensor:
+    """The epoch's example order: ``torch.randperm(n)`` from the study's order generator (CPU).
+
+    The generator is seeded once from ``data.data_seed`` and draws one
+    permutation per epoch; the minibatch of step ``i`` is ``perm[i*B:(i+1)*B]``
+    (the last one may be shorter). Every variant sees this same order.
+    """
+    return torch.randperm(n, generator=generator)
+
+
+def order_generator(data_seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(stream_seed(data_seed, ORDER_STREAM))
+
+
+def dropout_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A variant's dropout stream: seeded by its seed alone (see regularizers.dropout_keep_mask)."""
+    return torch.Generator(device=device).manual_seed(stream_seed(seed, DROPOUT_STREAM))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Trainer:
+    """One batched model for a whole study, trained epoch by epoch and resumable.
+
+    ``Trainer(cfg, dataset)``; ``train_epoch() -> EpochRecord`` until ``done``;
+    ``state_dict()`` / ``load_state_dict()`` continue bit-identically on the
+    CPU; ``final_summary()`` and ``analysis()`` at the end. ``dtype`` is
+    float32 for studies; the tests also run float64 to separate the engine's
+    math from float32 rounding.
+    """
+
+    def __init__(self, cfg: StudyConfig, dataset: Dataset, *, dtype: torch.dtype = torch.float32):
+        self.cfg = cfg
+        self.dtype = dtype
+        self.device = _resolve_device(cfg.device)
+        _check_dataset(cfg, dataset)
+        ds = dataset.to(self.device)
+        self.dataset_name = dataset.name
+        self.x_train, self.y_train = ds.x_train.to(dtype).contiguous(), ds.y_train.long().contiguous()
+        self.x_val, self.y_val = ds.x_val.to(dtype).contiguous(), ds.y_val.long().contiguous()
+        self.x_test, self.y_test = ds.x_test.to(dtype).contiguous(), ds.y_test.long().contiguous()
+        self.n_classes = dataset.n_classes
+
+        self.variants = cfg.variants()
+        self.methods: list[MethodConfig] = [m for _, m, _ in self.variants]
+        self.seeds: list[int] = [s for _, _, s in self.variants]
+        V = self.n_variants = len(self.variants)
+        self.sizes = [dataset.n_features, *cfg.hidden, dataset.n_classes]
+        self.model = BatchedMLP.initialize(self.sizes, self.seeds, cfg.init, self.device, dtype)
+        L = self.model.n_layers
+
+        self.n_train = int(self.x_train.shape[0])
+        self.batch_size = min(cfg.batch_size, self.n_train)
+        self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
+        self.total_steps = cfg.n_epochs * self.steps_per_epoch
+        self.epoch = 0
+        self.step = 0
+
+        # randomness: one minibatch order for all, one dropout stream per dropping variant
+        self._order_gen = order_generator(cfg.data.data_seed)
+        self._dropout_gens = {v: dropout_generator(self.seeds[v], self.device)
+                              for v in range(V) if self.methods[v].uses_dropout}
+
+        # which contiguous slices of variants each regularizer touches
+        ms = self.methods
+        self._input_runs = contiguous_runs([m.dropout_input for m in ms])
+        self._hidden_dropout_runs = contiguous_runs([m.dropout_hidden or None for m in ms])
+        self._l2_runs = contiguous_runs([m.l2 or None for m in ms])
+        self._l1_runs = contiguous_runs([(m.l1, m.l1_start) if m.l1 > 0 else None for m in ms])
+        self._kl_runs = contiguous_runs([(m.kl_beta, m.kl_rho, m.kl_ema) if m.kl_beta > 0 else None for m in ms])
+        self._max_norm_runs = contiguous_runs([(m.max_norm, m.max_norm_output) if m.uses_max_norm else None
+                                               for m in ms])
+        self._thresholds = {p: R.lane_thresholds(p, self.device)
+                            for p in {m.dropout_input for m in ms} | {m.dropout_hidden for m in ms} if p > 0}
+        self._kl_running: dict[tuple[int, int], torch.Tensor] = {}   # (run, layer) -> (Vr, H) moving average
+        self._kl_grad: dict[tuple[int, int], torch.Tensor] = {}      # this step's dP/dh rows, (Vr, 1, H)
+        self._kl_value = torch.zeros(V, dtype=dtype, device=self.device)         # this step's KL penalty value
+        self._hidden_keep: dict[tuple[int, int], torch.Tensor] = {}  # this step's (Vr, b, H) keep * scale
+        self._scratch: dict[tuple, torch.Tensor] = {}
+
+        # optimizer: study-wide kind, per-variant settings
+        params = self.model.parameters()
+        self._method_index = [i for i, m in enumerate(cfg.methods) for _ in cfg.seeds]
+        self._lr_key: tuple | None = None
+        self._lr = torch.zeros(V, dtype=torch.float64, device=self.device)
+        if cfg.optimizer == "sgd":
+            nesterov = [m.nesterov for m in ms]
+            self.optimizer: SGD | Adam = SGD(params, lr=self._lr, momentum=0.0,
+                                             nesterov=_bool_per_variant(nesterov, self.device))
+            self._fused = not any(nesterov)
+        else:
+            self.optimizer = Adam(params, lr=self._lr,
+                                  beta1=_per_variant([m.beta1 for m in ms], self.device),
+                                  beta2=_per_variant([m.beta2 for m in ms], self.device),
+                                  eps=_per_variant([m.eps for m in ms], self.device),
+                                  eps_inside_sqrt=_bool_per_variant([m.eps_inside_sqrt for m in ms], self.device),
+                                  bias_correction=_bool_per_variant([m.bias_correction for m in ms], self.device))
+            self._fused = False
+        self._grads = None if self._fused else [torch.zeros_like(p) for p in params]
+        self._n_layers = L
+
+        # per-variant state
+        self._training = torch.ones(V, dtype=torch.bool, device=self.device)  # not stopped, not diverged
+        self.diverged = np.zeros(V, dtype=bool)
+        self.stop_epoch: list[int | None] = [None] * V
+        self.early_stopping = EarlyStopping([m.early_stopping for m in ms], [m.patience for m in ms],
+                                            [m.min_delta for m in ms])
+        self._es_index = [v for v in range(V) if ms[v].early_stopping]
+        self._best_weights = [p[self._es_index].clone() for p in params] if self._es_index else []
+        self._at_best = {k: np.full(V, np.nan) for k in ("val_loss", "val_error", "test_loss", "test_error")}
+        self._last = {k: np.full(V, np.nan) for k in ("val_loss", "val_error", "test_loss", "test_error")}
+
+        # per-step records of the current epoch, kept on the device (no sync per step)
+        S = self.steps_per_epoch
+        self._loss_rec = torch.zeros(S, V, dtype=dtype, device=self.device)
+        self._error_rec = torch.zeros(S, V, dtype=torch.int64, device=self.device)
+        self._penalty_rec = torch.zeros(S, V, dtype=dtype, device=self.device)
+        self._nan = torch.tensor(float("nan"), dtype=dtype, device=self.device)
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.cfg.n_epochs or not bool(self._training.any())
+
+    def train_epoch(self) -> EpochRecord:
+        if self.done:
+            raise RuntimeError("train_epoch() called after training is done (check trainer.done)")
+        epoch = self.epoch + 1
+        trained = self._training.clone()                       # variants that train this epoch
+        perm = epoch_permutation(self._order_gen, self.n_train).to(self.device)
+        first_step = self.step + 1
+        B = self.batch_size
+        _sync(self.device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for i in range(self.steps_per_epoch):
+                self._train_step(i, perm[i * B:(i + 1) * B])
+        _sync(self.device)
+        train_time = time.perf_counter() - t0
+
+        # divergence: a non-finite loss during the epoch, or non-finite weights
+        with torch.no_grad():
+            finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for p in self.model.parameters()]).all(0)
+            self._training &= finite
+        trained_np = trained.cpu().numpy()
+        newly_diverged = trained_np & ~self._training.cpu().numpy()
+        for v in np.flatnonzero(newly_diverged):
+            self.diverged[v] = True
+            self.stop_epoch[v] = epoch
+        ok = trained_np & ~self.diverged                       # trained and still sound
+
+        # evaluation (no dropout)
+        t1 = time.perf_counter()
+        val = self._evaluate(self.x_val, self.y_val)
+        test = self._evaluate(self.x_test, self.y_test)
+        _sync(self.device)
+        eval_time = time.perf_counter() - t1
+        split = {"val_loss": val["loss"], "val_error": val["error"],
+                 "test_loss": test["loss"], "test_error": test["error"]}
+        for k, x in split.items():
+            self._last[k] = np.where(ok, x, self._last[k])
+
+        # early stopping and best-validation epoch
+        monitored = np.array([split[m.monitor][v] for v, m in enumerate(self.methods)])
+        improved, newly_stopped = self.early_stopping.update(monitored, epoch, ok)
+        for k, x in split.items():
+            self._at_best[k] = np.where(improved, x, self._at_best[k])
+        self._snapshot_best(improved)
+        finishing = np.zeros(self.n_variants, dtype=bool)
+        if epoch == self.cfg.n_epochs:
+            finishing = ok & ~newly_stopped
+        self._restore_best(newly_stopped | finishing)
+        for v in np.flatnonzero(newly_stopped):
+            self.stop_epoch[v] = epoch
+        if newly_stopped.any():
+            self._training &= torch.as_tensor(~newly_stopped, device=self.device)
+        self.epoch = epoch
+
+        # the record
+        with torch.no_grad():
+            metrics = self._epoch_metrics(trained_np, ok, split, val, train_time, eval_time)
+        rows = [i for i in range(self.steps_per_epoch) if (first_step + i) % self.cfg.log_every == 0]
+        steps = np.array([first_step + i for i in rows], dtype=np.int64)
+        return EpochRecord(epoch=epoch, steps=steps,
+                           loss_data=self._loss_rec[rows].cpu().numpy().astype(np.float64),
+                           loss_penalty=self._penalty_rec[rows].cpu().numpy().astype(np.float64),
+                           metrics=metrics)
+
+    def final_summary(self) -> dict:
+        """Per variant (in variant order): the numbers a study reports.
+
+        ``test_error_last``: test error of the weights the variant ends with
+        (for early stopping: the restored best-validation weights; NaN if
+        diverged). ``test_error_best_val`` / ``best_val_error`` / ``best_val_loss``:
+        at ``best_epoch``, the epoch with the best monitored validation value
+        (the method's ``monitor``, improvement > ``min_delta``). ``stop_epoch``:
+        the epoch in which it stopped early or diverged, None if it ran to the end.
+        """
+        best_epoch = self.early_stopping.best_epoch
+        rows = []
+        for v, method, seed in self.variants:
+            restored = method.early_stopping and best_epoch[v] > 0
+            last = self._at_best["test_error"][v] if restored else self._last["test_error"][v]
+            rows.append({
+                "variant": v, "method": method.name, "seed": seed,
+                "test_error_last": math.nan if self.diverged[v] else float(last),
+                "test_error_best_val": float(self._at_best["test_error"][v]),
+                "best_val_error": float(self._at_best["val_error"][v]),
+                "best_val_loss": float(self._at_best["val_loss"][v]),
+                "best_epoch": int(best_epoch[v]) if best_epoch[v] > 0 else None,
+                "stop_epoch": self.stop_epoch[v],
+                "diverged": bool(self.diverged[v]),
+            })
+        return {"variants": rows}
+
+    @torch.no_grad()
+    def analysis(self) -> dict[str, np.ndarray]:
+        """Arrays for the report, from the final weights.
+
+        ``weight_hist`` (V, 57): counts of |w| over all weights (no biases) in
+        the bins ``weight_hist_edges`` (58,): [0, 1e-6) holds exact zeros, then
+        log-spaced bins up to 10 (larger |w| counted in the last bin).
+        ``hidden_mean_activation`` (V, H1): each first-layer unit's mean ReLU
+        output over the training split (no dropout). For 2-D data also
+        ``grid_xx``, ``grid_yy`` (G, G) and ``grid_probs`` (V, G, G), the
+        predicted probability of class 1 on a grid over the data (+10% margin),
+        and the points ``x_train``, ``y_train``, ``x_val``, ``y_val``.
+        """
+        out: dict[str, np.ndarray] = {}
+        edges = torch.as_tensor(HIST_EDGES[1:-1], dtype=self.dtype, device=self.device)
+        n_bins = len(HIST_EDGES) - 1
+        hist = torch.zeros(self.n_variants, n_bins, dtype=torch.int64, device=self.device)
+        for w in self.model.weights:
+            idx = torch.bucketize(w.abs().flatten(1), edges, right=True)
+            hist.scatter_add_(1, idx, torch.ones_like(idx))
+        out["weight_hist"] = hist.cpu().numpy()
+        out["weight_hist_edges"] = HIST_EDGES.copy()
+        sums = self.model.evaluate(self.x_train, self.y_train, self.cfg.eval_batch_size)["hidden_sum"]
+        if sums:
+            out["hidden_mean_activation"] = (sums[0] / max(self.n_train, 1)).cpu().numpy()
+        if self.sizes[0] == 2:
+            xs = torch.cat([self.x_train, self.x_val, self.x_test])
+            lo, hi = xs.min(0).values, xs.max(0).values
+            pad = 0.1 * (hi - lo)
+            gx = torch.linspace(float(lo[0] - pad[0]), float(hi[0] + pad[0]), GRID_SIZE, device=self.device)
+            gy = torch.linspace(float(lo[1] - pad[1]), float(hi[1] + pad[1]), GRID_SIZE, device=self.device)
+            xx, yy = torch.meshgrid(gx, gy, indexing="xy")
+            logits, _ = self.model.forward_eval(torch.stack([xx.flatten(), yy.flatten()], 1))
+            probs = torch.softmax(logits, -1)[..., 1 % self.n_classes]
+            out["grid_xx"], out["grid_yy"] = xx.cpu().numpy(), yy.cpu().numpy()
+            out["grid_probs"] = probs.reshape(self.n_variants, GRID_SIZE, GRID_SIZE).cpu().numpy()
+            for k in ("x_train", "y_train", "x_val", "y_val"):
+                out[k] = getattr(self, k).cpu().numpy()
+        return out
+
+    # ------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-identically (CPU tensors and plain Python values)."""
+        cpu = lambda ts: [t.detach().cpu().clone() for t in ts]  # noqa: E731
+        return {
+            "format": STATE_FORMAT, "version": STATE_VERSION, "config": self.cfg.to_dict(),
+            "epoch": self.epoch, "step": self.step,
+            "weights": cpu(self.model.weights), "biases": cpu(self.model.biases),
+            "optimizer": self.optimizer.state_dict(),
+            "order_generator": self._order_gen.get_state(),
+            "dropout_generators": {v: g.get_state() for v, g in self._dropout_gens.items()},
+            "training": self._training.cpu().clone(),
+            "diverged": self.diverged.tolist(), "stop_epoch": list(self.stop_epoch),
+            "early_stopping": self.early_stopping.state_dict(),
+            "best_weights": cpu(self._best_weights),
+            "kl_running": {k: t.detach().cpu().clone() for k, t in self._kl_running.items()},
+            "at_best": {k: x.tolist() for k, x in self._at_best.items()},
+            "last": {k: x.tolist() for k, x in self._last.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ReglabError("the checkpoint is not a reglab trainer state. Fix: resume from a reglab run directory.")
+        if state.get("version") != STATE_VERSION:
+            raise ReglabError(f"trainer state version {state.get('version')} is not {STATE_VERSION}. "
+                              "Fix: start the study again.")
+        if state["config"] != self.cfg.to_dict():
+            raise ReglabError("the checkpoint was written for a different study configuration. "
+                              "Fix: resume with the run's own config.")
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        with torch.no_grad():
+            for dst, src in zip(self.model.parameters(), state["weights"] + state["biases"]):
+                dst.copy_(src)
+            for dst, src in zip(self._best_weights, state["best_weights"]):
+                dst.copy_(src)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._order_gen.set_state(state["order_generator"])
+        for v, g in self._dropout_gens.items():
+            g.set_state(state["dropout_generators"][v])
+        self._training = state["training"].to(self.device).clone()
+        self.diverged = np.asarray(state["diverged"], dtype=bool)
+        self.stop_epoch = list(state["stop_epoch"])
+        self.early_stopping.load_state_dict(state["early_stopping"])
+        self._kl_running = {k: t.to(self.device).clone() for k, t in state["kl_running"].items()}
+        self._at_best = {k: np.asarray(x, dtype=np.float64) for k, x in state["at_best"].items()}
+        self._last = {k: np.asarray(x, dtype=np.float64) for k, x in state["last"].items()}
+
+    # ------------------------------------------------------------ one step
+
+    def _train_step(self, i: int, idx: torch.Tensor) -> None:
+        self.step += 1
+        t = self.step
+        b = idx.numel()
+        training = self._training
+
+        # learning rate and momentum of this step
+        lr, mu = self._schedule(t)
+
+        # forward, with this step's dropout masks
+        x = self.x_train.index_select(0, idx)
+        y = self.y_train.index_select(0, idx)
+        parts = self._input_parts(x)
+        logits = self.model.forward(parts, self._hidden_forward)
+
+        # loss, error and dLoss/dlogits; a non-finite loss freezes its variant
+        logp = torch.log_softmax(logits, dim=-1)
+        y_idx = y.view(1, b, 1).expand(self.n_variants, b, 1)
+        loss = logp.gather(2, y_idx).mean((1, 2)).neg_()
+        torch.where(training, loss, self._nan, out=self._loss_rec[i])
+        torch.sum(logits.argmax(-1) != y, dim=1, out=self._error_rec[i])
+        training &= torch.isfinite(loss)
+        if t % self.cfg.log_every == 0:
+            self._penalty_rec[i] = self._penalty_value(t)
+        dlogits = logp.exp_()                                   # softmax
+        dlogits.scatter_add_(2, y_idx, self._minus_ones(b))     # - one-hot
+        dlogits.mul_(1.0 / b).masked_fill_(~training.view(-1, 1, 1), 0.0)
+
+        # backward: SGD accumulates straight into the momentum buffers
+        L = self._n_layers
+        if self._fused:
+            buffers = self.optimizer.buffers
+            if isinstance(mu, torch.Tensor):
+                for buf in buffers:
+                    buf.mul_(mu.view(-1, *([1] * (buf.dim() - 1))))
+                beta = 1.0
+            else:
+                beta = mu
+            self.model.backward(dlogits, parts, buffers[:L], buffers[L:], beta, self._hidden_backward)
+            weight_grads = buffers[:L]
+        else:
+            self.model.backward(dlogits, parts, self._grads[:L], self._grads[L:], 0.0, self._hidden_backward)
+            weight_grads = self._grads[:L]
+
+        # penalty gradients (weights only)
+        self._add_penalty_grads(weight_grads, t)
+
+        # update; frozen variants get learning rate 0
+        self.optimizer.lr = lr * training
+        if self._fused:
+            self.optimizer.step_from_buffers()
+        else:
+            if isinstance(self.optimizer, SGD):
+                self.optimizer.momentum = mu
+            self.optimizer.step(self._grads)
+
+        # max-norm projection after the update
+        frozen = ~training
+        for sl, (radius, output_too) in self._max_norm_runs:
+            layers = self.model.weights if output_too else self.model.weights[:-1]
+            for w in layers:
+                R.max_norm_(w[sl], radius, frozen[sl])
+
+    def _schedule(self, t: int) -> tuple[torch.Tensor, float | torch.Tensor]:
+        """(V,) float64 learning rates and the momentum (a float when all variants agree)."""
+        per_method_lr = [learning_rate(m, t) for m in self.cfg.methods]
+        per_method_mu = [momentum(m, t) for m in self.cfg.methods]
+        key = (tuple(per_method_lr), tuple(per_method_mu))
+        if key != self._lr_key:
+            self._lr_key = key
+            self._lr = torch.tensor([per_method_lr[k] for k in self._method_index], dtype=torch.float64,
+                                    device=self.device)
+            if len(set(per_method_mu)) == 1:
+                self._mu = per_method_mu[0]
+            else:
+                self._mu = torch.tensor([per_method_mu[k] for k in self._method_index], dtype=self.dtype,
+                                        device=self.device)
+        return self._lr, self._mu
+
+    def _input_parts(self, x: torch.Tensor) -> list[InputPart]:
+        b, D = x.shape
+        parts = []
+        for r, (sl, p) in enumerate(self._input_runs):
+            if p == 0:
+                parts.append(InputPart(sl, x))
+                continue
+            keep = self._draw_keep(("input", r), sl, p, b, D)
+            kept = torch.mul(x, keep, out=self._buffer(("input-x", r, b), keep.shape))
+            parts.append(InputPart(sl, kept, R.keep_scale(p)))
+        return parts
+
+    def _draw_keep(self, key: tuple, sl: slice, p: float, b: int, width: int) -> torch.Tensor:
+        """bool (Vr, b, width) keep-mask for variants ``sl``, each row from its own generator."""
+        n = b * width
+        bits = self._buffer(("bits",) + key + (b,), (sl.stop - sl.start, R.random_words(n)), torch.int64)
+        R.fill_random_bits_(bits, [self._dropout_gens[v] for v in range(sl.start, sl.stop)])
+        return R.keep_mask_from_bits(bits, n, p, self._thresholds[p]).view(-1, b, width)
+
+    def _hidden_forward(self, layer: int, h: torch.Tensor) -> None:
+        """Dropout on hidden outputs, then KL statistics of the (post-dropout) outputs the next layer reads."""
+        b, H = h.shape[1], h.shape[2]
+        for r, (sl, p) in enumerate(self._hidden_dropout_runs):
+            keep = self._draw_keep(("hidden", r, layer), sl, p, b, H)
+            keep_scaled = torch.mul(keep, R.keep_scale(p), out=self._buffer(("keep", r, layer, b), keep.shape))
+            h[sl].mul_(keep_scaled)
+            self._hidden_keep[(r, layer)] = keep_scaled
+        if layer == 0 and self._kl_runs:
+            self._kl_value.zero_()
+        for r, (sl, (beta, rho, ema)) in enumerate(self._kl_runs):
+            running = self._kl_running.get((r, layer)) if self.step > 1 else None
+            value, grad, m_hat = R.kl_sparsity(h[sl].mean(1), rho, beta, ema, running)
+            if ema > 0:
+                self._kl_running[(r, layer)] = m_hat
+            self._kl_value[sl] += value
+            self._kl_grad[(r, layer)] = (grad / b).unsqueeze(1)
+
+    def _hidden_backward(self, layer: int, dh: torch.Tensor) -> None:
+        """KL gradient (w.r.t. the post-dropout output), then the dropout mask (times its scale)."""
+        training = self._training
+        for r, (sl, _) in enumerate(self._kl_runs):
+            grad = self._kl_grad[(r, layer)]
+            dh[sl].add_(torch.where(training[sl].view(-1, 1, 1), grad, 0.0))
+        for r, (sl, _) in enumerate(self._hidden_dropout_runs):
+            dh[sl].mul_(self._hidden_keep[(r, layer)])
+
+    def _add_penalty_grads(self, weight_grads: list[torch.Tensor], t: int) -> None:
+        W = self.model.weights
+        for sl, lam in self._l2_runs:
+            for g, w in zip(weight_grads, W):
+                R.add_l2_grad_(g[sl], w[sl], lam)
+        for sl, (lam, start) in self._l1_runs:
+            if t > start * self.total_steps:
+                for g, w in zip(weight_grads, W):
+                    R.add_l1_grad_(g[sl], w[sl], lam)
+
+    def _penalty_value(self, t: int) -> torch.Tensor:
+        """(V,) penalty term at this step's weights (before the update), nats/example."""
+        pen = self._kl_value.clone() if self._kl_runs else torch.zeros(self.n_variants, dtype=self.dtype, device=self.device)
+        W = self.model.weights
+        for sl, lam in self._l2_runs:
+            pen[sl] += sum(R.l2_penalty(w[sl], lam) for w in W)
+        for sl, (lam, start) in self._l1_runs:
+            if t > start * self.total_steps:
+                pen[sl] += sum(R.l1_penalty(w[sl], lam) for w in W)
+        return pen
+
+    def _minus_ones(self, b: int) -> torch.Tensor:
+        key = ("minus-ones", b)
+        if key not in self._scratch:
+            self._scratch[key] = torch.full((self.n_variants, b, 1), -1.0, dtype=self.dtype, device=self.device)
+        return self._scratch[key]
+
+    def _buffer(self, key: tuple, shape: tuple, dtype: torch.dtype | None = None) -> torch.Tensor:
+        dtype = dtype or self.dtype
+        buf = self._scratch.get(key)
+        if buf is None or buf.shape != torch.Size(shape):
+            buf = self._scratch[key] = torch.empty(shape, dtype=dtype, device=self.device)
+        return buf
+
+    # ------------------------------------------------------------ epoch helpers
+
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        n = int(x.shape[0])
+        if n == 0:
+            nan = np.full(self.n_variants, np.nan)
+            return {"loss": nan, "error": nan.copy(), "mean_activation": nan.copy()}
+        sums = self.model.evaluate(x, y, self.cfg.eval_batch_size)
+        hidden_units = sum(self.sizes[1:-1])
+        if hidden_units:
+            act = (sum(h.sum(1) for h in sums["hidden_sum"]) / (n * hidden_units)).cpu().numpy()
+        else:
+            act = np.full(self.n_variants, np.nan)
+        return {"loss": (sums["loss_sum"] / n).cpu().numpy(),
+                "error": (sums["error_count"].double() / n).cpu().numpy(),
+                "mean_activation": act}
+
+    def _epoch_metrics(self, trained: np.ndarray, ok: np.ndarray, split: dict, val: dict,
+                       train_time: float, eval_time: float) -> dict[str, np.ndarray]:
+        batch = torch.full((self.steps_per_epoch, 1), float(self.batch_size), dtype=torch.float64,
+                           device=self.device)
+        batch[-1] = self.n_train - (self.steps_per_epoch - 1) * self.batch_size
+        train_loss = (self._loss_rec.double() * batch).sum(0) / self.n_train
+        train_error = (self._error_rec.double()).sum(0) / self.n_train
+        zero = torch.zeros(self.n_variants, dtype=torch.float64, device=self.device)
+        total = 0
+        for w in self.model.weights:
+            zero += (w.abs() < SPARSITY_THRESHOLD).flatten(1).sum(1)
+            total += w[0].numel()
+        nan = np.nan
+        lr = self._lr.cpu().numpy()
+        if isinstance(self.optimizer, SGD):
+            mu = self._mu.cpu().numpy() if isinstance(self._mu, torch.Tensor) else np.full(self.n_variants, self._mu)
+        else:
+            mu = np.array([m.beta1 for m in self.methods])
+        metrics = {
+            "train_loss": np.where(ok, train_loss.cpu().numpy(), nan),
+            "train_error": np.where(ok, train_error.cpu().numpy(), nan),
+            **{k: np.where(ok, x, nan) for k, x in split.items()},
+            "sparsity": np.where(ok, (zero / total).cpu().numpy(), nan),
+            "mean_activation": np.where(ok, val["mean_activation"], nan),
+            "lr": np.where(trained, lr, nan),
+            "momentum": np.where(trained, mu.astype(np.float64), nan),
+            "epoch_time_s": np.full(self.n_variants, train_time),
+            "eval_time_s": np.full(self.n_variants, eval_time),
+            "active": self._training.cpu().numpy().copy(),
+            "diverged": self.diverged.copy(),
+        }
+        return metrics
+
+    def _snapshot_best(self, improved: np.ndarray) -> None:
+        rows = [i for i, v in enumerate(self._es_index) if improved[v]]
+        if not rows:
+            return
+        src = torch.as_tensor([self._es_index[i] for i in rows], device=self.device)
+        dst = torch.as_tensor(rows, device=self.device)
+        with torch.no_grad():
+            for best, p in zip(self._best_weights, self.model.parameters()):
+                best.index_copy_(0, dst, p.index_select(0, src))
+
+    def _restore_best(self, which: np.ndarray) -> None:
+        rows = [i for i, v in enumerate(self._es_index)
+                if which[v] and self.early_stopping.best_epoch[v] > 0]
+        if not rows:
+            return
+        src = torch.as_tensor(rows, device=self.device)
+        dst = torch.as_tensor([self._es_index[i] for i in rows], device=self.device)
+        with torch.no_grad():
+            for best, p in zip(self._best_weights, self.model.parameters()):
+                p.index_copy_(0, dst, best.index_select(0, src))
+
+
+# ----------------------------------------------------------------------------
+# checks and small helpers
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ReglabError("device 'cuda' was requested but torch sees no CUDA GPU. Fix: set device = \"cpu\".")
+    return torch.device(name)
+
+
+def _check_dataset(cfg: StudyConfig, ds: Dataset) -> None:
+    if ds.x_train.dim() != 2 or ds.x_train.shape[0] == 0:
+        raise ReglabError(f"the training split must be a non-empty (N, D) tensor; got shape "
+                          f"{tuple(ds.x_train.shape)}. Fix: check the dataset settings.")
+    for split in ("train", "val", "test"):
+        x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+        if x.shape[0] != y.shape[0] or (x.shape[0] and x.shape[1] != ds.x_train.shape[1]):
+            raise ReglabError(f"{split} split: {tuple(x.shape)} inputs for {tuple(y.shape)} labels. "
+                              "Fix: the dataset loader must give (N, D) inputs and (N,) labels.")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= ds.n_classes):
+            raise ReglabError(f"{split} labels must be in [0, {ds.n_classes}); got [{int(y.min())}, "
+                              f"{int(y.max())}]. Fix: check n_classes of the dataset.")
+    if ds.n_classes < 2:
+        raise ReglabError(f"a dataset needs at least 2 classes; got {ds.n_classes}.")
+    if ds.x_val.shape[0] == 0 and any(m.early_stopping for m in cfg.methods):
+        raise ReglabError("early stopping needs a validation split, but it is empty. "
+                          "Fix: turn early_stopping off or keep a validation split.")
+
+
+def _per_variant(values: list[float], device: torch.device) -> float | torch.Tensor:
+    """A float when every variant agrees, else a (V,) float64 tensor."""
+    if len(set(values)) == 1:
+        return float(values[0])
+    return torch.tensor(values, dtype=torch.float64, device=device)
+
+
+def _bool_per_variant(values: list[bool], device: torch.device) -> bool | torch.Tensor:
+    if len(set(values)) == 1:
+        return bool(values[0])
+    return torch.tensor(values, dtype=torch.bool, device=device)

@@ -1,0 +1,112 @@
+"""BatchedMLP: initialisation per seed, hand-written backward against autograd, evaluation sums."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reglab.engine.mlp import BatchedMLP, InputPart, init_parameters
+
+
+def test_a_seed_gives_the_same_initial_weights_whatever_the_other_variants_and_position():
+    sizes = [6, 5, 4, 3]
+    alone = BatchedMLP.initialize(sizes, [7], "he_normal")
+    among = BatchedMLP.initialize(sizes, [1, 2, 7, 7, 3], "he_normal")
+    for l in range(3):
+        assert torch.equal(among.weights[l][2], alone.weights[l][0])
+        assert torch.equal(among.weights[l][3], alone.weights[l][0])
+        assert torch.equal(among.biases[l][2], alone.biases[l][0])
+    assert not torch.equal(among.weights[0][0], among.weights[0][1])
+
+
+@pytest.mark.parametrize("init,std", [("he_normal", math.sqrt(2 / 400)), ("he_uniform", math.sqrt(2 / 400)),
+                                      ("glorot_uniform", math.sqrt(2 / 700)),
+                                      ("torch_default", 1 / math.sqrt(3 * 400))])
+def test_initialisations_have_their_documented_spread(init, std):
+    weights, biases = init_parameters([400, 300], seed=0, init=init)
+    w = weights[0]
+    assert w.shape == (400, 300)
+    assert abs(w.mean().item()) < 5 * std / math.sqrt(w.numel())
+    assert w.std().item() == pytest.approx(std, rel=0.02)
+    if init == "torch_default":   # nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias
+        assert w.abs().max() <= 1 / math.sqrt(400)
+        assert biases[0].abs().max() <= 1 / math.sqrt(400) and biases[0].abs().sum() > 0
+    else:
+        assert torch.equal(biases[0], torch.zeros(300))
+
+
+def _autograd_forward(weights, biases, x_in, scales, masks, kl_rows):
+    """The same network with autograd: per-variant inputs, dropout masks, a KL-like linear term."""
+    h = x_in
+    extra = 0.0
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        z = torch.bmm(h, w) * (scales.view(-1, 1, 1) if l == 0 else 1.0) + b
+        if l == len(weights) - 1:
+            return z, extra
+        h = torch.relu(z) * masks[l]
+        extra = extra + (h.sum(1) * kl_rows[l]).sum()   # d extra / dh = kl_rows (per unit, per variant)
+    raise AssertionError
+
+
+def test_hand_written_backward_equals_autograd_with_input_parts_dropout_and_extra_hidden_gradients():
+    torch.manual_seed(0)
+    sizes, V, b = [7, 6, 5, 3], 4, 9
+    model = BatchedMLP.initialize(sizes, [0, 1, 2, 3], "he_normal")
+    for bias in model.biases:
+        bias.normal_(0, 0.1)
+    x = torch.randn(b, 7)
+    x_masked = x * (torch.rand(2, b, 7) > 0.3)        # variants 2, 3: dropped-out inputs
+    parts = [InputPart(slice(0, 2), x), InputPart(slice(2, 4), x_masked, scale=1.25)]
+    masks = [(torch.rand(V, b, n) > 0.4).float() * 2.0 for n in sizes[1:-1]]
+    kl_rows = [torch.randn(V, n) for n in sizes[1:-1]]
+    y = torch.randint(0, 3, (b,))
+
+    def forward_hook(l, h):
+        h.mul_(masks[l])
+
+    def backward_hook(l, dh):
+        dh.add_(kl_rows[l].unsqueeze(1))
+        dh.mul_(masks[l])
+
+    logits = model.forward(parts, forward_hook)
+    loss_per_variant = torch.stack([F.cross_entropy(logits[v], y) for v in range(V)])
+    dlogits = (torch.softmax(logits, -1) - F.one_hot(y, 3)) / b
+    previous = [torch.randn_like(p) for p in model.parameters()]
+    buffers = [p.clone() for p in previous]
+    model.backward(dlogits, parts, buffers[:3], buffers[3:], beta=0.7, hidden_hook=backward_hook)
+
+    leaves = [p.clone().requires_grad_(True) for p in model.parameters()]
+    x_in = torch.cat([x.expand(2, b, 7), x_masked])
+    scales = torch.tensor([1.0, 1.0, 1.25, 1.25])
+    z, extra = _autograd_forward(leaves[:3], leaves[3:], x_in, scales, masks, kl_rows)
+    assert torch.allclose(z, logits, atol=1e-5)
+    ref_loss = sum(F.cross_entropy(z[v], y) for v in range(V)) + extra
+    assert torch.allclose(loss_per_variant, torch.stack([F.cross_entropy(z[v], y) for v in range(V)]), atol=1e-6)
+    grads = torch.autograd.grad(ref_loss, leaves)
+    for buf, prev, g in zip(buffers, previous, grads):
+        assert torch.allclose(buf, 0.7 * prev + g, rtol=1e-5, atol=1e-6)
+
+
+def test_backward_with_beta_zero_ignores_the_old_buffer_content():
+    model = BatchedMLP.initialize([3, 4, 2], [0, 1], "he_normal")
+    x, y = torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1])
+    parts = [InputPart(slice(0, 2), x)]
+    logits = model.forward(parts)
+    dlogits = (torch.softmax(logits, -1) - F.one_hot(y, 2)) / 5
+    garbage = [torch.full_like(p, float("nan")) for p in model.parameters()]
+    model.backward(dlogits.clone(), parts, garbage[:2], garbage[2:], beta=0.0)
+    assert all(torch.isfinite(g).all() for g in garbage)
+
+
+def test_evaluate_sums_equal_a_direct_computation_over_chunks():
+    torch.manual_seed(1)
+    model = BatchedMLP.initialize([5, 8, 4], [3, 4, 5], "glorot_uniform")
+    x, y = torch.randn(23, 5), torch.randint(0, 4, (23,))
+    sums = model.evaluate(x, y, chunk=7)
+    for v in range(3):
+        h = torch.relu(x @ model.weights[0][v] + model.biases[0][v])
+        z = h @ model.weights[1][v] + model.biases[1][v]
+        assert sums["loss_sum"][v].item() == pytest.approx(F.cross_entropy(z, y, reduction="sum").item(), rel=1e-5)
+        assert sums["error_count"][v].item() == int((z.argmax(1) != y).sum())
+        assert torch.allclose(sums["hidden_sum"][0][v].float(), h.sum(0), rtol=1e-5)
