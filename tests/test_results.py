@@ -104,3 +104,10 @@ def test_reader_rejects_bad_directories_in_one_line(tmp_path, case, message):
     with pytest.raises(ReglabError, match=message) as e:
         load_run(d)
     assert "\n" not in str(e.value)
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {})
+    old = os.umask(0)
+    os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~old

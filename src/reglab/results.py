@@ -41,6 +41,8 @@ from reglab.errors import ReglabError
 FORMAT = "reglab-run"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 LOCK = ".lock"
 
 
@@ -53,6 +55,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for sharing like any file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
