@@ -142,3 +142,14 @@ def test_an_exception_in_a_task_is_not_retried_and_is_reported_in_one_line(ray_s
     executor.close()
     assert steps["only"].error == "the task raised ValueError: second line"
     assert len(list(calls.iterdir())) == 1
+
+
+@pytest.mark.slow
+def test_the_command_line_tune_through_ray_equals_the_local_one(ray_session, tmp_path, capsys):
+    from reglab.cli import main
+
+    common = ["tune", "pointcloud", "--smoke", "--methods", "l2,early_stopping", "--threads", "1", "--quiet"]
+    assert main(common + ["--executor", "ray", "--out", str(tmp_path / "ray")]) == 0
+    assert main(common + ["--out", str(tmp_path / "local")]) == 0
+    assert trials_without_wall_time(tmp_path / "ray") == trials_without_wall_time(tmp_path / "local")
+    assert (tmp_path / "ray" / "tuned.toml").read_text() == (tmp_path / "local" / "tuned.toml").read_text()

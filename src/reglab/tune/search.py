@@ -402,7 +402,8 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
     with RunLock(out_dir):
         storage_url = storage or f"sqlite:///{out_dir.resolve() / 'optuna.db'}"
         meta = _open_meta(out_dir, base, spaces, seeds, sampler, pruner, storage_url, executor, command)
-        studies = {m.name: _open_study(storage_url, meta["optuna_studies"][m.name], sampler, pruner,
+        storage_obj = open_storage(storage_url)
+        studies = {m.name: _open_study(storage_obj, meta["optuna_studies"][m.name], sampler, pruner,
                                        spaces[m.name], sampler_seed) for m in base.methods}
         for m in base.methods:
             _fail_abandoned_trials(studies[m.name], say)
@@ -637,11 +638,19 @@ def redact_url(url: str) -> str:
     return url
 
 
-def _open_study(storage_url: str, name: str, sampler: str, pruner: str, space, sampler_seed: int):
+def open_storage(storage_url: str):
+    """An Optuna RDB storage; every bad URL or missing driver is one ReglabError."""
     import optuna
 
+    kwargs = {}
+    if storage_url.startswith("sqlite"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(storage_url).database
+        if database:
+            kwargs["engine_kwargs"] = {"creator": _sqlite_connector(database)}
     try:
-        storage = optuna.storages.RDBStorage(storage_url)
+        return optuna.storages.RDBStorage(storage_url, **kwargs)
     except ImportError as e:
         raise ReglabError(f"storage {redact_url(storage_url)} needs a database driver that is not installed ({e}). "
                           "Fix: pip install psycopg2-binary for PostgreSQL.") from None
@@ -649,31 +658,35 @@ def _open_study(storage_url: str, name: str, sampler: str, pruner: str, space, s
         raise ReglabError(f"cannot open Optuna storage {redact_url(storage_url)} "
                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
                           "Fix: check the URL, e.g. postgresql://user:pass@host/db or sqlite:///path.db.") from None
-    if storage_url.startswith("sqlite"):
-        _fast_sqlite(storage.engine)
+
+
+def _sqlite_connector(path: str):
+    """Connections with a write-ahead log that is flushed to disk at checkpoints only.
+
+    Optuna commits once per call (each report, each suggestion); with SQLite's default every
+    commit waits for a disk flush. A killed process loses nothing this way (committed
+    transactions are in the log); only a power failure or OS crash can lose the last commits,
+    and the database stays consistent.
+    """
+    import sqlite3
+
+    def connect():
+        connection = sqlite3.connect(path, check_same_thread=False, timeout=60)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        return connection
+
+    return connect
+
+
+def _open_study(storage, name: str, sampler: str, pruner: str, space, sampler_seed: int):
+    import optuna
+
     study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True,
                                 pruner=make_pruner(pruner))
     # a resumed session must not repeat the first session's random proposals
     study.sampler = make_sampler(sampler, space, sampler_seed + len(study.trials))
     return study
-
-
-def _fast_sqlite(engine) -> None:
-    """Write-ahead log, fsync at checkpoints only: one commit per Optuna call stops costing a disk flush.
-
-    A killed process loses nothing (committed transactions are in the log); only a power
-    failure or OS crash can lose the last commits, and the database stays consistent.
-    """
-    from sqlalchemy import event
-
-    def pragmas(dbapi_connection, _record) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    event.listen(engine, "connect", pragmas)
-    engine.dispose()  # connections opened before the listener reconnect with the pragmas
 
 
 def _fail_abandoned_trials(study, say) -> None:
