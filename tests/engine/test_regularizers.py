@@ -67,7 +67,8 @@ def test_late_l1_switches_on_after_the_given_fraction_of_steps():
 
 
 def _kl_closed_form(m_hat: np.ndarray, rho: float, beta: float) -> np.ndarray:
-    q = m_hat / (1 + m_hat)
+    c = np.clip(m_hat, 1e-6, 1e6)
+    q = c / (1 + c)
     return beta * (rho * np.log(rho / q) + (1 - rho) * np.log((1 - rho) / (1 - q))).sum(-1)
 
 
@@ -116,6 +117,16 @@ def test_kl_of_a_dead_unit_is_finite_and_pushes_nothing():
     value, grad, _ = R.kl_sparsity(torch.zeros(1, 3), rho=0.05, beta=1.0)
     assert torch.isfinite(value).all()
     assert torch.equal(grad, torch.zeros(1, 3))
+    assert value.item() == pytest.approx(_kl_closed_form(np.zeros((1, 3)), 0.05, 1.0)[0], rel=1e-5)
+
+
+def test_kl_is_zero_with_zero_gradient_where_the_squashed_mean_equals_the_target():
+    rho = 0.05
+    at_target = torch.full((1, 4), rho / (1 - rho), dtype=torch.float64)
+    value, grad, _ = R.kl_sparsity(at_target, rho=rho, beta=2.0)
+    assert value.item() == pytest.approx(0.0, abs=1e-12)
+    assert torch.allclose(grad, torch.zeros_like(grad), atol=1e-12)
+    assert R.kl_sparsity(at_target, rho=rho, beta=2.0, with_value=False)[0] is None
 
 
 def test_squash_maps_relu_means_into_the_unit_interval_and_is_close_to_identity_near_zero():

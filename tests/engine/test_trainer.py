@@ -37,6 +37,7 @@ EXAMPLES = {
                                                    momentum=0.99, momentum_initial=0.5, momentum_ramp_steps=30,
                                                    momentum_ramp="exponential"),
     "nesterov": MethodConfig("nesterov", nesterov=True),
+    "nesterov_ramp": MethodConfig("nesterov_ramp", nesterov=True, momentum_initial=0.5, momentum_ramp_steps=30),
 }
 N_EPOCHS = 6          # x 10 steps per epoch = 60 steps
 SEEDS = (3, 4)
@@ -57,8 +58,8 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 CASES = [(name, opt) for name in list(R.REGULARIZERS) + ["kl_sparsity_ema", "max_norm_output", "schedule_and_ramp",
-                                                         "step_schedule_exponential_ramp", "nesterov"]
-         for opt in ("sgd", "adam") if not (name == "nesterov" and opt == "adam")]
+                                                         "step_schedule_exponential_ramp", "nesterov", "nesterov_ramp"]
+         for opt in ("sgd", "adam") if not (name.startswith("nesterov") and opt == "adam")]
 # float64 shows the batched math IS the reference's (differences ~1e-15); float32 shows what a study gets:
 # rounding differences, amplified over 60 steps (most by KL-sparsity, whose gradient ~ rho/m for small m)
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-4}

@@ -82,6 +82,7 @@ class SGD:
     @lr.setter
     def lr(self, value) -> None:
         self._lr = _hyper(value, "lr")
+        self._neg_lr_shaped: dict[tuple, torch.Tensor] = {}
 
     @property
     def momentum(self) -> Hyper:
@@ -116,7 +117,10 @@ class SGD:
     def _apply(self, p: torch.Tensor, update: torch.Tensor) -> None:
         lr = self.lr
         if isinstance(lr, torch.Tensor):
-            p.addcmul_(_like(-lr, p), update)
+            key = (p.dtype, p.device, p.dim())        # shaped once per lr, shared by same-shaped params
+            if key not in self._neg_lr_shaped:
+                self._neg_lr_shaped[key] = _like(-lr, p)
+            p.addcmul_(self._neg_lr_shaped[key], update)
         else:
             p.add_(update, alpha=-lr)
 

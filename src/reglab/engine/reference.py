@@ -161,7 +161,8 @@ class ReferenceRun:
                     m_hat = mean + (smoothed - mean).detach()   # value of the average, gradient of the batch mean
                 else:
                     m_hat = mean
-                q = (m_hat / (1 + m_hat)).clamp(R.KL_RATE_FLOOR, 1 - R.KL_RATE_FLOOR)
+                c = m_hat.clamp(*R.KL_MEAN_RANGE)
+                q = c / (1 + c)
                 rho = m.kl_rho
                 kl = rho * torch.log(rho / q) + (1 - rho) * torch.log((1 - rho) / (1 - q))
                 penalty = penalty + m.kl_beta * kl.sum()

@@ -65,7 +65,7 @@ def l1_is_on(method: MethodConfig, step: int, total_steps: int) -> bool:
 # ----------------------------------------------------------------------------
 # KL sparsity
 
-KL_RATE_FLOOR = 1e-6  # squashed rates are clamped to [floor, 1 - floor] so the logs stay finite
+KL_MEAN_RANGE = (1e-6, 1e6)  # m_hat is clamped into this range before squashing, so q is in (1e-6, 1 - 1e-6)
 
 
 def squash(mean_activation: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,8 @@ def squash(mean_activation: torch.Tensor) -> torch.Tensor:
     Why: KL(rho || q) compares two Bernoulli rates and is defined only for
     ``q`` in (0, 1), while a ReLU unit's mean activation is anywhere in
     [0, inf). The squashing is monotone, ``q ~= m`` for small ``m`` (so
-    ``rho`` keeps its meaning of "target mean activation" for sparse units)
+    ``rho`` keeps its meaning of "target mean activation" for sparse units;
+    the penalty's minimum is at ``m = rho / (1 - rho)``, 0.053 for rho = 0.05)
     and it acts on the per-unit batch MEAN, not on every activation: H numbers
     per step instead of B x H, and ``dq/dm = 1 / (1 + m)^2`` is smooth.
     """
@@ -82,8 +83,8 @@ def squash(mean_activation: torch.Tensor) -> torch.Tensor:
 
 
 def kl_sparsity(batch_mean: torch.Tensor, rho: float, beta: float, ema: float = 0.0,
-                running_mean: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                running_mean: torch.Tensor | None = None, with_value: bool = True
+                ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """KL-sparsity penalty on hidden units, its gradient, and the updated moving average.
 
     ``batch_mean`` (V, H): ``m_j``, the minibatch mean of unit j's output.
@@ -94,24 +95,29 @@ def kl_sparsity(batch_mean: torch.Tensor, rho: float, beta: float, ema: float = 
 
     Penalty (per variant, nats per example like the data term)::
 
-        P = beta * sum_j KL(rho || q_j),  q_j = clamp(m_hat_j / (1 + m_hat_j), 1e-6, 1 - 1e-6)
+        P = beta * sum_j KL(rho || q_j),   q_j = c_j / (1 + c_j),   c_j = clamp(m_hat_j, 1e-6, 1e6)
         KL(rho || q) = rho log(rho / q) + (1 - rho) log((1 - rho) / (1 - q))
 
-    Returned gradient (V, H): ``dP/dm_hat = beta (q - rho) / (q (1 - q)) / (1 + m_hat)^2``
-    (0 where the clamp is active), applied to the current batch mean as if
-    ``m_hat`` were ``m``: with ``ema = 0`` that is the exact gradient; with
-    ``ema > 0`` it is Hinton's recipe (the penalty's derivative evaluated at
-    the smoothed estimate), not the gradient of a fixed objective. The
+    Returned gradient (V, H), exact for ``ema = 0``::
+
+        dP/dm_hat = beta * (q - rho) / (q (1 - q)) * dq/dc = beta * (q - rho) / c    (0 where clamped)
+
+    applied to the current batch mean as if ``m_hat`` were ``m``: with
+    ``ema > 0`` that is Hinton's recipe (the penalty's derivative evaluated
+    at the smoothed estimate), not the gradient of a fixed objective. The
     gradient with respect to an activation ``a_bj`` is this divided by B.
-    Keras and PyTorch have no built-in equivalent.
+    The clamp keeps a dead unit (m = 0) finite and leaves it alone.
+    Keras and PyTorch have no built-in equivalent. ``with_value=False``
+    skips the logarithms (the value is only needed on logged steps).
     """
     m_hat = batch_mean if running_mean is None or ema == 0.0 else torch.lerp(batch_mean, running_mean, ema)
-    raw = squash(m_hat)
-    q = raw.clamp(KL_RATE_FLOOR, 1.0 - KL_RATE_FLOOR)
-    kl = rho * torch.log(rho / q) + (1.0 - rho) * torch.log((1.0 - rho) / (1.0 - q))
-    value = beta * kl.sum(dim=-1)
-    inside = (raw >= KL_RATE_FLOOR) & (raw <= 1.0 - KL_RATE_FLOOR)
-    grad = beta * (q - rho) / (q * (1.0 - q)) / (1.0 + m_hat) ** 2 * inside
+    c = m_hat.clamp(*KL_MEAN_RANGE)
+    q = c / (1.0 + c)
+    grad = (q - rho).div_(c).mul_(beta).mul_(c == m_hat)
+    value = None
+    if with_value:
+        kl = rho * torch.log(rho / q) + (1.0 - rho) * torch.log((1.0 - rho) / (1.0 - q))
+        value = beta * kl.sum(dim=-1)
     return value, grad, m_hat
 
 

@@ -146,19 +146,24 @@ class Trainer:
 
         # which contiguous slices of variants each regularizer touches
         ms = self.methods
-        self._input_runs = contiguous_runs([m.dropout_input for m in ms])
-        self._hidden_dropout_runs = contiguous_runs([m.dropout_hidden or None for m in ms])
+        self._dropout_runs = contiguous_runs([(m.dropout_input, m.dropout_hidden) if m.uses_dropout else None
+                                              for m in ms])
+        self._shared_input_runs = contiguous_runs([True if m.dropout_input == 0 else None for m in ms])
         self._l2_runs = contiguous_runs([m.l2 or None for m in ms])
         self._l1_runs = contiguous_runs([(m.l1, m.l1_start) if m.l1 > 0 else None for m in ms])
         self._kl_runs = contiguous_runs([(m.kl_beta, m.kl_rho, m.kl_ema) if m.kl_beta > 0 else None for m in ms])
         self._max_norm_runs = contiguous_runs([(m.max_norm, m.max_norm_output) if m.uses_max_norm else None
                                                for m in ms])
+        self._l2_span = _span(self._l2_runs)
+        self._l2_half = torch.tensor([0.5 * m.l2 for m in ms], dtype=dtype, device=self.device)[self._l2_span]
         self._thresholds = {p: R.lane_thresholds(p, self.device)
                             for p in {m.dropout_input for m in ms} | {m.dropout_hidden for m in ms} if p > 0}
+        self._dropout_bits: list[torch.Tensor] = []                  # this step's raw words, one per dropout run
+        self._hidden_keep: dict[tuple[int, int], torch.Tensor] = {}  # this step's (Vr, b, H) keep * scale
         self._kl_running: dict[tuple[int, int], torch.Tensor] = {}   # (run, layer) -> (Vr, H) moving average
         self._kl_grad: dict[tuple[int, int], torch.Tensor] = {}      # this step's dP/dh rows, (Vr, 1, H)
         self._kl_value = torch.zeros(V, dtype=dtype, device=self.device)         # this step's KL penalty value
-        self._hidden_keep: dict[tuple[int, int], torch.Tensor] = {}  # this step's (Vr, b, H) keep * scale
+        self._logging = False                                        # is this step's penalty value recorded?
         self._scratch: dict[tuple, torch.Tensor] = {}
 
         # optimizer: study-wide kind, per-variant settings
@@ -392,6 +397,7 @@ class Trainer:
         t = self.step
         b = idx.numel()
         training = self._training
+        self._logging = t % self.cfg.log_every == 0
 
         # learning rate and momentum of this step
         lr, mu = self._schedule(t)
@@ -399,6 +405,7 @@ class Trainer:
         # forward, with this step's dropout masks
         x = self.x_train.index_select(0, idx)
         y = self.y_train.index_select(0, idx)
+        self._draw_dropout_bits(b)
         parts = self._input_parts(x)
         logits = self.model.forward(parts, self._hidden_forward)
 
@@ -409,7 +416,7 @@ class Trainer:
         torch.where(training, loss, self._nan, out=self._loss_rec[i])
         torch.sum(logits.argmax(-1) != y, dim=1, out=self._error_rec[i])
         training &= torch.isfinite(loss)
-        if t % self.cfg.log_every == 0:
+        if self._logging:
             self._penalty_rec[i] = self._penalty_value(t)
         dlogits = logp.exp_()                                   # softmax
         dlogits.scatter_add_(2, y_idx, self._minus_ones(b))     # - one-hot
@@ -421,7 +428,7 @@ class Trainer:
             buffers = self.optimizer.buffers
             if isinstance(mu, torch.Tensor):
                 for buf in buffers:
-                    buf.mul_(mu.view(-1, *([1] * (buf.dim() - 1))))
+                    buf.mul_(mu.view(-1, 1, 1))
                 beta = 1.0
             else:
                 beta = mu
@@ -444,14 +451,15 @@ class Trainer:
             self.optimizer.step(self._grads)
 
         # max-norm projection after the update
-        frozen = ~training
-        for sl, (radius, output_too) in self._max_norm_runs:
-            layers = self.model.weights if output_too else self.model.weights[:-1]
-            for w in layers:
-                R.max_norm_(w[sl], radius, frozen[sl])
+        if self._max_norm_runs:
+            frozen = ~training
+            for sl, (radius, output_too) in self._max_norm_runs:
+                layers = self.model.weights if output_too else self.model.weights[:-1]
+                for w in layers:
+                    R.max_norm_(w[sl], radius, frozen[sl])
 
     def _schedule(self, t: int) -> tuple[torch.Tensor, float | torch.Tensor]:
-        """(V,) float64 learning rates and the momentum (a float when all variants agree)."""
+        """(V,) float64 learning rates and the momentum (a float when all variants agree, else (V,))."""
         per_method_lr = [learning_rate(m, t) for m in self.cfg.methods]
         per_method_mu = [momentum(m, t) for m in self.cfg.methods]
         key = (tuple(per_method_lr), tuple(per_method_mu))
@@ -466,51 +474,79 @@ class Trainer:
                                         device=self.device)
         return self._lr, self._mu
 
-    def _input_parts(self, x: torch.Tensor) -> list[InputPart]:
-        b, D = x.shape
-        parts = []
-        for r, (sl, p) in enumerate(self._input_runs):
-            if p == 0:
-                parts.append(InputPart(sl, x))
-                continue
-            keep = self._draw_keep(("input", r), sl, p, b, D)
-            kept = torch.mul(x, keep, out=self._buffer(("input-x", r, b), keep.shape))
-            parts.append(InputPart(sl, kept, R.keep_scale(p)))
-        return parts
+    # ------------------------------------------------------------ dropout
+    #
+    # Per step and per dropping variant, ONE draw of raw words from its own
+    # generator, laid out [input mask][hidden layer 1 mask][hidden layer 2 mask]...
+    # (a mask only if its rate is > 0), each mask random_words(b * width) words.
+    # Drawing them at once gives the same words as drawing mask by mask
+    # (regularizers.dropout_keep_mask): the CPU generator fills sequentially.
 
-    def _draw_keep(self, key: tuple, sl: slice, p: float, b: int, width: int) -> torch.Tensor:
-        """bool (Vr, b, width) keep-mask for variants ``sl``, each row from its own generator."""
-        n = b * width
-        bits = self._buffer(("bits",) + key + (b,), (sl.stop - sl.start, R.random_words(n)), torch.int64)
-        R.fill_random_bits_(bits, [self._dropout_gens[v] for v in range(sl.start, sl.stop)])
-        return R.keep_mask_from_bits(bits, n, p, self._thresholds[p]).view(-1, b, width)
+    def _mask_widths(self, p_input: float, p_hidden: float) -> list[tuple[str | int, int, float]]:
+        """[(which, width, p)] in stream order: "input" then hidden layer indices."""
+        widths = [("input", self.sizes[0], p_input)] if p_input > 0 else []
+        if p_hidden > 0:
+            widths += [(l, h, p_hidden) for l, h in enumerate(self.sizes[1:-1])]
+        return widths
+
+    def _draw_dropout_bits(self, b: int) -> None:
+        self._dropout_bits = []
+        for r, (sl, (p_in, p_h)) in enumerate(self._dropout_runs):
+            words = sum(R.random_words(b * w) for _, w, _ in self._mask_widths(p_in, p_h))
+            bits = self._buffer(("bits", r, b), (sl.stop - sl.start, words), torch.int64)
+            R.fill_random_bits_(bits, [self._dropout_gens[v] for v in range(sl.start, sl.stop)])
+            self._dropout_bits.append(bits)
+
+    def _keep_mask(self, r: int, which: str | int, b: int) -> torch.Tensor:
+        """bool (Vr, b, width) keep-mask of dropout run ``r`` for "input" or hidden layer ``which``."""
+        sl, (p_in, p_h) = self._dropout_runs[r]
+        offset = 0
+        for name, width, p in self._mask_widths(p_in, p_h):
+            words = R.random_words(b * width)
+            if name == which:
+                bits = self._dropout_bits[r][:, offset:offset + words]
+                return R.keep_mask_from_bits(bits, b * width, p, self._thresholds[p]).view(-1, b, width)
+            offset += words
+        raise KeyError(which)
+
+    def _input_parts(self, x: torch.Tensor) -> list[InputPart]:
+        """The shared minibatch for variants without input dropout; masked copies for the others."""
+        b = x.shape[0]
+        parts = [InputPart(sl, x) for sl, _ in self._shared_input_runs]
+        for r, (sl, (p_in, _)) in enumerate(self._dropout_runs):
+            if p_in > 0:
+                keep = self._keep_mask(r, "input", b)
+                kept = torch.mul(x, keep, out=self._buffer(("input", r, b), keep.shape))
+                parts.append(InputPart(sl, kept, R.keep_scale(p_in)))
+        return parts
 
     def _hidden_forward(self, layer: int, h: torch.Tensor) -> None:
         """Dropout on hidden outputs, then KL statistics of the (post-dropout) outputs the next layer reads."""
-        b, H = h.shape[1], h.shape[2]
-        for r, (sl, p) in enumerate(self._hidden_dropout_runs):
-            keep = self._draw_keep(("hidden", r, layer), sl, p, b, H)
-            keep_scaled = torch.mul(keep, R.keep_scale(p), out=self._buffer(("keep", r, layer, b), keep.shape))
-            h[sl].mul_(keep_scaled)
-            self._hidden_keep[(r, layer)] = keep_scaled
-        if layer == 0 and self._kl_runs:
+        b = h.shape[1]
+        for r, (sl, (_, p_h)) in enumerate(self._dropout_runs):
+            if p_h > 0:
+                keep = self._keep_mask(r, layer, b)
+                keep_scaled = torch.mul(keep, R.keep_scale(p_h), out=self._buffer(("keep", r, layer, b), keep.shape))
+                h[sl].mul_(keep_scaled)
+                self._hidden_keep[(r, layer)] = keep_scaled
+        if layer == 0 and self._kl_runs and self._logging:
             self._kl_value.zero_()
         for r, (sl, (beta, rho, ema)) in enumerate(self._kl_runs):
             running = self._kl_running.get((r, layer)) if self.step > 1 else None
-            value, grad, m_hat = R.kl_sparsity(h[sl].mean(1), rho, beta, ema, running)
+            value, grad, m_hat = R.kl_sparsity(h[sl].mean(1), rho, beta, ema, running, with_value=self._logging)
             if ema > 0:
                 self._kl_running[(r, layer)] = m_hat
-            self._kl_value[sl] += value
-            self._kl_grad[(r, layer)] = (grad / b).unsqueeze(1)
+            if value is not None:
+                self._kl_value[sl] += value
+            self._kl_grad[(r, layer)] = grad.div_(b).unsqueeze(1)
 
     def _hidden_backward(self, layer: int, dh: torch.Tensor) -> None:
         """KL gradient (w.r.t. the post-dropout output), then the dropout mask (times its scale)."""
-        training = self._training
         for r, (sl, _) in enumerate(self._kl_runs):
-            grad = self._kl_grad[(r, layer)]
-            dh[sl].add_(torch.where(training[sl].view(-1, 1, 1), grad, 0.0))
-        for r, (sl, _) in enumerate(self._hidden_dropout_runs):
-            dh[sl].mul_(self._hidden_keep[(r, layer)])
+            dh[sl].add_(self._kl_grad[(r, layer)])
+        for r, (sl, (_, p_h)) in enumerate(self._dropout_runs):
+            if p_h > 0:
+                dh[sl].mul_(self._hidden_keep[(r, layer)])
 
     def _add_penalty_grads(self, weight_grads: list[torch.Tensor], t: int) -> None:
         W = self.model.weights
@@ -524,10 +560,13 @@ class Trainer:
 
     def _penalty_value(self, t: int) -> torch.Tensor:
         """(V,) penalty term at this step's weights (before the update), nats/example."""
-        pen = self._kl_value.clone() if self._kl_runs else torch.zeros(self.n_variants, dtype=self.dtype, device=self.device)
+        pen = self._kl_value.clone() if self._kl_runs else torch.zeros(self.n_variants, dtype=self.dtype,
+                                                                       device=self.device)
         W = self.model.weights
-        for sl, lam in self._l2_runs:
-            pen[sl] += sum(R.l2_penalty(w[sl], lam) for w in W)
+        if self._l2_runs:   # one pass over the span of L2 variants, zero coefficients in its gaps
+            span = self._l2_span
+            squares = sum(torch.linalg.vector_norm(w[span].flatten(1), dim=1) ** 2 for w in W)
+            pen[span] += self._l2_half * squares
         for sl, (lam, start) in self._l1_runs:
             if t > start * self.total_steps:
                 pen[sl] += sum(R.l1_penalty(w[sl], lam) for w in W)
@@ -644,6 +683,13 @@ def _check_dataset(cfg: StudyConfig, ds: Dataset) -> None:
     if ds.x_val.shape[0] == 0 and any(m.early_stopping for m in cfg.methods):
         raise ReglabError("early stopping needs a validation split, but it is empty. "
                           "Fix: turn early_stopping off or keep a validation split.")
+
+
+def _span(runs: list[tuple[slice, Any]]) -> slice:
+    """The smallest slice covering every run (empty when there are none)."""
+    if not runs:
+        return slice(0, 0)
+    return slice(runs[0][0].start, runs[-1][0].stop)
 
 
 def _per_variant(values: list[float], device: torch.device) -> float | torch.Tensor:
