@@ -233,3 +233,54 @@ def test_bad_settings_are_one_line_errors_naming_the_option(study, dataset, tmp_
     with pytest.raises(ReglabError, match=message) as e:
         _tune(study.replace(methods=study.methods[:1]), dataset, tmp_path / "bad", **kwargs)
     assert "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------
+# interruptions
+
+class InterruptedExecutor(LocalExecutor):
+    """Raises KeyboardInterrupt (Ctrl-C) on its second call: mid-batch."""
+
+    def __init__(self):
+        super().__init__(threads=1)
+        self.calls = 0
+
+    def advance(self, shards, n_epochs, want_final=False):
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt
+        return super().advance(shards, n_epochs, want_final)
+
+
+def test_an_interrupted_tune_marks_its_unfinished_trials_failed_and_resumes(study, dataset, tmp_path):
+    out = tmp_path / "tune"
+    one = study.replace(methods=study.methods[:1])
+    with pytest.raises(KeyboardInterrupt):
+        _tune(one, dataset, out, executor=InterruptedExecutor())
+    meta = read_json(out / "tune.json")
+    assert meta["status"] == "interrupted"
+    assert [f["error"] for f in meta["failed"]] == ["interrupted before it finished"] * 2
+    assert load_toml(out / "tuned.toml").methods == one.methods  # nothing finished: the preset's values
+    _tune(one, dataset, out)
+    states = [t.state.name for t in _study_trials(out, "l2")]
+    assert states == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"]
+    assert read_json(out / "tune.json")["status"] == "complete"
+
+
+def test_a_trial_left_running_by_a_killed_process_is_marked_failed_on_resume(study, dataset, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    out = tmp_path / "tune"
+    one = study.replace(methods=study.methods[:1])
+    _tune(one, dataset, out)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    meta = read_json(out / "tune.json")
+    orphan = optuna.load_study(study_name=meta["optuna_studies"]["l2"], storage=f"sqlite:///{out / 'optuna.db'}").ask()
+    orphan.set_user_attr("run", {"host": socket.gethostname(), "pid": dead.pid, "seeds": [0]})
+    _tune(one, dataset, out)
+    states = {t.number: t.state.name for t in _study_trials(out, "l2")}
+    assert states[orphan.number] == "FAIL"
+    assert list(states.values()).count("COMPLETE") == 4

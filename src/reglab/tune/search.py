@@ -385,8 +385,7 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
         raise ReglabError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}.")
     make_pruner(pruner)
     out_dir = Path(out_dir)
-    seeds = tuple(base.seeds[:seeds_per_trial]) + tuple(
-        range(max(base.seeds) + 1, max(base.seeds) + 1 + seeds_per_trial - len(base.seeds)))
+    seeds = trial_seeds(base.seeds, seeds_per_trial)
     spaces = {m.name: search_space(m, base.optimizer) for m in base.methods}
     for m in base.methods:
         if TRIAL_SEPARATOR in m.name:
@@ -422,6 +421,7 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
         status = "interrupted"
         executor.open(sealed)
         executor_info = executor.describe()
+        runs: list[TrialRun] = []
         try:
             round_index = 0
             while True:
@@ -432,7 +432,8 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
                 if not runs:
                     break
                 _evaluate_round(base, runs, seeds, executor, shard_by, epochs_per_task, round_index, say)
-                for run in runs:
+                while runs:
+                    run = runs.pop(0)
                     _tell(studies[run.base], run)
                     told[run.base] += 1
                 round_index += 1
@@ -441,6 +442,9 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
             status = "complete"
         finally:
             executor.close()
+            for run in runs:  # interrupted mid-batch: these trials did not finish
+                run.error = run.error or "interrupted before it finished"
+                _tell(studies[run.base], run)
             records = write_history(out_dir, base, studies, spaces)
             tuned, methods, failed = summarize(base, records)
             atomic_write_text(out_dir / "tuned.toml", tuned_toml_text(tuned, methods, len(seeds)))
@@ -458,6 +462,12 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
             "; ".join(f"{', '.join(ts)} ({err})" for err, ts in by_error.items()))
     say(f"reglab: tuned study config in {out_dir / 'tuned.toml'} (reglab run --config {out_dir / 'tuned.toml'})")
     return TuneResult(out_dir=out_dir, tuned=tuned, methods=methods, failed=failed)
+
+
+def trial_seeds(preset_seeds: Sequence[int], k: int) -> tuple[int, ...]:
+    """The seeds a trial trains with: the preset's first `k`, then the integers after its largest."""
+    extra = range(max(preset_seeds) + 1, max(preset_seeds) + 1 + max(0, k - len(preset_seeds)))
+    return tuple(preset_seeds[:k]) + tuple(extra)
 
 
 def _check_positive(option: str, value, integer: bool = True) -> None:
@@ -529,10 +539,20 @@ def _evaluate_round(base: StudyConfig, runs: list[TrialRun], seeds, executor, sh
                     by_name[method.name].finished_seeds.add(seed)
         for run in runs:
             _report(run, base.n_epochs)
+        say(_epoch_line(runs, round_index, base.n_epochs))
         for key in list(active):
             if key in steps and steps[key].done or not any(by_name[n].live for n in members[key]):
                 del active[key]
                 executor.release(key)
+
+
+def _epoch_line(runs: list[TrialRun], round_index: int, n_epochs: int) -> str:
+    live = [r for r in runs if r.live and r.reported]
+    epoch = max((r.reported for r in runs), default=0)
+    best = min(live, key=lambda r: r.mean_error(r.reported), default=None)
+    lead = f"{best.method.name} {100 * best.mean_error(best.reported):.2f}%" if best else "n/a"
+    return (f"  batch {round_index + 1}, epoch {epoch}/{n_epochs}: {len(live)} of {len(runs)} trials running, "
+            f"lowest validation error now {lead}")
 
 
 def _report(run: TrialRun, n_epochs: int) -> None:
