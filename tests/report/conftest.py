@@ -79,9 +79,11 @@ def write_synthetic_run(run_dir, cfg: StudyConfig, *, steps_per_epoch: int = 40,
     diverged_v = None
     if diverge is not None:
         diverged_v = next(v for v, m, s in cfg.variants() if m.name == diverge[0] and s == diverge[1])
-    stopped_at = {}
+    stopped_at: dict[int, int] = {}  # variant -> the epoch in which early stopping halted it
     step = 0
     for epoch in range(1, epochs_done + 1):
+        # as the engine: a variant that stopped or diverged logs NaN and is no longer active
+        trains = {v: v not in stopped_at and not (diverged_v == v and epoch > 3) for v in range(n_v)}
         iter_rows, epoch_rows = [], []
         for k in range(steps_per_epoch):
             step += 1
@@ -89,7 +91,7 @@ def write_synthetic_run(run_dir, cfg: StudyConfig, *, steps_per_epoch: int = 40,
                 t = step / steps_per_epoch
                 data = 2.3 * math.exp(-t / 1.5) + floor[v] * 3 + abs(rng.normal(0, 0.08))
                 pen = m.l2 * 50 + (m.l1 * 800 if m.l1 and t > m.l1_start * cfg.n_epochs else 0.0)
-                if diverged_v == v and epoch >= 3:
+                if not trains[v] or (diverged_v == v and epoch == 3 and k >= steps_per_epoch // 2):
                     data = pen = math.nan
                 iter_rows.append({"step": step, "epoch": epoch, "variant": v, "loss_data": data,
                                   "loss_penalty": pen, "loss": data + pen})
@@ -98,19 +100,19 @@ def write_synthetic_run(run_dir, cfg: StudyConfig, *, steps_per_epoch: int = 40,
             train_loss = 2.0 * math.exp(-epoch / 2.0) + 0.02 + rng.normal(0, 0.003)
             val_error = floor[v] + 0.4 * math.exp(-epoch / 1.5) + overfit + abs(rng.normal(0, 0.001))
             test_error = val_error + rng.normal(0, 0.0015)
-            active = v not in stopped_at
-            if m.early_stopping and epoch >= 12 + (v % 3) and active:
-                stopped_at[v] = epoch
             diverged = diverged_v == v and epoch >= 3
-            nan_if = (lambda x: math.nan) if diverged else (lambda x: x)
+            ok = trains[v] and not diverged
+            if ok and m.early_stopping and epoch >= 12 + (v % 3):
+                stopped_at[v] = epoch
+            nan_if = (lambda x: x) if ok else (lambda x: math.nan)
             epoch_rows.append({"epoch": epoch, "variant": v, "method": m.name, "seed": s,
                                "train_loss": nan_if(train_loss), "train_error": nan_if(val_error * 0.5),
                                "val_loss": nan_if(val_error * 3 + 0.02), "val_error": nan_if(val_error),
                                "test_loss": nan_if(test_error * 3), "test_error": nan_if(test_error),
-                               "sparsity": (0.3 if m.l1 and epoch > m.l1_start * cfg.n_epochs else 0.01),
-                               "mean_activation": 0.1 if m.kl_beta else 0.4, "lr": m.lr,
-                               "momentum": m.momentum, "epoch_time_s": 0.5 + 0.01 * v,
-                               "active": active and not diverged, "diverged": diverged})
+                               "sparsity": nan_if(0.3 if m.l1 and epoch > m.l1_start * cfg.n_epochs else 0.01),
+                               "mean_activation": nan_if(0.1 if m.kl_beta else 0.4), "lr": m.lr,
+                               "momentum": m.momentum, "epoch_time_s": 0.5, "eval_time_s": 0.1,
+                               "active": ok and v not in stopped_at, "diverged": diverged})
         w.write_epoch(epoch, epoch_rows, iter_rows)
         w.update_manifest(epochs_done=epoch)
 
@@ -122,14 +124,14 @@ def write_synthetic_run(run_dir, cfg: StudyConfig, *, steps_per_epoch: int = 40,
     finals, last_epoch = [], {}
     for v, m, s in cfg.variants():
         rows = _epoch_rows(w, v)
-        trained = [r for r in rows if r["active"]]
+        trained = [r for r in rows if np.isfinite(r["val_error"])]
         vals = np.array([r["val_error"] for r in trained])
         best = int(np.nanargmin(vals)) if np.isfinite(vals).any() else None
         finals.append({"test_error_last": trained[-1]["test_error"] if v != diverged_v else math.nan,
                        "test_error_best_val": trained[best]["test_error"] if best is not None else math.nan,
                        "best_val_error": vals[best] if best is not None else math.nan,
                        "best_epoch": None if best is None else best + 1,
-                       "stop_epoch": stopped_at.get(v), "diverged": v == diverged_v})
+                       "stop_epoch": 3 if v == diverged_v else stopped_at.get(v), "diverged": v == diverged_v})
         last_epoch[v] = rows[-1]
     summary = runner.build_summary(cfg, finals, last_epoch)
     w.write_json("summary.json", summary)

@@ -9,9 +9,9 @@ Conventions:
 
 * Errors are fractions in the files and percent (%) in the report.
 * A metric curve is ``(n_seeds, n_epochs)``; epoch k (1-based) sits in
-  column k-1. Epochs a variant did not train (early-stopped, diverged or not
-  reached yet in a partial run) are NaN, so means over seeds use the seeds
-  that trained.
+  column k-1. Epochs a variant did not train (after an early stop or a
+  divergence: the engine writes NaN; not reached yet in a partial run) are
+  NaN, so means over seeds use the seeds that trained.
 * Every statistic over seeds comes from :mod:`reglab.stats`: mean, sample std
   and the two-sided 95% Student-t interval ``mean +- t_{0.975,n-1} s/sqrt(n)``;
   paired comparisons use per-seed differences.
@@ -49,9 +49,10 @@ PAPER_CITATION = ("Srivastava, Hinton, Krizhevsky, Sutskever, Salakhutdinov (201
                   "“Dropout: A Simple Way to Prevent Neural Networks from Overfitting”, "
                   "JMLR 15:1929–1958, Table 9 (784-1024-1024-2048-10 ReLU net)")
 
-# Okabe–Ito colour-blind-safe palette, in the order methods get them.
-PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#8C564B",
-           "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD"]
+# Method colours, in the order methods get them: the Okabe–Ito colour-blind-safe palette without its
+# black and yellow (black draws markers and edges; yellow is unreadable on white), then tab10 colours.
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8C564B", "#9467BD",
+           "#BCBD22", "#17BECF", "#7F3C8D", "#3969AC"]
 
 # per-epoch metric columns of metrics_epoch.csv that the report plots or tabulates
 EPOCH_METRICS = ("train_loss", "train_error", "val_loss", "val_error", "test_loss", "test_error",
@@ -173,7 +174,7 @@ def digest(run: Run) -> Digest:
                        hyperparameters=dict(vs[0].get("hyperparameters") or {}), curves=curves, iter_steps=steps,
                        iter_loss_data=loss_data, iter_loss_penalty=loss_pen, finals=[], time_s=times.get(name, []))
         for k, j in enumerate(idx):
-            f = dict(summary_variants[j]) if j in summary_variants else _finals_from_rows(curves, k, m.early_stopping)
+            f = dict(summary_variants[j]) if j in summary_variants else _finals_from_rows(curves, k, m.hyperparameters)
             _complete_finals(f, curves, k)
             m.finals.append(f)
         stored = (summary_methods.get(name) or {}).get("stats") or {}
@@ -220,21 +221,12 @@ def _has_rows(cols: dict[str, np.ndarray]) -> bool:
     return bool(cols) and "epoch" in cols and len(cols["epoch"]) > 0
 
 
-def _trained_mask(cols: dict[str, np.ndarray]) -> np.ndarray:
-    """Rows where the variant trained this epoch (not after an early stop, not diverged)."""
-    mask = np.ones(len(cols["epoch"]), dtype=bool)
-    if "active" in cols:
-        mask &= cols["active"].astype(bool)
-    if "diverged" in cols:
-        mask &= ~cols["diverged"].astype(bool)
-    return mask
-
-
 def _curves(cols: dict[str, np.ndarray], variants: list[int], n_cols: int) -> dict[str, np.ndarray]:
     out = {k: np.full((len(variants), n_cols), np.nan) for k in EPOCH_METRICS}
     if not _has_rows(cols) or n_cols == 0:
         return out
-    mask = _trained_mask(cols)
+    # the engine writes NaN metrics for epochs a variant did not train; a diverged row is dropped whole
+    mask = ~cols["diverged"].astype(bool) if "diverged" in cols else np.ones(len(cols["epoch"]), dtype=bool)
     epoch = cols["epoch"].astype(int)
     variant = cols["variant"].astype(int)
     for k, v in enumerate(variants):
@@ -276,14 +268,24 @@ def _nanlast(row: np.ndarray) -> float:
     return float(row[idx[-1]]) if len(idx) else math.nan
 
 
-def _finals_from_rows(curves: dict[str, np.ndarray], k: int, early_stopping: bool) -> dict:
-    """A variant's finals from its epoch rows (a partial run): the last epoch written and the least val error."""
+def _finals_from_rows(curves: dict[str, np.ndarray], k: int, hp: dict) -> dict:
+    """A variant's finals from its epoch rows (a partial run), with the engine's definitions.
+
+    The best-validation epoch is the last one whose monitored value (the method's ``monitor``,
+    val_loss by default) improved on the best so far by more than ``min_delta``.
+    """
     val, test = curves["val_error"][k], curves["test_error"][k]
+    monitored = curves[str(hp.get("monitor", "val_loss"))][k]
+    min_delta = _num(hp.get("min_delta"))
+    best, best_value = None, math.inf
+    for e, x in enumerate(monitored):
+        if np.isfinite(x) and x < best_value - min_delta:
+            best, best_value = e, float(x)
     f = {"test_error_last": _nanlast(test), "last_val_error": _nanlast(val), "diverged": False,
          "stop_epoch": None, "best_epoch": None, "best_val_error": math.nan, "test_error_best_val": math.nan}
-    if np.isfinite(val).any():
-        best = int(np.nanargmin(val))
+    if best is not None:
         f.update(best_epoch=best + 1, best_val_error=float(val[best]), test_error_best_val=float(test[best]))
+    early_stopping = bool(hp.get("early_stopping", False))
     f["test_error"] = f["test_error_best_val"] if early_stopping else f["test_error_last"]
     f["val_error"] = f["best_val_error"] if early_stopping else f["last_val_error"]
     return f

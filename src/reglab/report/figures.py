@@ -312,7 +312,7 @@ def val_error_per_method(d: Digest) -> FigureSpec | None:
             if e and np.isfinite(m.curves["val_error"][k, int(e) - 1]):
                 ax.plot([e], [100.0 * m.curves["val_error"][k, int(e) - 1]], marker="*", ms=9, color=m.color,
                         mec="black", mew=0.6, ls="none")
-            if f.get("stop_epoch"):
+            if m.early_stopping and f.get("stop_epoch") and not f.get("diverged"):
                 stopped = True
                 ax.axvline(float(f["stop_epoch"]), color=m.color, ls="-.", lw=1.0)
         _mark_l1_switch(ax, m, _l1_epoch(d, m))
@@ -328,8 +328,9 @@ def val_error_per_method(d: Digest) -> FigureSpec | None:
     _key_below(fig, key)
     return FigureSpec(
         "val_error_per_method", "Validation error per epoch, per method",
-        "Validation error after each epoch. Stars mark each seed's best-validation epoch (the model the "
-        "“best-val” columns report); dash-dotted lines mark where early stopping halted a seed; the dashed "
+        "Validation error after each epoch. Stars mark each seed's best-validation epoch (where the method's "
+        "monitored value, validation loss unless set otherwise, was best: the model of the “best-val” "
+        "columns); dash-dotted lines mark where early stopping halted a seed; the dashed "
         "line marks where late L1 switches on. " + _seeds_note(d), fig, "training")
 
 
@@ -403,7 +404,8 @@ def test_error_bars(d: Digest) -> FigureSpec | None:
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
     ns = sorted({m.stats["test_error_last"]["n"] for m in methods})
     cap = (f"Test error per method: mean over {'/'.join(map(str, ns))} seed(s) as bars (solid: after the last "
-           "epoch; hatched: at the epoch of least validation error), 95% t-interval as error bars, each seed as a "
+           "epoch; hatched: at the best-validation epoch, where the method's monitored validation value was best), "
+           "95% t-interval as error bars, each seed as a "
            "dot.")
     if paper:
         cap += (" White diamonds: the published test errors of Srivastava et al. (2014), Table 9, for a "

@@ -23,15 +23,18 @@ class Table:
     row_colors: list[str | None] = field(default_factory=list)  # colour of the first cell (the method)
 
 
-def fmt_stat(s: dict, scale: float = 1.0, digits: int = 2) -> str:
-    """``mean ± half-width`` of a stats.describe() dict, or ``mean (n=1)``, or an em dash."""
+def fmt_stat(s: dict, scale: float = 1.0, digits: int = 2, *, counts: bool = False) -> str:
+    """``mean ± half-width`` of a stats.describe() dict, or ``mean (n=1)``, or an em dash.
+
+    `counts` (epochs run): a value every seed shares is shown alone, without "± 0".
+    """
     if s is None or s.get("mean") is None:
         return "—"
     m = s["mean"] * scale
     if s.get("ci95_half_width") is None:
         return f"{m:.{digits}f} (n={s['n']})"
-    if s["ci95_half_width"] == 0.0:
-        return f"{m:.{digits}f}"  # every seed gave the same value (e.g. epochs run)
+    if counts and s["ci95_half_width"] == 0.0:
+        return f"{m:.0f}"
     return f"{m:.{digits}f} ± {s['ci95_half_width'] * scale:.{digits}f}"
 
 
@@ -50,15 +53,17 @@ def results_table(d: Digest) -> Table:
     best = _best_method(d, "test_error")
     for m in d.methods:
         row = [m.name, str(max(m.stats[k]["n"] for k in ("test_error_last", "test_error_best_val")))]
-        row += [fmt_stat(m.stats[k], FINALS[k][2], _digits(k)) for k in keys]
+        row += [fmt_stat(m.stats[k], FINALS[k][2], _digits(k), counts=k == "epochs_run") for k in keys]
         row.append(fmt_stat(m.stats["time_s"], 1.0, 1) if m.time_s else "—")
         if paper:
             row.append(f"{paper[m.name]:.2f}" if m.name in paper else "—")
         rows.append(row)
         colors.append(m.color)
     notes = ["Mean ± half-width of the 95% Student-t interval over seeds (n seeds per method; with n = 1 no "
-             "interval exists). Test error at the best-val epoch is measured at the epoch of least validation "
-             "error of each seed. Sparsity: fraction of weights with |w| < 1e-3 after the last epoch. "
+             "interval exists). The best-val epoch of a seed is where its method's monitored validation value "
+             "(validation loss unless the method sets otherwise) was best; best val error is the validation error "
+             "there. Final train loss: the mean minibatch cross-entropy of the last epoch, as trained (dropout on). "
+             "Sparsity: fraction of weights with |w| < 1e-3 after the last epoch. "
              "Highlighted: the lowest mean test error of the returned model (the last epoch's, or the "
              "best-val epoch's for a method with early stopping)."]
     if any(m.time_s for m in d.methods):
