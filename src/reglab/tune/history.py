@@ -20,8 +20,6 @@ import io
 import math
 from pathlib import Path
 
-from optuna.trial import TrialState
-
 from reglab.config import StudyConfig, to_toml
 from reglab.results import atomic_write_bytes, atomic_write_json, atomic_write_text, rows_to_csv
 
@@ -31,6 +29,8 @@ STATE_NAMES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RU
 
 def trial_records(studies: dict, spaces: dict) -> list[dict]:
     """Every trial of every method's study, oldest first within each method."""
+    from optuna.trial import TrialState
+
     out = []
     for method, study in studies.items():
         # a WAITING trial is an enqueued one (the preset's values) that no session has asked for yet

@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reglab.config import MethodConfig, StudyConfig, to_toml
+from reglab.config import MethodConfig, StudyConfig
 from reglab.data.dataset import Dataset
 from reglab.errors import ReglabError
 from reglab.results import RunLock, atomic_write_json, atomic_write_text, now_iso, read_json
@@ -132,11 +132,6 @@ def suggest_method(base: MethodConfig, trial, space: dict[str, Param]) -> Method
     return dataclasses.replace(base, name=f"{base.name}{TRIAL_SEPARATOR}{trial.number}", **values)
 
 
-def with_values(base: MethodConfig, params: dict) -> MethodConfig:
-    """`base` with a trial's hyperparameter values and its own (canonical) name."""
-    return dataclasses.replace(base, **{k: float(v) for k, v in params.items()})
-
-
 # ----------------------------------------------------------------------------
 # samplers and pruners
 
@@ -151,29 +146,23 @@ def make_sampler(name: str, space: dict[str, Param], seed: int):
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return _AskTellGridSampler({k: list(p.grid) for k, p in space.items()}, seed=seed)
+        return _ask_tell_grid_sampler({k: list(p.grid) for k, p in space.items()}, seed=seed)
     raise ReglabError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {name!r}.")
 
 
-def _grid_sampler_class():
+def _ask_tell_grid_sampler(search_space: dict, seed: int):
+    """Optuna's GridSampler, minus its ``study.stop()`` after the last grid point.
+
+    That call only works inside ``study.optimize``; the tuner asks and tells, and stops by
+    itself when no grid point is left (:func:`_grid_points_left`).
+    """
     import optuna
 
     class AskTellGridSampler(optuna.samplers.GridSampler):
-        """GridSampler that leaves stopping to the caller.
-
-        Optuna's GridSampler calls ``study.stop()`` after the last grid point, which only works
-        inside ``study.optimize``; the tuner asks and tells, and stops by itself when
-        :meth:`is_exhausted` says so.
-        """
-
         def after_trial(self, study, trial, state, values) -> None:
             return None
 
-    return AskTellGridSampler
-
-
-def _AskTellGridSampler(search_space: dict, seed: int):
-    return _grid_sampler_class()(search_space, seed=seed)
+    return AskTellGridSampler(search_space, seed=seed)
 
 
 def make_pruner(name: str):
