@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reglab.engine.mlp import BatchedMLP, InputPart, init_parameters
+from reglab.engine.mlp import BatchedMLP, InputPart, init_parameters, misclassified
 
 
 def test_a_seed_gives_the_same_initial_weights_whatever_the_other_variants_and_position():
@@ -69,9 +69,9 @@ def test_hand_written_backward_equals_autograd_with_input_parts_dropout_and_extr
         dh.add_(kl_rows[l].unsqueeze(1))
         dh.mul_(masks[l])
 
-    logits = model.forward(parts, forward_hook)
+    logits = model.forward(parts, forward_hook).transpose(1, 2)      # class-major (V, C, b) -> (V, b, C)
     loss_per_variant = torch.stack([F.cross_entropy(logits[v], y) for v in range(V)])
-    dlogits = (torch.softmax(logits, -1) - F.one_hot(y, 3)) / b
+    dlogits = ((torch.softmax(logits, -1) - F.one_hot(y, 3)) / b).transpose(1, 2).contiguous()
     previous = [torch.randn_like(p) for p in model.parameters()]
     buffers = [p.clone() for p in previous]
     model.backward(dlogits, parts, buffers[:3], buffers[3:], beta=0.7, hidden_hook=backward_hook)
@@ -92,8 +92,8 @@ def test_backward_with_beta_zero_ignores_the_old_buffer_content():
     model = BatchedMLP.initialize([3, 4, 2], [0, 1], "he_normal")
     x, y = torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1])
     parts = [InputPart(slice(0, 2), x)]
-    logits = model.forward(parts)
-    dlogits = (torch.softmax(logits, -1) - F.one_hot(y, 2)) / 5
+    logits = model.forward(parts).transpose(1, 2)
+    dlogits = ((torch.softmax(logits, -1) - F.one_hot(y, 2)) / 5).transpose(1, 2).contiguous()
     garbage = [torch.full_like(p, float("nan")) for p in model.parameters()]
     model.backward(dlogits.clone(), parts, garbage[:2], garbage[2:], beta=0.0)
     assert all(torch.isfinite(g).all() for g in garbage)
@@ -110,3 +110,15 @@ def test_evaluate_sums_equal_a_direct_computation_over_chunks():
         assert sums["loss_sum"][v].item() == pytest.approx(F.cross_entropy(z, y, reduction="sum").item(), rel=1e-5)
         assert sums["error_count"][v].item() == int((z.argmax(1) != y).sum())
         assert torch.allclose(sums["hidden_sum"][0][v].float(), h.sum(0), rtol=1e-5)
+
+
+def test_an_example_is_misclassified_unless_its_true_logit_is_strictly_the_largest():
+    # class-major (V=1, C=3, n=5); example columns: right, right, three-way tie, wrong, NaN
+    logits = torch.tensor([[[2.0, 0.0, 1.0, 1.0, float("nan")],
+                            [1.0, 3.0, 1.0, 0.5, 0.0],
+                            [0.0, 0.0, 1.0, 0.0, 0.0]]])
+    y = torch.tensor([0, 1, 0, 1, 0])
+    assert misclassified(logits, y).tolist() == [[False, False, True, True, True]]
+    z = torch.randn(2, 10, 50, dtype=torch.float64)                 # no ties: agrees with argmax
+    labels = torch.randint(0, 10, (50,))
+    assert torch.equal(misclassified(z, labels), z.argmax(1) != labels)

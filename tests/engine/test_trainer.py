@@ -338,3 +338,18 @@ def test_the_six_table9_methods_train_together_on_mnist(data_dir):
         rec = trainer.train_epoch()
     assert (rec.metrics["test_error"] < 0.12).all(), rec.metrics["test_error"]
     assert not rec.metrics["diverged"].any()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_net_without_hidden_layers_with_input_dropout_equals_a_plain_torch_run(optimizer, small_dataset):
+    method = MethodConfig("softmax-regression", l2=1e-2, dropout_input=0.3)
+    cfg = _study(method, optimizer, hidden=())
+    ds = _dataset_as(small_dataset, torch.float64)
+    trainer = Trainer(cfg, ds, dtype=torch.float64)
+    for _ in range(N_EPOCHS):
+        trainer.train_epoch()
+    ref = ReferenceRun(cfg, cfg.methods[1], SEEDS[1], ds.x_train, ds.y_train, 3, dtype=torch.float64)
+    for _ in range(N_EPOCHS):
+        ref.train_epoch()
+    assert _rel_err(trainer.model.weights[0][3], ref.linears[0].weight.detach().T) <= 1e-10
+    assert np.isnan(trainer._evaluate(ds.x_val, ds.y_val)["mean_activation"]).all()

@@ -46,7 +46,7 @@ from reglab.config import MethodConfig, StudyConfig
 from reglab.data.dataset import Dataset
 from reglab.engine import regularizers as R
 from reglab.engine.early_stopping import EarlyStopping
-from reglab.engine.mlp import DROPOUT_STREAM, ORDER_STREAM, BatchedMLP, InputPart, cross_entropy_per_example, stream_seed
+from reglab.engine.mlp import DROPOUT_STREAM, ORDER_STREAM, BatchedMLP, InputPart, misclassified, stream_seed
 from reglab.engine.optim import SGD, Adam
 from reglab.engine.schedules import learning_rate, momentum
 from reglab.errors import ReglabError
@@ -156,8 +156,6 @@ class Trainer:
                                                for m in ms])
         self._l2_span = _span(self._l2_runs)
         self._l2_half = torch.tensor([0.5 * m.l2 for m in ms], dtype=dtype, device=self.device)[self._l2_span]
-        self._thresholds = {p: R.lane_thresholds(p, self.device)
-                            for p in {m.dropout_input for m in ms} | {m.dropout_hidden for m in ms} if p > 0}
         self._dropout_bits: list[torch.Tensor] = []                  # this step's raw words, one per dropout run
         self._hidden_keep: dict[tuple[int, int], torch.Tensor] = {}  # this step's (Vr, b, H) keep * scale
         self._kl_running: dict[tuple[int, int], torch.Tensor] = {}   # (run, layer) -> (Vr, H) moving average
@@ -335,7 +333,7 @@ class Trainer:
             gy = torch.linspace(float(lo[1] - pad[1]), float(hi[1] + pad[1]), GRID_SIZE, device=self.device)
             xx, yy = torch.meshgrid(gx, gy, indexing="xy")
             logits, _ = self.model.forward_eval(torch.stack([xx.flatten(), yy.flatten()], 1))
-            probs = torch.softmax(logits, -1)[..., 1 % self.n_classes]
+            probs = torch.softmax(logits, dim=1)[:, 1 % self.n_classes]
             out["grid_xx"], out["grid_yy"] = xx.cpu().numpy(), yy.cpu().numpy()
             out["grid_probs"] = probs.reshape(self.n_variants, GRID_SIZE, GRID_SIZE).cpu().numpy()
             for k in ("x_train", "y_train", "x_val", "y_val"):
@@ -410,16 +408,16 @@ class Trainer:
         logits = self.model.forward(parts, self._hidden_forward)
 
         # loss, error and dLoss/dlogits; a non-finite loss freezes its variant
-        logp = torch.log_softmax(logits, dim=-1)
-        y_idx = y.view(1, b, 1).expand(self.n_variants, b, 1)
-        loss = logp.gather(2, y_idx).mean((1, 2)).neg_()
+        logp = torch.log_softmax(logits, dim=1)                # logits are (V, C, b)
+        y_idx = y.view(1, 1, b).expand(self.n_variants, 1, b)
+        loss = logp.gather(1, y_idx).mean((1, 2)).neg_()
         torch.where(training, loss, self._nan, out=self._loss_rec[i])
-        torch.sum(logits.argmax(-1) != y, dim=1, out=self._error_rec[i])
+        torch.sum(misclassified(logits, y), dim=1, out=self._error_rec[i])
         training &= torch.isfinite(loss)
         if self._logging:
             self._penalty_rec[i] = self._penalty_value(t)
         dlogits = logp.exp_()                                   # softmax
-        dlogits.scatter_add_(2, y_idx, self._minus_ones(b))     # - one-hot
+        dlogits.scatter_add_(1, y_idx, self._minus_ones(b))     # - one-hot
         dlogits.mul_(1.0 / b).masked_fill_(~training.view(-1, 1, 1), 0.0)
 
         # backward: SGD accumulates straight into the momentum buffers
@@ -505,7 +503,7 @@ class Trainer:
             words = R.random_words(b * width)
             if name == which:
                 bits = self._dropout_bits[r][:, offset:offset + words]
-                return R.keep_mask_from_bits(bits, b * width, p, self._thresholds[p]).view(-1, b, width)
+                return R.keep_mask_from_bits(bits, b * width, p).view(-1, b, width)
             offset += words
         raise KeyError(which)
 
@@ -575,7 +573,7 @@ class Trainer:
     def _minus_ones(self, b: int) -> torch.Tensor:
         key = ("minus-ones", b)
         if key not in self._scratch:
-            self._scratch[key] = torch.full((self.n_variants, b, 1), -1.0, dtype=self.dtype, device=self.device)
+            self._scratch[key] = torch.full((self.n_variants, 1, b), -1.0, dtype=self.dtype, device=self.device)
         return self._scratch[key]
 
     def _buffer(self, key: tuple, shape: tuple, dtype: torch.dtype | None = None) -> torch.Tensor:
