@@ -87,6 +87,25 @@ def test_shards_merged_in_variant_order_equal_one_batched_model_of_the_whole_stu
 
 
 @pytest.mark.slow
+def test_a_shard_that_finished_early_merges_as_the_engine_reports_stopped_variants(dataset):
+    from reglab.config import MethodConfig
+
+    # min_delta 10 nats: nothing after epoch 1 is an improvement, so "es" stops after epoch 2
+    es = MethodConfig("es", lr=0.05, early_stopping=True, patience=1, min_delta=10.0, monitor="val_loss")
+    cfg = tiny_study(methods=(MethodConfig("l2", lr=0.05, l2=1e-3), es), n_epochs=4)
+    parts = split_study(cfg, ("method",))
+    local = LocalExecutor(threads=1)
+    local.open(dataset)
+    steps = local.advance({k: sub for k, sub in parts}, n_epochs=cfg.n_epochs)
+    assert len(steps["es"].records) == 2 and steps["es"].done
+    whole = local.advance({"whole": cfg}, n_epochs=cfg.n_epochs)["whole"].records
+    merged = merge_records(cfg, [(sub, steps[k].records) for k, sub in parts])
+    assert len(merged) == len(whole) == 4
+    for rec, ref in zip(merged, whole):
+        for k in ("val_error", "val_loss", "train_loss", "test_error", "active", "diverged"):
+            np.testing.assert_array_equal(rec.metrics[k], ref.metrics[k], err_msg=f"epoch {rec.epoch} {k}")
+
+
 def test_a_worker_killed_mid_trial_is_retried_and_the_result_is_unchanged(ray_session, pair, dataset, tmp_path):
     marker = tmp_path / "killed-once"
 

@@ -289,21 +289,27 @@ class MergedRecord:
 def merge_records(cfg: StudyConfig, parts: list[tuple[StudyConfig, list]]) -> list[MergedRecord]:
     """Per-epoch records of the whole study, variants in ``cfg.variants()`` order.
 
-    A shard whose trainer finished early (every variant stopped) has no records for the
-    later epochs; those epochs then hold only the other shards' variants, and are dropped,
-    because a record must hold every variant. The study is complete when every shard ran
-    every epoch.
+    A shard whose trainer finished early (every variant stopped or diverged) has no records
+    for the later epochs. Its variants then get what the engine reports for a variant that
+    does not train: NaN for every number (losses too), ``active`` false, ``diverged`` as
+    it last was. Nothing is invented.
     """
     index = {(m.name, s): v for v, m, s in cfg.variants()}
-    n_epochs = min(len(recs) for _, recs in parts)
+    n_epochs = max(len(recs) for _, recs in parts)
     out = []
     for e in range(n_epochs):
-        first = parts[0][1][e]
-        metrics = {k: np.empty(cfg.n_variants, dtype=np.asarray(first.metrics[k]).dtype) for k in first.metrics}
+        first = next(recs[e] for _, recs in parts if len(recs) > e)
         n_steps = len(first.steps)
-        loss_data = np.empty((n_steps, cfg.n_variants))
-        loss_penalty = np.empty((n_steps, cfg.n_variants))
+        metrics = {k: np.full(cfg.n_variants, np.nan) if np.asarray(v).dtype.kind == "f"
+                   else np.zeros(cfg.n_variants, dtype=np.asarray(v).dtype) for k, v in first.metrics.items()}
+        loss_data = np.full((n_steps, cfg.n_variants), np.nan)
+        loss_penalty = np.full((n_steps, cfg.n_variants), np.nan)
         for sub, recs in parts:
+            if len(recs) <= e:  # finished earlier: keep NaN / false, carry `diverged`
+                for v, m, s in sub.variants():
+                    if "diverged" in metrics and recs:
+                        metrics["diverged"][index[(m.name, s)]] = np.asarray(recs[-1].metrics["diverged"])[v]
+                continue
             rec = recs[e]
             if not np.array_equal(rec.steps, first.steps):
                 raise ReglabError("shards logged different steps; they cannot be merged. "

@@ -118,7 +118,7 @@ def summarize(base: StudyConfig, records: list[dict]) -> tuple[StudyConfig, dict
             "best_value": best["value"] if best else None,
             "best_params": best["params"] if best else None,
             "preset_value": default["value"] if default else None,
-            "preset_params": {k: getattr(m, k) for k in (best or {"params": {}})["params"]},
+            "preset_params": {k: getattr(m, k) for k in best["params"]} if best else {},
         }
         tuned_methods.append(dataclasses.replace(m, **{k: float(v) for k, v in best["params"].items()})
                              if best else m)

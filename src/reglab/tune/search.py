@@ -440,7 +440,8 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
             write_plots(out_dir, records, spaces)
             meta["sessions"].append({"started": meta.pop("_session_started"), "ended": now_iso(),
                                      "wall_s": time.perf_counter() - start, "status": status,
-                                     "trials_told": dict(told), "executor": executor_info})
+                                     "trials_told": dict(told), "sampler": sampler, "pruner": pruner,
+                                     "executor": executor_info})
             _write_meta(out_dir, meta, status=status, methods=methods, failed=failed)
     say(preset_vs_tuned_table(methods))
     if failed:
