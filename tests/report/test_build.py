@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,32 +27,26 @@ def _digests(run_dir: Path) -> dict[str, str]:
             and "figures" not in p.relative_to(run_dir).parts}
 
 
-def test_building_the_report_changes_no_file_of_the_run(tmp_path):
-    write_synthetic_run(tmp_path, pointcloud_config(n_epochs=4), steps_per_epoch=3)
-    before = _digests(tmp_path)
-    assert build_report(tmp_path) == tmp_path / "report.html"
-    assert _digests(tmp_path) == before
-
-
-def test_the_report_imports_neither_the_engine_nor_the_runner(pointcloud_run, tmp_path):
-    run_copy = tmp_path / "run"
-    shutil.copytree(pointcloud_run, run_copy)
-    code = ("import sys; from reglab.report import build_report; build_report(sys.argv[1]); "
-            "bad = sorted(m for m in sys.modules if m.startswith(('reglab.engine', 'reglab.study'))); "
-            "print(bad); sys.exit(1 if bad else 0)")
-    res = subprocess.run([sys.executable, "-c", code, str(run_copy)], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
-
-
-def test_figures_of_an_earlier_build_that_this_build_does_not_draw_are_removed(tmp_path):
-    write_synthetic_run(tmp_path, pointcloud_config(n_epochs=4), steps_per_epoch=3)
+def test_the_report_writes_its_own_files_only_and_drops_stale_figures(tmp_path):
+    write_synthetic_run(tmp_path, pointcloud_config(n_epochs=4, seeds=(0,)), steps_per_epoch=3)
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "from_an_older_version.png").write_bytes(b"old")
     (tmp_path / "figures" / "notes.txt").write_text("kept: not a figure")
-    build_report(tmp_path)
+    before = _digests(tmp_path)
+    assert build_report(tmp_path) == tmp_path / "report.html"
+    assert _digests(tmp_path) == before
     names = {p.name for p in (tmp_path / "figures").iterdir()}
     assert "from_an_older_version.png" not in names and "notes.txt" in names
-    assert {f"{n}.png" for n in POINTCLOUD_FIGURES} <= names
+    assert names == {f"{n}.{ext}" for n in POINTCLOUD_FIGURES for ext in ("png", "svg")} | {"notes.txt"}
+
+
+def test_the_report_imports_neither_the_engine_nor_the_runner(tmp_path):
+    write_synthetic_run(tmp_path, pointcloud_config(n_epochs=3, seeds=(0,)), steps_per_epoch=3)
+    code = ("import sys; from reglab.report import build_report; build_report(sys.argv[1]); "
+            "bad = sorted(m for m in sys.modules if m.startswith(('reglab.engine', 'reglab.study'))); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_summary_md_holds_the_tables_beside_the_paper(mnist_report):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -22,12 +23,16 @@ def _one_line(capsys) -> tuple[str, str]:
     return out, lines[0]
 
 
-def test_a_complete_run_exits_0_and_prints_the_reports_path(tmp_path, capsys):
-    write_synthetic_run(tmp_path, mnist_config(n_epochs=3), steps_per_epoch=4)
-    assert main(["report", str(tmp_path)]) == 0
+def test_a_complete_run_exits_0_and_a_rebuild_writes_byte_identical_files(mnist_report, tmp_path, capsys):
+    run_copy = tmp_path / "run"
+    shutil.copytree(mnist_report.parent, run_copy)
+    assert main(["report", str(run_copy)]) == 0
     out, err = capsys.readouterr()
-    assert out.strip() == str(tmp_path / "report.html") and err == ""
-    assert "This run is incomplete" not in (tmp_path / "report.html").read_text()
+    assert out.strip() == str(run_copy / "report.html") and err == ""
+    for p in sorted((mnist_report.parent / "figures").iterdir()):
+        assert (run_copy / "figures" / p.name).read_bytes() == p.read_bytes(), p.name
+    assert (run_copy / "summary.md").read_bytes() == (mnist_report.parent / "summary.md").read_bytes()
+    assert "This run is incomplete" not in (run_copy / "report.html").read_text()
 
 
 @pytest.mark.parametrize("make, expected", [

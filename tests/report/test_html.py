@@ -113,7 +113,7 @@ def test_the_setup_section_says_how_to_reproduce_the_run(mnist_report, mnist_run
     for hp in ("l2", "l1_start", "kl_rho", "max_norm", "dropout_input", "dropout_hidden", "momentum", "lr_schedule",
                "nesterov", "beta2"):
         assert re.search(rf"\b{hp}\b", text), hp
-    for formula in ("(λ/2)·Σ w²", "λ₁·Σ |w|", "KL(ρ ‖ ρ̂ⱼ)", "wⱼ ← wⱼ·min(1, c/‖wⱼ‖₂)", "Inverted dropout"):
+    for formula in ("(λ/2)·Σ w²", "λ₁·Σ |w|", "KL(ρ ‖ qⱼ)", "wⱼ ← wⱼ·min(1, c/‖wⱼ‖₂)", "Inverted dropout"):
         assert formula in text, formula
     for env in ("2.13.0+cpu", "Synthetic CPU @ 2.0GHz", "total wall time of the study", "150.0 s"):
         assert env in text, env

@@ -120,13 +120,17 @@ def _has(values: np.ndarray) -> bool:
     return values.size > 0 and bool(np.isfinite(values).any())
 
 
+BAND_ALPHA = 0.18          # one method per panel
+OVERLAY_BAND_ALPHA = 0.08  # many methods on one axis: stacked bands would turn grey and hide the lines
+
+
 def _plot_band(ax, x, values: np.ndarray, color: str, label: str | None = None, *, ls: str = "-",
-               scale: float = 1.0, lw: float | None = None):
+               scale: float = 1.0, lw: float | None = None, alpha: float = BAND_ALPHA):
     """Mean over seeds as a line, 95% t-interval as a band (several seeds only)."""
     mean, lo, hi = band(values * scale)
-    ax.plot(x, mean, color=color, ls=ls, label=label, lw=lw)
+    ax.plot(x, mean, color=color, ls=ls, label=label, lw=lw, zorder=3)
     if values.shape[0] > 1:
-        ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+        ax.fill_between(x, lo, hi, color=color, alpha=alpha, lw=0, zorder=2)
 
 
 def _ema(x: np.ndarray, span: int) -> np.ndarray:
@@ -239,7 +243,7 @@ def loss_iter_overlay(d: Digest) -> FigureSpec | None:
     ax = fig.subplots()
     for m in methods:
         smooth = np.vstack([_ema(row, _span(len(m.iter_steps))) for row in m.iter_loss_data])
-        _plot_band(ax, m.iter_steps, smooth, m.color, m.name)
+        _plot_band(ax, m.iter_steps, smooth, m.color, m.name, alpha=OVERLAY_BAND_ALPHA)
     _log_y(ax)
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats/example)")
@@ -281,7 +285,7 @@ def loss_epoch_overlay(d: Digest) -> FigureSpec | None:
     axes = fig.subplots(1, 2, sharey=True)
     for ax, key, title in zip(axes, ("train_loss", "val_loss"), ("training loss", "validation loss")):
         for m in d.methods:
-            _plot_band(ax, x, m.curves[key], m.color, m.name)
+            _plot_band(ax, x, m.curves[key], m.color, m.name, alpha=OVERLAY_BAND_ALPHA)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         _log_y(ax)
@@ -341,7 +345,7 @@ def val_error_overlay(d: Digest) -> FigureSpec | None:
     fig = Figure(figsize=(8.0, 4.0), layout="constrained")
     ax = fig.subplots()
     for m in d.methods:
-        _plot_band(ax, x, m.curves["val_error"], m.color, m.name, scale=100.0)
+        _plot_band(ax, x, m.curves["val_error"], m.color, m.name, scale=100.0, alpha=OVERLAY_BAND_ALPHA)
     _zoom_errors([ax], [m.curves["val_error"] * 100.0 for m in d.methods])
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation error (%)")
@@ -573,6 +577,14 @@ def _fractions(h: np.ndarray) -> np.ndarray:
     return np.mean(h / np.where(tot > 0, tot, 1.0), axis=0)
 
 
+def kl_least_penalty_activation(rho: float) -> float:
+    """The mean activation m at which reglab's KL penalty is least: q(m) = m/(1+m) = rho, so rho/(1-rho).
+
+    reglab.engine.regularizers.squash maps a ReLU unit's mean activation into (0, 1) before the KL.
+    """
+    return rho / (1.0 - rho)
+
+
 def hidden_activation(d: Digest) -> FigureSpec | None:
     a = d.run.analysis
     if "hidden_mean_activation" not in a:
@@ -582,28 +594,31 @@ def hidden_activation(d: Digest) -> FigureSpec | None:
         return None
     act = a["hidden_mean_activation"].astype(float)
     others = [m for m in d.methods if m not in kl][:1]
-    fig, axes = _grid(len(kl), ncols=2, w=4.6, h=3.0)
+    fig, axes = _grid(len(kl), ncols=2, w=4.8, h=3.2, sharex=False)
     for ax, m in zip(axes, kl):
         rho = float(m.hyperparameters.get("kl_rho", 0.05))
+        target = kl_least_penalty_activation(rho)
         vals = act[m.variants].ravel()
-        pool = [vals] + [act[o.variants].ravel() for o in others]
-        hi = max(float(np.nanmax(p)) for p in pool) if pool else 1.0
-        bins = np.linspace(0.0, hi * 1.02 + 1e-12, 40)
+        pool = np.concatenate([vals] + [act[o.variants].ravel() for o in others])
+        pool = pool[np.isfinite(pool)]
+        hi = float(np.quantile(pool, 0.99)) if pool.size else 1.0
+        bins = np.linspace(0.0, max(hi, 2 * target) * 1.05, 40)
         for o in others:
-            ax.hist(act[o.variants].ravel(), bins=bins, color=o.color, alpha=0.35,
+            ax.hist(np.clip(act[o.variants].ravel(), 0, bins[-1]), bins=bins, color=o.color, alpha=0.35,
                     label=f"{o.name} (no KL)", density=True)
-        ax.hist(vals, bins=bins, color=m.color, alpha=0.75, label=m.name, density=True)
-        ax.axvline(rho, color="black", ls="--", lw=1.4, label=f"target ρ = {rho:g}")
-        ax.axvline(float(np.nanmean(vals)), color=m.color, ls="-", lw=1.4,
-                   label=f"mean = {np.nanmean(vals):.3g}")
+        ax.hist(np.clip(vals, 0, bins[-1]), bins=bins, color=m.color, alpha=0.75, label=m.name, density=True)
+        ax.axvline(target, color="black", ls="--", lw=1.4, label=f"target ρ/(1−ρ) = {target:.3g} (ρ = {rho:g})")
+        ax.axvline(float(np.nanmean(vals)), color=m.color, ls="-", lw=1.6,
+                   label=f"{m.name} mean = {np.nanmean(vals):.3g}")
         ax.set_title(m.name, color=m.color, fontweight="bold")
         ax.set_xlabel("mean activation of a first-layer hidden unit")
         ax.set_ylabel("density")
         ax.legend(frameon=False)
     n_units = act.shape[1]
-    cap = (f"Mean activation of each of the {n_units} first-layer hidden units over the training data, every seed "
-           "pooled, for the KL-sparsity method, against its target ρ (dashed). The KL penalty pulls each unit's "
-           "average activation towards ρ.")
+    cap = (f"Mean ReLU output of each of the {n_units} first-layer hidden units over the training data (every seed "
+           "pooled; the last bin also holds larger values) for the KL-sparsity method. The penalty compares ρ "
+           "with q = m/(1+m), the unit's mean activation m squashed into (0, 1), so it pulls each unit towards "
+           "m = ρ/(1−ρ) (dashed).")
     if others:
         cap += f" {others[0].name}, without the penalty, shown faint for comparison."
     return FigureSpec("hidden_activation", "Hidden-unit activation under KL sparsity", cap, fig, "inside")

@@ -201,14 +201,15 @@ def regularizer_formulas(m: MethodData) -> list[str]:
     if _f(hp, "kl_beta") > 0:
         rho = _f(hp, "kl_rho", 0.05)
         ema = _f(hp, "kl_ema")
-        avg = (f"an exponential moving average (decay {ema:g}) of the batch mean" if ema > 0
-               else "the batch mean")
-        out.append(f"KL sparsity β·Σⱼ KL(ρ ‖ ρ̂ⱼ) = β·Σⱼ [ρ·log(ρ/ρ̂ⱼ) + (1−ρ)·log((1−ρ)/(1−ρ̂ⱼ))], "
-                   f"β = {_f(hp, 'kl_beta'):g}, target ρ = {rho:g}; ρ̂ⱼ is {avg} of hidden unit j's "
-                   "activation, squashed into (0, 1) for ReLU units (see reglab.engine.regularizers).")
+        avg = (f"an exponential moving average (decay {ema:g}) of the minibatch mean" if ema > 0
+               else "the minibatch mean")
+        out.append(f"KL sparsity β·Σⱼ KL(ρ ‖ qⱼ) = β·Σⱼ [ρ·log(ρ/qⱼ) + (1−ρ)·log((1−ρ)/(1−qⱼ))] over hidden units, "
+                   f"β = {_f(hp, 'kl_beta'):g}, ρ = {rho:g}; qⱼ = mⱼ/(1+mⱼ) squashes mⱼ, {avg} of unit j's "
+                   f"ReLU output, into (0, 1), so the penalty is least at mⱼ = ρ/(1−ρ) = {rho / (1 - rho):.3g}.")
     c = _f(hp, "max_norm", math.inf)
     if 0 < c < math.inf:
-        out.append(f"Max-norm: after every update each hidden unit's incoming weight vector is projected, "
+        which = "every unit's" if hp.get("max_norm_output") else "each hidden unit's"
+        out.append(f"Max-norm: after every update {which} incoming weight vector is projected, "
                    f"wⱼ ← wⱼ·min(1, c/‖wⱼ‖₂), c = {c:g}.")
     p_in, p_hid = _f(hp, "dropout_input"), _f(hp, "dropout_hidden")
     if p_in > 0 or p_hid > 0:
@@ -228,13 +229,16 @@ def optimizer_text(d: Digest, m: MethodData) -> str:
     opt = str(d.run.config.get("optimizer", "sgd"))
     lr = _f(hp, "lr", 0.05)
     sched = str(hp.get("lr_schedule", "constant"))
-    s, dec = hp.get("lr_decay_steps", 0), _f(hp, "lr_decay", 1.0)
+    T, dec = hp.get("lr_decay_steps", 0), _f(hp, "lr_decay", 1.0)
+    # as reglab.engine.schedules: s = t − 1 updates done before update t
     schedule = {
-        "constant": f"η = {lr:g}",
-        "exponential": f"η_t = {lr:g}·{dec:g}^(t/{s})",
-        "inverse_t": f"η_t = {lr:g} / (1 + t/{s})",
-        "step": f"η_t = {lr:g}·{dec:g}^⌊t/{s}⌋",
-    }.get(sched, f"{sched} schedule from η₀ = {lr:g}")
+        "constant": f"learning rate η = {lr:g}",
+        "exponential": f"learning rate η_t = {lr:g}·{dec:g}^(s/{T})",
+        "inverse_t": f"learning rate η_t = {lr:g}/(1 + s/{T})",
+        "step": f"learning rate η_t = {lr:g}·{dec:g}^⌊s/{T}⌋",
+    }.get(sched, f"learning rate from {lr:g}, {sched} schedule")
+    if sched != "constant":
+        schedule += " with s = t − 1 updates done"
     if opt == "adam":
         return (f"Adam, {schedule}, β₁ = {_f(hp, 'beta1', 0.9):g}, β₂ = {_f(hp, 'beta2', 0.999):g}, "
                 f"ε = {_f(hp, 'eps', 1e-8):g} ({'inside' if hp.get('eps_inside_sqrt') else 'outside'} the square "
@@ -244,7 +248,10 @@ def optimizer_text(d: Digest, m: MethodData) -> str:
     ramp = int(hp.get("momentum_ramp_steps", 0) or 0)
     momentum = f"momentum μ = {mom:g}"
     if mom0 >= 0 and ramp > 0:
-        momentum = f"momentum rising linearly from {mom0:g} to {mom:g} over {ramp} steps"
+        if hp.get("momentum_ramp", "linear") == "exponential":
+            momentum = f"momentum μ_t = {mom:g} − {mom - mom0:g}·exp(−s/{ramp})"
+        else:
+            momentum = f"momentum rising linearly from {mom0:g} to {mom:g} over {ramp} steps"
     return f"SGD, {schedule}, {momentum}{', Nesterov' if hp.get('nesterov') else ''}."
 
 
