@@ -83,9 +83,9 @@ def check_page(browser: str, html_path: Path, *, timeout: float = 120.0) -> dict
                              f"stderr tail: {res.stderr[-2000:]}")
     verdict = json.loads(m.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">")
                          .replace("&amp;", "&"))
-    # console messages chromium logs itself (e.g. errors raised before any script ran)
-    verdict["logged_console_errors"] = [line for line in res.stderr.splitlines()
-                                        if "CONSOLE" in line and ("Error" in line or "error" in line)]
+    # every console message, as chromium logs it (without its level): the report has no script, so
+    # anything here came from the browser itself (a blocked request, a broken resource) or the probe
+    verdict["console"] = [line for line in res.stderr.splitlines() if ":CONSOLE" in line]
     return verdict
 
 

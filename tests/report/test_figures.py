@@ -9,7 +9,6 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from reglab.report import build_report
 from reglab.report import figures as F
 from reglab.report.digest import PALETTE, digest
 from reglab.results import load_run

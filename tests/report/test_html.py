@@ -113,7 +113,8 @@ def test_the_setup_section_says_how_to_reproduce_the_run(mnist_report, mnist_run
     for hp in ("l2", "l1_start", "kl_rho", "max_norm", "dropout_input", "dropout_hidden", "momentum", "lr_schedule",
                "nesterov", "beta2"):
         assert re.search(rf"\b{hp}\b", text), hp
-    for formula in ("(λ/2)·Σ w²", "λ₁·Σ |w|", "KL(ρ ‖ qⱼ)", "wⱼ ← wⱼ·min(1, c/‖wⱼ‖₂)", "Inverted dropout"):
+    for formula in ("(λ/2)·Σ w²", "λ₁·Σ |w|", "KL(ρ ‖ qⱼ)", "wⱼ ← wⱼ·min(1, c/‖wⱼ‖₂)",
+                    "Inverted dropout"):
         assert formula in text, formula
     for env in ("2.13.0+cpu", "Synthetic CPU @ 2.0GHz", "total wall time of the study", "150.0 s"):
         assert env in text, env
@@ -127,7 +128,7 @@ def test_a_headless_browser_decodes_every_image_without_errors(request, which, t
         pytest.skip("no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)")
     path = request.getfixturevalue(which)
     verdict = check_page(browser, path)
-    assert verdict["errors"] == [] and verdict["logged_console_errors"] == []
+    assert verdict["errors"] == [] and verdict["console"] == []
     assert verdict["images"] == len(parse(path).images) and verdict["undecoded"] == []
     assert min(verdict["widths"]) > 0
     shot = tmp_path / f"{which}.png"
@@ -151,3 +152,4 @@ def test_the_browser_probe_catches_a_broken_image_and_a_network_request(mnist_re
         bad.unlink()
     assert sorted(verdict["undecoded"]) == ["corrupt", "remote"]
     assert any("blocked by CSP: https://example.invalid/x.png" in e for e in verdict["errors"])
+    assert any("example.invalid" in line for line in verdict["console"])  # chromium's own CSP message

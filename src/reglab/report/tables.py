@@ -203,8 +203,8 @@ def regularizer_formulas(m: MethodData) -> list[str]:
         ema = _f(hp, "kl_ema")
         avg = (f"an exponential moving average (decay {ema:g}) of the minibatch mean" if ema > 0
                else "the minibatch mean")
-        out.append(f"KL sparsity β·Σⱼ KL(ρ ‖ qⱼ) = β·Σⱼ [ρ·log(ρ/qⱼ) + (1−ρ)·log((1−ρ)/(1−qⱼ))] over hidden units, "
-                   f"β = {_f(hp, 'kl_beta'):g}, ρ = {rho:g}; qⱼ = mⱼ/(1+mⱼ) squashes mⱼ, {avg} of unit j's "
+        out.append("KL sparsity β·Σⱼ KL(ρ ‖ qⱼ) = β·Σⱼ [ρ·log(ρ/qⱼ) + (1−ρ)·log((1−ρ)/(1−qⱼ))] over hidden "
+                   f"units, β = {_f(hp, 'kl_beta'):g}, ρ = {rho:g}; qⱼ = mⱼ/(1+mⱼ) squashes mⱼ, {avg} of unit j's "
                    f"ReLU output, into (0, 1), so the penalty is least at mⱼ = ρ/(1−ρ) = {rho / (1 - rho):.3g}.")
     c = _f(hp, "max_norm", math.inf)
     if 0 < c < math.inf:
