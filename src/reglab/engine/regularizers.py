@@ -135,7 +135,8 @@ def max_norm_(w: torch.Tensor, radius: float, frozen: torch.Tensor | None = None
     ``nn.Linear`` (weight (out, in)): ``torch.renorm(weight, 2, 0, c)``;
     Keras: ``constraints.MaxNorm(c, axis=0)`` on a Dense kernel (in, out).
     """
-    norms = torch.linalg.vector_norm(w, dim=1, keepdim=True)           # (V, 1, out)
+    # sum of squares over dim 1 then sqrt: linalg.vector_norm over a non-last dim is ~10x slower on the CPU
+    norms = torch.square(w).sum(dim=1, keepdim=True).sqrt_()            # (V, 1, out)
     factor = torch.clamp(radius / norms, max=1.0)
     if frozen is not None:
         factor.masked_fill_(frozen[:, None, None], 1.0)

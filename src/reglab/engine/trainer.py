@@ -227,7 +227,8 @@ class Trainer:
 
         # divergence: a non-finite loss during the epoch, or non-finite weights
         with torch.no_grad():
-            finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for p in self.model.parameters()]).all(0)
+            # a sum is finite iff every summand is (and a sum that overflows is divergence too)
+            finite = torch.stack([torch.isfinite(p.sum(dim=(1, 2))) for p in self.model.parameters()]).all(0)
             self._training &= finite
         trained_np = trained.cpu().numpy()
         newly_diverged = trained_np & ~self._training.cpu().numpy()
@@ -610,7 +611,7 @@ class Trainer:
         zero = torch.zeros(self.n_variants, dtype=torch.float64, device=self.device)
         total = 0
         for w in self.model.weights:
-            zero += (w.abs() < SPARSITY_THRESHOLD).flatten(1).sum(1)
+            zero += (w.abs() < SPARSITY_THRESHOLD).to(self.dtype).sum(dim=(1, 2))
             total += w[0].numel()
         nan = np.nan
         lr = self._lr.cpu().numpy()
