@@ -36,6 +36,7 @@ EXAMPLES = {
     "step_schedule_exponential_ramp": MethodConfig("stepped", lr_schedule="step", lr_decay=0.5, lr_decay_steps=15,
                                                    momentum=0.99, momentum_initial=0.5, momentum_ramp_steps=30,
                                                    momentum_ramp="exponential"),
+    "dropout_kl": MethodConfig("dropout+kl", dropout_hidden=0.3, kl_beta=0.02, kl_rho=0.2, kl_ema=0.5),
     "nesterov": MethodConfig("nesterov", nesterov=True),
     "nesterov_ramp": MethodConfig("nesterov_ramp", nesterov=True, momentum_initial=0.5, momentum_ramp_steps=30),
 }
@@ -57,7 +58,8 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-CASES = [(name, opt) for name in list(R.REGULARIZERS) + ["kl_sparsity_ema", "max_norm_output", "schedule_and_ramp",
+CASES = [(name, opt) for name in list(R.REGULARIZERS) + ["kl_sparsity_ema", "max_norm_output", "dropout_kl",
+                                                         "schedule_and_ramp",
                                                          "step_schedule_exponential_ramp", "nesterov", "nesterov_ramp"]
          for opt in ("sgd", "adam") if not (name.startswith("nesterov") and opt == "adam")]
 # float64 shows the batched math IS the reference's (differences ~1e-15); float32 shows what a study gets:
@@ -237,6 +239,9 @@ def test_a_diverging_variant_is_marked_and_frozen_while_the_others_finish(small_
         assert np.isfinite(r.metrics["val_loss"][0]) and r.metrics["active"][0]
         if r.epoch >= stop:
             assert np.isnan(r.metrics["val_loss"][1]) and r.metrics["diverged"][1] and not r.metrics["active"][1]
+    analysis = trainer.analysis()
+    assert analysis["diverged"].tolist() == [False, True]
+    assert np.isnan(analysis["weight_hist"][1]).all() and np.isfinite(analysis["weight_hist"][0]).all()
     # the healthy variant is untouched by its neighbour's explosion
     alone = Trainer(cfg.replace(methods=(fine,)), small_dataset)
     for _ in range(4):
@@ -266,6 +271,9 @@ def test_an_epoch_record_follows_the_contract(small_dataset):
     assert rec.metrics["lr"].tolist() == [0.05] * V
     rec2 = trainer.train_epoch()
     assert rec2.steps.tolist() == [9, 12, 15]
+    assert trainer.done
+    with pytest.raises(RuntimeError, match="done"):
+        trainer.train_epoch()
     rows = trainer.final_summary()["variants"]
     assert [r["method"] for r in rows] == [m.name for _, m, _ in cfg.variants()]
     assert set(rows[0]) >= {"test_error_last", "test_error_best_val", "best_val_error", "best_epoch",
@@ -353,3 +361,13 @@ def test_a_net_without_hidden_layers_with_input_dropout_equals_a_plain_torch_run
         ref.train_epoch()
     assert _rel_err(trainer.model.weights[0][3], ref.linears[0].weight.detach().T) <= 1e-10
     assert np.isnan(trainer._evaluate(ds.x_val, ds.y_val)["mean_activation"]).all()
+
+
+def test_lr_and_momentum_metrics_are_each_variants_own_schedule_values(small_dataset):
+    ramped = MethodConfig("ramped", lr=0.1, lr_schedule="inverse_t", lr_decay_steps=10,
+                          momentum=0.9, momentum_initial=0.5, momentum_ramp_steps=100)
+    cfg = StudyConfig(name="sched", hidden=(8,), n_epochs=2, batch_size=24, seeds=(0, 1),
+                      methods=(MethodConfig("flat", lr=0.05), ramped))
+    rec = Trainer(cfg, small_dataset).train_epoch()          # 10 steps: the last is step 10
+    assert rec.metrics["lr"].tolist() == pytest.approx([0.05, 0.05, 0.1 / 1.9, 0.1 / 1.9])
+    assert rec.metrics["momentum"].tolist() == pytest.approx([0.9, 0.9, 0.5 + 0.4 * 9 / 100, 0.5 + 0.4 * 9 / 100])

@@ -313,30 +313,35 @@ class Trainer:
         ``grid_xx``, ``grid_yy`` (G, G) and ``grid_probs`` (V, G, G), the
         predicted probability of class 1 on a grid over the data (+10% margin),
         and the points ``x_train``, ``y_train``, ``x_val``, ``y_val``.
+        ``diverged`` (V,) bool: these variants' rows are NaN (their weights
+        describe nothing), so use nan-aware means over seeds.
         """
         out: dict[str, np.ndarray] = {}
+        bad = torch.as_tensor(self.diverged, device=self.device)
         edges = torch.as_tensor(HIST_EDGES[1:-1], dtype=self.dtype, device=self.device)
         n_bins = len(HIST_EDGES) - 1
-        hist = torch.zeros(self.n_variants, n_bins, dtype=torch.int64, device=self.device)
+        hist = torch.zeros(self.n_variants, n_bins, dtype=torch.float64, device=self.device)
         for w in self.model.weights:
             idx = torch.bucketize(w.abs().flatten(1), edges, right=True)
-            hist.scatter_add_(1, idx, torch.ones_like(idx))
-        out["weight_hist"] = hist.cpu().numpy()
+            hist.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+        out["weight_hist"] = _nan_rows(hist, bad)
         out["weight_hist_edges"] = HIST_EDGES.copy()
+        out["diverged"] = self.diverged.copy()
         sums = self.model.evaluate(self.x_train, self.y_train, self.cfg.eval_batch_size)["hidden_sum"]
         if sums:
-            out["hidden_mean_activation"] = (sums[0] / max(self.n_train, 1)).cpu().numpy()
+            out["hidden_mean_activation"] = _nan_rows(sums[0] / max(self.n_train, 1), bad)
         if self.sizes[0] == 2:
             xs = torch.cat([self.x_train, self.x_val, self.x_test])
             lo, hi = xs.min(0).values, xs.max(0).values
             pad = 0.1 * (hi - lo)
-            gx = torch.linspace(float(lo[0] - pad[0]), float(hi[0] + pad[0]), GRID_SIZE, device=self.device)
-            gy = torch.linspace(float(lo[1] - pad[1]), float(hi[1] + pad[1]), GRID_SIZE, device=self.device)
+            grid = {"steps": GRID_SIZE, "device": self.device, "dtype": self.dtype}
+            gx = torch.linspace(float(lo[0] - pad[0]), float(hi[0] + pad[0]), **grid)
+            gy = torch.linspace(float(lo[1] - pad[1]), float(hi[1] + pad[1]), **grid)
             xx, yy = torch.meshgrid(gx, gy, indexing="xy")
             logits, _ = self.model.forward_eval(torch.stack([xx.flatten(), yy.flatten()], 1))
             probs = torch.softmax(logits, dim=1)[:, 1 % self.n_classes]
             out["grid_xx"], out["grid_yy"] = xx.cpu().numpy(), yy.cpu().numpy()
-            out["grid_probs"] = probs.reshape(self.n_variants, GRID_SIZE, GRID_SIZE).cpu().numpy()
+            out["grid_probs"] = _nan_rows(probs.reshape(self.n_variants, GRID_SIZE, GRID_SIZE), bad)
             for k in ("x_train", "y_train", "x_val", "y_val"):
                 out[k] = getattr(self, k).cpu().numpy()
         return out
@@ -525,7 +530,8 @@ class Trainer:
         for r, (sl, (_, p_h)) in enumerate(self._dropout_runs):
             if p_h > 0:
                 keep = self._keep_mask(r, layer, b)
-                keep_scaled = torch.mul(keep, R.keep_scale(p_h), out=self._buffer(("keep", r, layer, b), keep.shape))
+                scale = self._constant(R.keep_scale(p_h))  # a tensor: a Python float would round via float32
+                keep_scaled = torch.mul(keep, scale, out=self._buffer(("keep", r, layer, b), keep.shape))
                 h[sl].mul_(keep_scaled)
                 self._hidden_keep[(r, layer)] = keep_scaled
         if layer == 0 and self._kl_runs and self._logging:
@@ -570,6 +576,12 @@ class Trainer:
             if t > start * self.total_steps:
                 pen[sl] += sum(R.l1_penalty(w[sl], lam) for w in W)
         return pen
+
+    def _constant(self, value: float) -> torch.Tensor:
+        key = ("constant", value)
+        if key not in self._scratch:
+            self._scratch[key] = torch.tensor(value, dtype=self.dtype, device=self.device)
+        return self._scratch[key]
 
     def _minus_ones(self, b: int) -> torch.Tensor:
         key = ("minus-ones", b)
@@ -682,6 +694,13 @@ def _check_dataset(cfg: StudyConfig, ds: Dataset) -> None:
     if ds.x_val.shape[0] == 0 and any(m.early_stopping for m in cfg.methods):
         raise ReglabError("early stopping needs a validation split, but it is empty. "
                           "Fix: turn early_stopping off or keep a validation split.")
+
+
+def _nan_rows(x: torch.Tensor, bad: torch.Tensor) -> np.ndarray:
+    """float64 numpy copy of ``x`` (V, ...) with the rows of ``bad`` variants set to NaN."""
+    out = x.detach().double().cpu().numpy().copy()
+    out[bad.cpu().numpy()] = np.nan
+    return out
 
 
 def _span(runs: list[tuple[slice, Any]]) -> slice:
