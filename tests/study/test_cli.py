@@ -77,7 +77,7 @@ def test_bad_arguments_are_one_line_and_exit_status_2(capsys, argv, expected):
 
 def test_a_toml_study_runs_end_to_end_from_the_cli(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", "--config", _toml(tmp_path, GOOD), "--out", str(out), "--quiet"]) == 0
+    assert main(["run", "--config", _toml(tmp_path, GOOD), "--out", str(out), "--quiet", "--no-report"]) == 0
     assert capsys.readouterr().out == ""  # --quiet prints nothing
     run = load_run(out)
     assert run.complete and run.methods == ["l2", "dropout+max_norm"]
@@ -89,6 +89,7 @@ def test_the_pointcloud_smoke_study_runs_end_to_end_from_the_cli(tmp_path, capsy
     assert main(["run", "pointcloud", "--smoke", "--seeds", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "# resolved config" in printed and f"results in {out}" in printed
+    assert f"report at {out / 'report.html'}" in printed and (out / "report.html").is_file()
     run = load_run(out)
     assert run.complete
     assert run.methods == ["no_penalty", "l1", "l2", "early_stopping"]
@@ -104,7 +105,7 @@ def test_the_pointcloud_smoke_study_runs_end_to_end_from_the_cli(tmp_path, capsy
 def test_every_mnist_preset_runs_in_smoke_mode_on_the_shared_copy(tmp_path, preset):
     out = tmp_path / "run"
     assert main(["run", "mnist", "--preset", preset, "--smoke", "--seeds", "2", "--device", "cpu",
-                 "--out", str(out), "--data-dir", DATA_DIR, "--quiet"]) == 0
+                 "--out", str(out), "--data-dir", DATA_DIR, "--quiet", "--no-report"]) == 0
     run = load_run(out)
     assert run.complete and len(run.methods) == 6
     ds = read_json(out / "dataset.json")
@@ -155,10 +156,10 @@ def test_a_run_killed_mid_epoch_resumes_to_exactly_the_uninterrupted_metrics(tmp
     cfg.write_text(KILL_STUDY)
     whole, cut = tmp_path / "whole", tmp_path / "cut"
 
-    p = _reglab("run", "--config", str(cfg), "--out", str(whole), "--quiet")
+    p = _reglab("run", "--config", str(cfg), "--out", str(whole), "--quiet", "--no-report")
     assert p.wait(timeout=300) == 0, p.stderr.read()
 
-    p = _reglab("run", "--config", str(cfg), "--out", str(cut), "--quiet")
+    p = _reglab("run", "--config", str(cfg), "--out", str(cut), "--quiet", "--no-report")
     # wait for the epoch-2 checkpoint and the epoch-3 shard: the process is then inside epoch 4
     deadline = time.time() + 300
     while not (cut / "metrics" / "epoch-00003.csv").exists():
@@ -172,7 +173,7 @@ def test_a_run_killed_mid_epoch_resumes_to_exactly_the_uninterrupted_metrics(tmp
     assert (cut / ".lock").exists()                 # and its lock is left behind, owner dead
     assert (cut / "checkpoints" / "latest").read_text().strip() == "epoch-00002.pt"
 
-    r = _reglab("run", "--resume", str(cut), "--quiet")
+    r = _reglab("run", "--resume", str(cut), "--quiet", "--no-report")
     assert r.wait(timeout=300) == 0, r.stderr.read()
 
     for name in ("metrics_epoch.csv", "metrics_iter.csv"):

@@ -269,7 +269,8 @@ def test_each_method_is_timed_alone(tmp_path, stand_in):
 def test_the_resolved_config_and_a_summary_table_are_printed(tmp_path, stand_in, capsys):
     runner.run_study(_cfg(n_epochs=1), out_dir=tmp_path / "run", progress=False)
     out = capsys.readouterr().out
-    assert "# resolved config" in out and 'name = "plumbing"' in out
+    assert "# resolved config" in out and "name=plumbing" in out
+    assert "method l2: l2=0.001" in out and "method l1: l1=0.0001" in out
     assert "test error %" in out and f"results in {tmp_path / 'run'}" in out
 
 

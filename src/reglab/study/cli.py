@@ -45,6 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, metavar="N", help="override the number of epochs")
     p.add_argument("--smoke", action="store_true", help="tiny mode: a few hundred examples, at most 2 epochs")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors (for CI)")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip report.html (build it later with `reglab report RUN_DIR`)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="where to train (default: the study's)")
     p.add_argument("--allow-checksum-mismatch", action="store_true",
                    help="use dataset files whose checksums differ from the published ones (recorded as such)")
@@ -88,7 +90,7 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     run_study(cfg, out_dir=args.resume or args.out, data_dir=data_dir, cache_dir=cache_dir,
               resume=bool(args.resume), quiet=args.quiet, progress=not args.quiet,
               allow_checksum_mismatch=args.allow_checksum_mismatch,
-              command=command_line(args))
+              command=command_line(args), report=not args.no_report)
     return 0
 
 
@@ -100,7 +102,7 @@ def command_line(args: argparse.Namespace) -> str:
         val = getattr(args, opt)
         if val is not None:
             parts += ["--" + opt.replace("_", "-"), str(val)]
-    for flag in ("smoke", "quiet", "allow_checksum_mismatch"):
+    for flag in ("smoke", "quiet", "no_report", "allow_checksum_mismatch"):
         if getattr(args, flag):
             parts.append("--" + flag.replace("_", "-"))
     return shlex.join(parts)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from reglab import __version__
-from reglab.config import StudyConfig, study_from_dict, to_toml
+from reglab.config import MethodConfig, StudyConfig, study_from_dict, to_toml
 from reglab.data.dataset import Dataset
 from reglab.errors import ReglabError
 from reglab.results import (MANIFEST, RunLock, RunWriter, atomic_write_bytes, atomic_write_text,
@@ -57,7 +57,7 @@ HEADLINE = ("test_error", "val_error")  # scalars compared pairwise between meth
 def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, data_dir: str | Path | None = None,
               cache_dir: str | Path | None = None, resume: bool = False, quiet: bool = False,
               progress: bool = True, allow_checksum_mismatch: bool = False, command: str | None = None,
-              time_methods: bool = True) -> Path:
+              time_methods: bool = True, report: bool = True) -> Path:
     """Train every (method, seed) of `cfg` as one batched model and write the run directory.
 
     Args:
@@ -70,6 +70,7 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
         progress: show the tqdm progress bar (epoch, ETA, best validation error so far).
         command: the command line that started the run, stored in the manifest.
         time_methods: time each method's variants alone after the study (timing.json).
+        report: build report.html at the end (when the report package is installed).
 
     Returns:
         The run directory.
@@ -96,7 +97,7 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
         return _run_locked(cfg, run_dir, data_dir=data_dir, cache_dir=cache_dir, resume=resume, say=say,
                            show_progress=progress and not quiet,
                            allow_checksum_mismatch=allow_checksum_mismatch, command=command,
-                           time_methods=time_methods)
+                           time_methods=time_methods, report=report)
 
 
 def default_run_dir(study_name: str, root: str | Path = "runs") -> Path:
@@ -113,7 +114,7 @@ def default_run_dir(study_name: str, root: str | Path = "runs") -> Path:
 # the run
 
 def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume: bool, say, show_progress: bool,
-                allow_checksum_mismatch: bool, command: str | None, time_methods: bool) -> Path:
+                allow_checksum_mismatch: bool, command: str | None, time_methods: bool, report: bool) -> Path:
     from reglab.data import load_dataset  # the data package loads lazily: it is large and optional for tests
     from reglab.engine import Trainer
 
@@ -128,7 +129,7 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     say(f"reglab: {'resuming' if resume else 'running'} study {cfg.name!r} "
         f"({len(cfg.methods)} methods x {len(cfg.seeds)} seeds = {cfg.n_variants} variants, "
         f"{cfg.n_epochs} epochs) -> {run_dir}")
-    say("# resolved config\n" + to_toml(cfg))
+    say(resolved_config_text(cfg, run_dir))
 
     dataset = load_dataset(cfg.data, data_dir=data_dir, cache_dir=cache_dir,
                            allow_checksum_mismatch=allow_checksum_mismatch)
@@ -196,11 +197,26 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     writer.remove_shards()
 
     say(format_summary_table(summary))
-    report = _build_report(run_dir, say)
+    report_path = _build_report(run_dir, say) if report else None
     say(f"reglab: results in {run_dir}")
-    if report is not None:
-        say(f"reglab: report at {report}")
+    if report_path is not None:
+        say(f"reglab: report at {report_path}")
     return run_dir
+
+
+def resolved_config_text(cfg: StudyConfig, run_dir: Path) -> str:
+    """The resolved config, compactly: study and data fields, then each method's non-default settings."""
+    d = cfg.to_dict()
+    lines = ["# resolved config (every field: " + str(Path(run_dir) / "config.toml") + ")"]
+    lines.append("  " + ", ".join(f"{k}={v}" for k, v in d.items() if k not in ("data", "methods")))
+    # fields of the other kind of dataset have no effect: leave them out here (config.toml has them)
+    unused = ("n_points", "noise", "flip") if cfg.data.is_image else ("resolution",)
+    lines.append("  data: " + ", ".join(f"{k}={v}" for k, v in d["data"].items() if k not in unused))
+    defaults = MethodConfig(name="-").__dict__
+    for m in cfg.methods:
+        changed = {k: v for k, v in m.__dict__.items() if k != "name" and v != defaults[k]}
+        lines.append(f"  method {m.name}: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"))
+    return "\n".join(lines)
 
 
 def _progress_bar(total: int, initial: int, name: str):
