@@ -110,6 +110,8 @@ def test_the_setup_section_says_how_to_reproduce_the_run(mnist_report, mnist_run
     text = " ".join(parse(mnist_report).text)
     assert f"reglab run --config config.toml --seeds 3 --out {mnist_run}" in text
     assert "784-64-64-10 multilayer perceptron" in text
+    assert "mnist: 50,000 training, 10,000 validation and 10,000 test examples" in text
+    assert "checksums.train-images-idx3-ubyte.gz.sha256" in text  # provenance from dataset.json
     for hp in ("l2", "l1_start", "kl_rho", "max_norm", "dropout_input", "dropout_hidden", "momentum", "lr_schedule",
                "nesterov", "beta2"):
         assert re.search(rf"\b{hp}\b", text), hp

@@ -227,12 +227,14 @@ def loss_iter_per_method(d: Digest) -> FigureSpec | None:
     if any(m.l1_switch_fraction is not None for m in methods):
         key.append(("L1 switches on", {"ls": "--", "lw": 1.0}))
     _key_below(fig, key)
-    return FigureSpec(
-        "loss_iter_per_method", "Training loss per iteration, per method",
-        "Minibatch cross-entropy (the data term, log scale) at every logged step: raw values faint (one line "
-        "per seed), debiased exponential moving average bold. The dotted line is the penalty term the method "
-        "adds to the objective; the dashed line marks where late L1 switches on. " + _seeds_note(d),
-        fig, "training")
+    cap = ("Minibatch cross-entropy (the data term, log scale) at every logged step: raw values faint (one line "
+           "per seed), debiased exponential moving average bold.")
+    if len(key) > 2 and key[2][0].startswith("penalty"):
+        cap += " The dotted line is the penalty term the method adds to the objective (same units)."
+    if any(m.l1_switch_fraction is not None for m in methods):
+        cap += " The dashed line marks the step where late L1 switches on."
+    return FigureSpec("loss_iter_per_method", "Training loss per iteration, per method", cap + " " + _seeds_note(d),
+                      fig, "training")
 
 
 def loss_iter_overlay(d: Digest) -> FigureSpec | None:
@@ -271,10 +273,22 @@ def loss_epoch_per_method(d: Digest) -> FigureSpec | None:
     if any(m.l1_switch_fraction is not None for m in d.methods):
         key.append(("L1 switches on", {"ls": "--", "lw": 1.0, "color": "0.35"}))
     _key_below(fig, key)
-    return FigureSpec(
-        "loss_epoch_per_method", "Training and validation loss per epoch, per method",
-        "Cross-entropy on the training split (solid) and the validation split (dashed) after each epoch, log "
-        "scale. A widening gap is overfitting. " + _seeds_note(d), fig, "training")
+    cap = ("Training loss (solid: mean minibatch cross-entropy over the epoch, as trained) and validation loss "
+           "(dashed: cross-entropy on the validation split after the epoch), log scale. Validation loss rising "
+           "while training loss falls is overfitting.")
+    if any(_f(m.hyperparameters, "dropout_input") > 0 or _f(m.hyperparameters, "dropout_hidden") > 0
+           for m in d.methods):
+        cap += (" With dropout the training loss is that of the thinned networks, so it can sit above the "
+                "validation loss.")
+    return FigureSpec("loss_epoch_per_method", "Training and validation loss per epoch, per method",
+                      cap + " " + _seeds_note(d), fig, "training")
+
+
+def _f(hp: dict, key: str) -> float:
+    try:
+        return float(hp.get(key) or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def loss_epoch_overlay(d: Digest) -> FigureSpec | None:
@@ -330,12 +344,15 @@ def val_error_per_method(d: Digest) -> FigureSpec | None:
     if any(m.l1_switch_fraction is not None for m in d.methods):
         key.append(("L1 switches on", {"ls": "--", "lw": 1.0, "color": "0.35"}))
     _key_below(fig, key)
-    return FigureSpec(
-        "val_error_per_method", "Validation error per epoch, per method",
-        "Validation error after each epoch. Stars mark each seed's best-validation epoch (where the method's "
-        "monitored value, validation loss unless set otherwise, was best: the model of the “best-val” "
-        "columns); dash-dotted lines mark where early stopping halted a seed; the dashed "
-        "line marks where late L1 switches on. " + _seeds_note(d), fig, "training")
+    cap = ("Validation error after each epoch. Stars mark each seed's best-validation epoch (where the method's "
+           "monitored value, validation loss unless set otherwise, was best: the model of the “best-val” "
+           "columns).")
+    if stopped:
+        cap += " Dash-dotted lines mark the epoch in which early stopping halted a seed."
+    if any(m.l1_switch_fraction is not None for m in d.methods):
+        cap += " The dashed line marks where late L1 switches on."
+    return FigureSpec("val_error_per_method", "Validation error per epoch, per method", cap + " " + _seeds_note(d),
+                      fig, "training")
 
 
 def val_error_overlay(d: Digest) -> FigureSpec | None:

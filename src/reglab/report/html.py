@@ -13,7 +13,7 @@ from html import escape
 
 from reglab.report.digest import Digest
 from reglab.report.figures import FigureSpec
-from reglab.report.tables import (Table, architecture_text, data_rows, environment_rows, headline,
+from reglab.report.tables import (Table, architecture_text, data_rows, data_text, environment_rows, headline,
                                   hyperparameter_table, optimizer_text, paired_table, regularizer_formulas,
                                   reproduce_command, results_table, training_rows)
 
@@ -36,7 +36,7 @@ figcaption{font-size:13.5px;color:#333;margin-top:6px} figcaption a{color:#0b5ca
 table{border-collapse:collapse;font-size:13.5px;margin:8px 0;font-variant-numeric:tabular-nums}
 th,td{border-bottom:1px solid #e3e3e3;padding:4px 9px;text-align:right;vertical-align:top}
 td{white-space:nowrap} .kv td{white-space:normal}
-th{background:#f3f3f3;text-align:center} td:first-child,th:first-child{text-align:left}
+th{background:#f3f3f3;text-align:center} td.l,th:first-child{text-align:left}
 tr.em td{background:#fffbe0;font-weight:600}
 .note{font-size:13px;color:#555;margin:4px 0}
 .kv td{text-align:left} .kv td:first-child{color:#555;white-space:nowrap}
@@ -122,7 +122,8 @@ def _table(t: Table) -> str:
             swatch = ""
             if j == 0 and i < len(t.row_colors) and t.row_colors[i]:
                 swatch = f'<span class="swatch" style="background:{t.row_colors[i]}"></span>'
-            cells.append(f"<td>{swatch}{escape(cell)}</td>")
+            left = ' class="l"' if j < t.text_columns else ""
+            cells.append(f"<td{left}>{swatch}{escape(cell)}</td>")
         body.append(f"<tr{em}>{''.join(cells)}</tr>")
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in t.notes)
     return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
@@ -143,6 +144,7 @@ def _setup(d: Digest) -> str:
     out.append("<h3>Architecture</h3>")
     out.append(f"<p>{escape(architecture_text(d))}</p>")
     out.append("<h3>Data and split</h3>")
+    out.append(f"<p>{escape(data_text(d))}</p>")
     out.append(_kv(data_rows(d)))
     out.append("<h3>Training</h3>")
     out.append(_kv(training_rows(d)))
@@ -174,7 +176,7 @@ def render_markdown(d: Digest, figure_names: list[str]) -> str:
     paired = paired_table(d)
     if paired.rows:
         lines += ["## Paired comparisons", "", _md_table(paired)]
-    lines += ["## Setup", "", architecture_text(d), ""]
+    lines += ["## Setup", "", architecture_text(d), "", data_text(d), ""]
     for m in d.methods:
         lines.append(f"- **{m.name}**: " + " ".join(regularizer_formulas(m) + [optimizer_text(d, m)]))
     cmd = reproduce_command(d)
@@ -190,7 +192,7 @@ def _md_table(t: Table) -> str:
         return s.replace("|", "\\|")
 
     rows = ["| " + " | ".join(cell(c) for c in t.columns) + " |",
-            "|" + "|".join("---" if i == 0 else "---:" for i in range(len(t.columns))) + "|"]
+            "|" + "|".join("---" if i < t.text_columns else "---:" for i in range(len(t.columns))) + "|"]
     for i, r in enumerate(t.rows):
         bold = i < len(t.emphasis) and t.emphasis[i]
         rows.append("| " + " | ".join(f"**{cell(c)}**" if bold and j == 0 else cell(c)

@@ -21,6 +21,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
     emphasis: list[bool] = field(default_factory=list)  # per row: draw attention (significant, best)
     row_colors: list[str | None] = field(default_factory=list)  # colour of the first cell (the method)
+    text_columns: int = 1                                      # leading columns of names, left-aligned
 
 
 def fmt_stat(s: dict, scale: float = 1.0, digits: int = 2, *, counts: bool = False) -> str:
@@ -138,7 +139,7 @@ def paired_table(d: Digest) -> Table:
              "A against seed s of B: same data order); 95% Student-t interval of the mean difference; p from the "
              "two-sided paired t-test. * and highlighting mark a significant difference (the interval excludes "
              "0). No correction for the number of comparisons is applied."]
-    return Table(columns, rows, notes, emphasis=emphasis)
+    return Table(columns, rows, notes, emphasis=emphasis, text_columns=2)
 
 
 def _fmt_p(p: float | None) -> str:
@@ -270,12 +271,31 @@ def architecture_text(d: Digest) -> str:
             f"logits; weight initialisation {cfg.get('init', '?')}, biases start at 0.")
 
 
+# the DataConfig fields that matter for each kind of data (the others keep their defaults, unused)
+_IMAGE_FIELDS = ("resolution", "train_on_all", "standardize", "subset_per_class", "data_seed")
+_POINTCLOUD_FIELDS = ("n_points", "noise", "flip", "data_seed")
+_SHOWN_ELSEWHERE = {"name", "n_classes", "n_features", "split_sizes"}
+
+
+def data_text(d: Digest) -> str:
+    """One sentence: the dataset and its split sizes (from dataset.json)."""
+    ds = d.run.dataset or {}
+    text = f"{d.dataset}"
+    if all(k in ds for k in ("n_train", "n_val", "n_test")):
+        text += (f": {ds['n_train']:,} training, {ds['n_val']:,} validation and {ds['n_test']:,} test examples "
+                 f"(validation picks the best-val epoch and stops early; test is only reported)")
+    if "n_features" in ds and "n_classes" in ds:
+        text += f"; {ds['n_features']} inputs, {ds['n_classes']} classes"
+    return text + "."
+
+
 def data_rows(d: Digest) -> list[tuple[str, str]]:
-    cfg = d.run.config
-    data = cfg.get("data") or {}
-    rows = [("dataset", str(data.get("name", "?")))]
-    rows += [(f"data.{k}", _fmt_value(v)) for k, v in data.items() if k != "name"]
-    rows += _flatten("dataset.json", d.run.dataset or {})
+    """The data settings that apply to this dataset, then where the data came from (dataset.json info)."""
+    data = d.run.config.get("data") or {}
+    fields = _IMAGE_FIELDS if data.get("name") in IMAGE_DATASETS else _POINTCLOUD_FIELDS
+    rows = [(f"data.{k}", _fmt_value(data[k])) for k in fields if k in data]
+    info = (d.run.dataset or {}).get("info") or {}
+    rows += [(k, v) for k, v in _flatten("", {k: x for k, x in info.items() if k not in _SHOWN_ELSEWHERE})]
     return rows
 
 
