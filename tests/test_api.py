@@ -1,0 +1,26 @@
+"""The notebook API: `import reglab` is light and exposes the whole path config -> report."""
+
+import subprocess
+import sys
+
+
+def test_import_reglab_does_not_load_torch():
+    code = "import sys, reglab; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_public_api_names_resolve_to_the_real_objects():
+    import reglab
+    from reglab.data import load_dataset
+    from reglab.engine import Trainer
+    from reglab.report import build_report
+    from reglab.study.runner import run_study
+
+    assert reglab.load_dataset is load_dataset
+    assert reglab.Trainer is Trainer
+    assert reglab.run_study is run_study
+    assert reglab.build_report is build_report
+    assert callable(reglab.presets.get)
+    for name in reglab.__all__:
+        assert getattr(reglab, name) is not None
