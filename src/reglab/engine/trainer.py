@@ -19,6 +19,27 @@ variants that use it. One training step, for all variants at once:
 After the epoch: divergence check, validation and test passes (no dropout),
 early stopping (restores the best weights of a stopping variant), metrics.
 
+Definitions the study relies on:
+
+* KL-sparsity acts on every hidden layer's output as the next layer reads it
+  (after ReLU and, for methods that combine them, after dropout), with one
+  moving average per layer; see ``regularizers.kl_sparsity``.
+* L2 and L1 act on the weights of every layer (biases never); max-norm on the
+  hidden layers' incoming weights, and on the output layer's only with
+  ``max_norm_output`` (deepnet constrains all layers).
+* Divergence: from the step a variant's minibatch loss is NaN/inf it gets
+  learning rate 0 and a zero data gradient (frozen); an epoch that ends with
+  non-finite weights also counts. Its weights are then never used: its
+  metrics are NaN from that epoch on, ``final_summary`` gives NaN for
+  ``test_error_last`` and ``analysis`` NaN rows. The other variants are
+  independent slices of every batched product and finish unaffected.
+* Early stopping: see ``early_stopping``. An early-stopping variant ends with
+  its best-validation weights, whether it stopped or reached the last epoch.
+
+Cost notes: logging the penalty value (every ``log_every`` steps) costs one
+pass over the penalized variants' weights; the engine never sets torch's
+thread count (on a busy 2-core machine one thread per process is fastest).
+
 Measured how: ``train_loss`` / ``train_error`` are the minibatch losses and
 errors as seen DURING the epoch (with dropout on and weights changing),
 averaged over the epoch weighted by batch size, the running average the
@@ -485,6 +506,7 @@ class Trainer:
     # (a mask only if its rate is > 0), each mask random_words(b * width) words.
     # Drawing them at once gives the same words as drawing mask by mask
     # (regularizers.dropout_keep_mask): the CPU generator fills sequentially.
+    # CUDA generators give other (still seeded, reproducible) masks than the CPU's.
 
     def _mask_widths(self, p_input: float, p_hidden: float) -> list[tuple[str | int, int, float]]:
         """[(which, width, p)] in stream order: "input" then hidden layer indices."""
