@@ -19,6 +19,7 @@ def test_a_pointcloud_smoke_tune_writes_a_config_that_load_toml_accepts(tmp_path
     assert main(["tune", "pointcloud", "--smoke", "--methods", "no_penalty,l2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "preset val err" in printed and str(out / "tuned.toml") in printed
+    assert "batch of 4 trials (0 pruned, 0 failed)" in printed and "batch 1, epoch 2/2" in printed
     tuned = load_toml(out / "tuned.toml")
     assert [m.name for m in tuned.methods] == ["no_penalty", "l2"]
     meta = read_json(out / "tune.json")

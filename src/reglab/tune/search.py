@@ -410,28 +410,29 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
         status = "interrupted"
         executor.open(sealed)
         executor_info = executor.describe()
-        runs: list[TrialRun] = []
+        untold: list[TrialRun] = []   # asked but not yet told: failed if the session ends now
         try:
             round_index = 0
             while True:
                 if timeout_s is not None and time.perf_counter() - start >= timeout_s:
                     say(f"reglab: timeout of {timeout_s:g} s reached; no new batch")
                     break
-                runs = _ask_round(base, studies, spaces, told, n_trials, batch_trials, seeds, sampler)
-                if not runs:
+                batch = _ask_round(base, studies, spaces, told, n_trials, batch_trials, seeds, sampler)
+                if not batch:
                     break
-                _evaluate_round(base, runs, seeds, executor, shard_by, epochs_per_task, round_index, say)
-                while runs:
-                    run = runs.pop(0)
+                untold = list(batch)
+                _evaluate_round(base, batch, seeds, executor, shard_by, epochs_per_task, round_index, say)
+                while untold:
+                    run = untold.pop(0)
                     _tell(studies[run.base], run)
                     told[run.base] += 1
                 round_index += 1
                 write_history(out_dir, base, studies, spaces)
-                say(_round_line(runs, studies, told, n_trials))
+                say(_round_line(batch, studies, told, n_trials))
             status = "complete"
         finally:
             executor.close()
-            for run in runs:  # interrupted mid-batch: these trials did not finish
+            for run in untold:  # interrupted mid-batch: these trials did not finish
                 run.error = run.error or "interrupted before it finished"
                 _tell(studies[run.base], run)
             records = write_history(out_dir, base, studies, spaces)
