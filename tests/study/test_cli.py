@@ -1,6 +1,7 @@
 """`reglab run` from the command line: TOML errors, argument errors, smoke runs, SIGKILL + resume."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -67,6 +68,7 @@ def test_a_bad_toml_key_or_value_is_one_line_naming_it(tmp_path, capsys, text, e
     (["run", "pointcloud", "--dataset", "mnist"], "--dataset must be one of moons, circles, spirals, xor"),
     (["run", "pointcloud", "--resolution", "7"], "--resolution applies to image datasets only"),
     (["run", "--seeds", "0"], "--seeds must be a whole number >= 1; got 0"),
+    (["run", "--threads", "0"], "--threads must be a whole number >= 1; got 0"),
     (["run", "--resume", "x", "--seeds", "3"], "--resume continues the study stored in the run directory"),
     (["run", "--config", "nowhere.toml"], "config file nowhere.toml does not exist"),
 ])
@@ -101,16 +103,36 @@ def test_the_pointcloud_smoke_study_runs_end_to_end_from_the_cli(tmp_path, capsy
 
 @needs_mnist
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["quick", "seed", "paper"])
-def test_every_mnist_preset_runs_in_smoke_mode_on_the_shared_copy(tmp_path, preset):
+@pytest.mark.parametrize("preset,extra,dataset", [
+    ("quick", [], "mnist"), ("seed", ["--resolution", "7"], "mnist"), ("paper", [], "mnist"),
+    ("quick", ["--dataset", "fashion-mnist"], "fashion-mnist")])
+def test_every_mnist_preset_runs_in_smoke_mode_on_the_shared_copy(tmp_path, preset, extra, dataset):
     out = tmp_path / "run"
-    assert main(["run", "mnist", "--preset", preset, "--smoke", "--seeds", "2", "--device", "cpu",
+    assert main(["run", "mnist", "--preset", preset, *extra, "--smoke", "--seeds", "2", "--device", "cpu",
                  "--out", str(out), "--data-dir", DATA_DIR, "--quiet", "--no-report"]) == 0
     run = load_run(out)
     assert run.complete and len(run.methods) == 6
     ds = read_json(out / "dataset.json")
-    assert ds["n_train"] == 300 and ds["name"] == "mnist"
+    assert ds["n_train"] == 300 and ds["name"] == dataset
+    assert ds["n_features"] == (49 if "7" in extra else 784)
     assert all(f["status"] == "ok" for f in ds["info"]["checksums"].values())
+    summary = read_json(out / "summary.json")
+    assert all(m["stats"]["test_error"]["n"] == 2 for m in summary["methods"].values())
+
+
+def test_a_diverging_method_is_reported_and_the_study_still_completes(tmp_path, capsys):
+    text = GOOD.replace("l2 = 0.001", "l2 = 0.001\nlr = 1e30").replace("n_epochs = 2", "n_epochs = 3")
+    out = tmp_path / "run"
+    assert main(["run", "--config", _toml(tmp_path, text), "--out", str(out), "--no-report"]) == 0
+    summary = read_json(out / "summary.json")
+    assert [(d["method"], d["seed"]) for d in summary["diverged"]] == [("l2", 0), ("l2", 1)]
+    assert summary["methods"]["l2"]["n_diverged"] == 2
+    assert summary["methods"]["dropout+max_norm"]["n_diverged"] == 0
+    assert summary["methods"]["dropout+max_norm"]["stats"]["test_error"]["n"] == 2
+    assert read_json(out / "manifest.json")["status"] == "complete"
+    printed = capsys.readouterr().out
+    # the printed table: no error statistics for l2, 2 diverged variants
+    assert re.search(r"^l2\s+n/a\s+n/a\s+2$", printed, re.MULTILINE), printed
 
 
 # ----------------------------------------------------------------------------

@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-report", action="store_true",
                    help="skip report.html (build it later with `reglab report RUN_DIR`)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="where to train (default: the study's)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch (default: torch's, one per core); 1 is much faster "
+                        "on a machine whose cores other processes keep busy")
     p.add_argument("--allow-checksum-mismatch", action="store_true",
                    help="use dataset files whose checksums differ from the published ones (recorded as such)")
     p.set_defaults(func=run_command)
@@ -81,6 +84,11 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     else:
         cfg = presets.get(args.study or presets.DEFAULT_STUDY, args.preset, seeds=args.seeds, dataset=args.dataset,
                           resolution=args.resolution, epochs=args.epochs, smoke=args.smoke, device=args.device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ReglabError(f"--threads must be a whole number >= 1; got {args.threads}.")
+        import torch
+        torch.set_num_threads(args.threads)
     if cfg is not None and cfg.device == "cuda":
         import torch
         if not torch.cuda.is_available():
@@ -98,7 +106,7 @@ def command_line(args: argparse.Namespace) -> str:
     """The `reglab run ...` command that reproduces `args` (stored in the manifest)."""
     parts = ["reglab", "run"] + ([args.study] if args.study else [])
     for opt in ("preset", "seeds", "dataset", "resolution", "config", "out", "resume", "data_dir", "epochs",
-                "device"):
+                "device", "threads"):
         val = getattr(args, opt)
         if val is not None:
             parts += ["--" + opt.replace("_", "-"), str(val)]
