@@ -166,6 +166,7 @@ def test_a_tune_writes_a_study_config_that_load_toml_accepts_with_the_best_value
         assert len(best["val_error_mean"]) == study.n_epochs
     meta = read_json(out / "tune.json")
     assert meta["status"] == "complete" and meta["selection_split"].startswith("validation")
+    assert not (out / "optuna.db-wal").exists()  # the database is one self-contained file after a session
     assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(
         f"sensitivity-{m.name}.png" for m in study.methods)
     header = (out / "trials.csv").read_text().splitlines()[0].split(",")

@@ -420,12 +420,16 @@ def _variant_dict(finals, v: int) -> dict:
     return {k: np.asarray(val)[v].item() for k, val in finals.items()}
 
 
+# Trainer.analysis() arrays that describe the data or the bins, not a variant (see its docstring)
+SHARED_ANALYSIS_KEYS = ("weight_hist_edges", "grid_xx", "grid_yy", "x_train", "y_train", "x_val", "y_val")
+
+
 def _merge_analysis(cfg: StudyConfig, parts: list[tuple[StudyConfig, dict]]) -> dict[str, np.ndarray]:
     """Trainer.analysis() of the shards as one.
 
-    A per-variant array (leading axis = the shard's number of variants, different in each
-    shard) is placed at the study-wide variant indices; an array that is the same in every
-    shard (histogram bin edges, decision-grid coordinates) is taken once.
+    Per-variant arrays (leading axis = the shard's number of variants) are placed at the
+    study-wide variant indices; the arrays the engine documents as shared (bin edges, the
+    decision grid, the data points) are the same in every shard and are taken once.
     """
     if len(parts) == 1:
         return {k: np.asarray(v) for k, v in parts[0][1].items()}
@@ -434,15 +438,17 @@ def _merge_analysis(cfg: StudyConfig, parts: list[tuple[StudyConfig, dict]]) -> 
     for k in parts[0][1]:
         arrays = [(sub, np.asarray(a[k])) for sub, a in parts]
         first = arrays[0][1]
-        same_everywhere = all(a.shape == first.shape and np.array_equal(a, first, equal_nan=a.dtype.kind == "f")
-                              for _, a in arrays)
         per_variant = all(a.ndim >= 1 and a.shape[0] == sub.n_variants for sub, a in arrays)
-        if per_variant and not same_everywhere:
-            merged = np.empty((cfg.n_variants,) + first.shape[1:], dtype=first.dtype)
-            for sub, a in arrays:
-                for v, m, s in sub.variants():
-                    merged[index[(m.name, s)]] = a[v]
-            out[k] = merged
-        else:
+        if k in SHARED_ANALYSIS_KEYS or not per_variant:
+            if not all(a.shape == first.shape and np.array_equal(a, first, equal_nan=a.dtype.kind == "f")
+                       for _, a in arrays):
+                raise ReglabError(f"analysis array {k!r} differs between shards but is not per variant. "
+                                  "Fix: this is a bug; please report it with the config.")
             out[k] = first
+            continue
+        merged = np.empty((cfg.n_variants,) + first.shape[1:], dtype=first.dtype)
+        for sub, a in arrays:
+            for v, m, s in sub.variants():
+                merged[index[(m.name, s)]] = a[v]
+        out[k] = merged
     return out

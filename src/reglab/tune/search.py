@@ -444,6 +444,9 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
                                      "trials_told": dict(told), "sampler": sampler, "pruner": pruner,
                                      "executor": executor_info})
             _write_meta(out_dir, meta, status=status, methods=methods, failed=failed)
+            # closing the last connection folds SQLite's write-ahead log into optuna.db and removes it,
+            # so the database is one self-contained file again
+            storage_obj.engine.dispose()
     say(preset_vs_tuned_table(methods))
     if failed:
         by_error: dict[str, list[str]] = {}
