@@ -45,7 +45,6 @@ import math
 import os
 import socket
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -482,11 +481,8 @@ def _ask_round(base, studies, spaces, told, n_trials, batch_trials, seeds, sampl
         if sampler == "grid":
             k = min(k, _grid_points_left(study, spaces[m.name]))
         for _ in range(max(k, 0)):
-            with warnings.catch_warnings():
-                # the preset's value may sit outside a grid; Optuna warns about fixed values
-                warnings.simplefilter("ignore", UserWarning)
-                trial = study.ask()
-                method = suggest_method(m, trial, spaces[m.name])
+            trial = study.ask()
+            method = suggest_method(m, trial, spaces[m.name])
             # one attribute, one database commit: who runs the trial (to tell an abandoned one) and its seeds
             trial.set_user_attr("run", {"host": host, "pid": pid, "seeds": list(seeds)})
             runs.append(TrialRun(base=m.name, trial=trial, method=method, seeds=seeds))
