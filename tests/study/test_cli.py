@@ -182,14 +182,19 @@ def test_a_run_killed_mid_epoch_resumes_to_exactly_the_uninterrupted_metrics(tmp
     assert p.wait(timeout=300) == 0, p.stderr.read()
 
     p = _reglab("run", "--config", str(cfg), "--out", str(cut), "--quiet", "--no-report")
-    # wait for the epoch-2 checkpoint and the epoch-3 shard: the process is then inside epoch 4
+    # wait for the epoch-3 shard (the last checkpoint is epoch 2's), then half an epoch more:
+    # the process is then in the middle of epoch 4
+    shard = str(cut / "metrics" / "epoch-{:05d}.csv")
     deadline = time.time() + 300
-    while not (cut / "metrics" / "epoch-00003.csv").exists():
+    while not Path(shard.format(3)).exists():
         assert p.poll() is None, "the run ended before it could be killed: " + p.stderr.read()
         assert time.time() < deadline
-        time.sleep(0.01)
+        time.sleep(0.005)
+    epoch_s = Path(shard.format(3)).stat().st_mtime - Path(shard.format(2)).stat().st_mtime
+    time.sleep(epoch_s / 2)
     p.send_signal(signal.SIGKILL)
     p.wait()
+    assert not Path(shard.format(4)).exists(), "killed after epoch 4 ended, not inside it"
     manifest = read_json(cut / "manifest.json")
     assert manifest["status"] == "running"          # killed: nobody marked it
     assert (cut / ".lock").exists()                 # and its lock is left behind, owner dead
@@ -205,3 +210,20 @@ def test_a_run_killed_mid_epoch_resumes_to_exactly_the_uninterrupted_metrics(tmp
     assert strip(a["variants"]) == strip(b["variants"])
     assert read_json(cut / "manifest.json")["status"] == "complete"
     assert not (cut / ".lock").exists()
+
+
+def test_a_terminated_run_is_marked_interrupted_and_unlocked(tmp_path):
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(KILL_STUDY.replace("n_epochs = 6", "n_epochs = 50"))
+    out = tmp_path / "run"
+    p = _reglab("run", "--config", str(cfg), "--out", str(out), "--quiet", "--no-report")
+    deadline = time.time() + 300
+    while not (out / "metrics" / "epoch-00001.csv").exists():
+        assert p.poll() is None, p.stderr.read()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 130
+    assert p.stderr.read().strip() == "reglab: interrupted"
+    assert read_json(out / "manifest.json")["status"] == "interrupted"
+    assert not (out / ".lock").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 
 from reglab.errors import ReglabError
 from reglab.study import presets
@@ -95,11 +96,17 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
             raise ReglabError("this study trains on 'cuda' but no CUDA device is available. "
                               "Fix: add --device cpu (slow for the paper preset) or run on a GPU machine.")
 
+    # a polite kill (SIGTERM) ends like Ctrl-C: the manifest says "interrupted", the lock is released
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     run_study(cfg, out_dir=args.resume or args.out, data_dir=data_dir, cache_dir=cache_dir,
               resume=bool(args.resume), quiet=args.quiet, progress=not args.quiet,
               allow_checksum_mismatch=args.allow_checksum_mismatch,
               command=command_line(args), report=not args.no_report)
     return 0
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def command_line(args: argparse.Namespace) -> str:
