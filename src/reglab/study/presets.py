@@ -119,14 +119,16 @@ def mnist_paper() -> StudyConfig:
     """784-1024-1024-2048-10 ReLU, 1,000,000 updates at batch 100 (2,000 epochs of 50,000), for a GPU.
 
     From Srivastava's deepnet example configs (docs/studies.md): methods without dropout use
-    ``model.pbtxt`` (lr 0.01 halved every 10,000 steps, momentum 0.9, L2 0.001); methods with
-    dropout use ``model_dropout.pbtxt`` (lr 1/(1 + t/10,000), momentum 0.99 - 0.49 exp(-t/100,000),
-    dropout 0.2 on inputs and 0.5 on hidden units, max-norm 3 on every layer with deepnet's
-    non-inverted dropout, i.e. about 0.8*3 on the first layer and 0.5*3 on the others with
-    inverted dropout; reglab has one radius for all layers and uses 0.8*3 = 2.4).
+    ``model.pbtxt`` (lr 0.01 halved every 10,000 steps, momentum 0.9, L2 0.001, max-norm 3 on
+    every layer); methods with dropout use ``model_dropout.pbtxt`` (lr 1/(1 + t/10,000),
+    momentum 0.99 - 0.49 exp(-t/100,000), dropout 0.2 on inputs and 0.5 on hidden units,
+    max-norm 3) converted to inverted dropout: a layer whose inputs are dropped with
+    probability p has weights W' = (1-p) W, so deepnet's radius c becomes (1-p) c and its
+    learning rate (1-p)^2 lr. reglab has one of each per method and takes the value of the
+    three layers fed by p = 0.5 (lr 0.25, radius 1.5); the first layer's would be 0.64 and 2.4.
     """
     no_dropout = dict(lr=0.01, lr_schedule="step", lr_decay=0.5, lr_decay_steps=10_000, momentum=0.9)
-    with_dropout = dict(lr=1.0, lr_schedule="inverse_t", lr_decay_steps=10_000, momentum=0.99,
+    with_dropout = dict(lr=0.25, lr_schedule="inverse_t", lr_decay_steps=10_000, momentum=0.99,
                         momentum_initial=0.5, momentum_ramp="exponential", momentum_ramp_steps=100_000,
                         dropout_input=0.2, dropout_hidden=0.5)
     per = {
@@ -135,7 +137,7 @@ def mnist_paper() -> StudyConfig:
         "l2+kl": dict(no_dropout, l2=1e-3, kl_beta=1e-3, kl_rho=0.1, kl_ema=0.9),
         "max_norm": dict(no_dropout, max_norm=3.0, max_norm_output=True),
         "dropout+l2": dict(with_dropout, l2=1e-3),
-        "dropout+max_norm": dict(with_dropout, max_norm=2.4, max_norm_output=True),
+        "dropout+max_norm": dict(with_dropout, max_norm=1.5, max_norm_output=True),
     }
     return StudyConfig(name="mnist-paper", data=DataConfig(name="mnist"), hidden=(1024, 1024, 2048),
                        init="he_normal", optimizer="sgd", n_epochs=2000, batch_size=100, seeds=DEFAULT_SEEDS,
