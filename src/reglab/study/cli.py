@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+from pathlib import Path
 import signal
 
 from reglab.errors import ReglabError
@@ -50,14 +51,16 @@ def register(subparsers) -> None:
                    help="skip report.html (build it later with `reglab report RUN_DIR`)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="where to train (default: the study's)")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for torch (default: torch's, one per core); 1 is much faster "
-                        "on a machine whose cores other processes keep busy")
+                   help="CPU threads for torch (default: one less than the cores, at least 1; "
+                        "--resume: the run's own). Oversubscribed cores slow torch down many times")
     p.add_argument("--allow-checksum-mismatch", action="store_true",
                    help="use dataset files whose checksums differ from the published ones (recorded as such)")
     p.set_defaults(func=run_command)
 
 
 def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
+    import torch
+
     from reglab.config import load_toml
     from reglab.data.sources import default_cache_dir
     from reglab.study.runner import run_study
@@ -85,13 +88,8 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     else:
         cfg = presets.get(args.study or presets.DEFAULT_STUDY, args.preset, seeds=args.seeds, dataset=args.dataset,
                           resolution=args.resolution, epochs=args.epochs, smoke=args.smoke, device=args.device)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ReglabError(f"--threads must be a whole number >= 1; got {args.threads}.")
-        import torch
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(resolve_threads(args.threads, args.resume))
     if cfg is not None and cfg.device == "cuda":
-        import torch
         if not torch.cuda.is_available():
             raise ReglabError("this study trains on 'cuda' but no CUDA device is available. "
                               "Fix: add --device cpu (slow for the paper preset) or run on a GPU machine.")
@@ -103,6 +101,26 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
               allow_checksum_mismatch=args.allow_checksum_mismatch,
               command=command_line(args), report=not args.no_report)
     return 0
+
+
+def resolve_threads(requested: int | None, resume_dir: str | None) -> int:
+    """Torch's CPU threads: as requested; else the resumed run's own (its last bits may depend on
+    it); else one less than the usable cores. A torch run whose threads share cores with other
+    busy processes slows down many times (docs/studies.md, "Threads"), so one core is left free.
+    """
+    if requested is not None:
+        if requested < 1:
+            raise ReglabError(f"--threads must be a whole number >= 1; got {requested}.")
+        return requested
+    if resume_dir is not None:
+        env = Path(resume_dir) / "environment.json"
+        if env.exists():
+            from reglab.results import read_json
+            stored = read_json(env).get("torch_threads")
+            if isinstance(stored, int) and stored >= 1:
+                return stored
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
 
 
 def _raise_interrupt(signum, frame) -> None:
