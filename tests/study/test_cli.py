@@ -89,7 +89,9 @@ def test_a_toml_study_runs_end_to_end_from_the_cli(tmp_path, capsys):
 def test_the_pointcloud_smoke_study_runs_end_to_end_from_the_cli(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "pointcloud", "--smoke", "--seeds", "2", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "pointcloud-smoke" in captured.err and "best val error" in captured.err  # the progress bar
     assert "# resolved config" in printed and f"results in {out}" in printed
     assert f"report at {out / 'report.html'}" in printed and (out / "report.html").is_file()
     run = load_run(out)

@@ -5,8 +5,10 @@ writes and how it resumes, independent of the real engine (whose end-to-end
 runs are in test_cli.py).
 """
 
-import json
 import math
+import subprocess
+import sys
+import types
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 
 from reglab.config import DataConfig, MethodConfig, StudyConfig, load_toml
 from reglab.errors import ReglabError
-from reglab.results import RunLock, load_run, read_json
+from reglab.results import load_run, read_json
 from reglab.study import runner
 
 
@@ -97,8 +99,6 @@ class StandInTrainer:
 
 @pytest.fixture
 def stand_in(monkeypatch):
-    import sys
-    import types
     fake = types.ModuleType("reglab.engine")
     fake.Trainer = StandInTrainer
     monkeypatch.setitem(sys.modules, "reglab.engine", fake)
@@ -223,12 +223,9 @@ def test_resuming_a_complete_run_changes_nothing(tmp_path, stand_in, capsys):
 
 
 def test_a_second_run_on_a_directory_in_use_is_refused(tmp_path, stand_in):
-    import subprocess
-    import sys
-    import time
     d = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from reglab.results import RunLock\n"
+                               "import time; from reglab.results import RunLock\n"
                                f"l = RunLock({str(d)!r}); l.acquire(); print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     try:
