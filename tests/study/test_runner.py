@@ -277,3 +277,10 @@ def test_default_run_dir_is_study_name_and_time_and_never_reused(tmp_path):
     a.mkdir()
     b = runner.default_run_dir("mnist-quick", root=tmp_path)
     assert b != a
+
+
+def test_a_run_that_fails_before_writing_anything_leaves_no_folder(tmp_path, stand_in):
+    cfg = _cfg(data=DataConfig(name="mnist", subset_per_class=5))
+    with pytest.raises(ReglabError):
+        runner.run_study(cfg, out_dir=tmp_path / "run", data_dir=tmp_path / "no-data-here", quiet=True)
+    assert not (tmp_path / "run").exists()

@@ -90,14 +90,26 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
         run_dir = Path(out_dir) if out_dir is not None else default_run_dir(cfg.name)
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    with RunLock(run_dir):
-        if not resume and (run_dir / MANIFEST).exists():
-            raise ReglabError(f"{run_dir} already holds a run. Fix: --resume {run_dir} to continue it, "
-                              "or choose another --out.")
-        return _run_locked(cfg, run_dir, data_dir=data_dir, cache_dir=cache_dir, resume=resume, say=say,
-                           show_progress=progress and not quiet,
-                           allow_checksum_mismatch=allow_checksum_mismatch, command=command,
-                           time_methods=time_methods, report=report)
+    existed = run_dir.exists()
+    try:
+        with RunLock(run_dir):
+            if not resume and (run_dir / MANIFEST).exists():
+                raise ReglabError(f"{run_dir} already holds a run. Fix: --resume {run_dir} to continue it, "
+                                  "or choose another --out.")
+            try:
+                return _run_locked(cfg, run_dir, data_dir=data_dir, cache_dir=cache_dir, resume=resume, say=say,
+                                   show_progress=progress and not quiet,
+                                   allow_checksum_mismatch=allow_checksum_mismatch, command=command,
+                                   time_methods=time_methods, report=report)
+            except BaseException:
+                if (run_dir / MANIFEST).exists():
+                    RunWriter(run_dir).update_manifest(status="interrupted")
+                raise
+    except BaseException:
+        # a run that failed before writing anything (e.g. no dataset) leaves no empty folder behind
+        if not existed and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
 
 
 def default_run_dir(study_name: str, root: str | Path = "runs") -> Path:
@@ -122,7 +134,7 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     started = now_iso()
     writer = RunWriter(run_dir)
 
-    if resume and read_json(run_dir / MANIFEST).get("status") == "complete":
+    if resume and (run_dir / MANIFEST).exists() and read_json(run_dir / MANIFEST).get("status") == "complete":
         say(f"reglab: {run_dir} is already complete; nothing to resume.")
         return run_dir
 
@@ -174,13 +186,9 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
             if bar is not None:
                 bar.set_postfix_str(f"best val error {100 * book['best_val_error']:.2f}%")
                 bar.update(1)
-    except BaseException:
+    finally:
         if bar is not None:
             bar.close()
-        writer.update_manifest(status="interrupted")
-        raise
-    if bar is not None:
-        bar.close()
 
     writer.finalize()  # consolidated CSVs first: the summary reads them
     finals = trainer.final_summary()
