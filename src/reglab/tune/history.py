@@ -142,11 +142,16 @@ def tuned_toml_text(tuned: StudyConfig, methods: dict, n_seeds_per_trial: int) -
     return "\n".join(lines) + "\n" + to_toml(tuned)
 
 
+OFF_SCALE_FACTOR = 4.0   # errors above this multiple of the best are drawn at the top edge (the good region stays readable)
+
+
 def write_plots(out_dir: Path, records: list[dict], spaces: dict) -> list[Path]:
     """plots/sensitivity-<method>.png: validation error (%) against each hyperparameter.
 
     Complete trials are filled dots (their objective); pruned trials hollow grey dots at their
-    last reported validation error; the preset's values a star; the best trial a ring.
+    last reported validation error; the preset's values a star; the best trial a ring. The
+    y-axis ends at OFF_SCALE_FACTOR x the best error; worse trials (diverged ones, say) are
+    triangles on the top edge.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -163,39 +168,44 @@ def write_plots(out_dir: Path, records: list[dict], spaces: dict) -> list[Path]:
         fig.subplots_adjust(left=0.6 / width, right=1 - 0.15 / width, bottom=0.3, top=0.88, wspace=0.3)
         FigureCanvasAgg(fig)
         axes = fig.subplots(1, len(names), squeeze=False)[0]
-        complete = [r for r in mine if r["state"] == "complete" and r["value"] is not None]
-        pruned = [r for r in mine if r["state"] == "pruned" and r["last_reported"] is not None]
-        best = min(complete, key=lambda r: r["value"], default=None)
-        ys = [100 * r["value"] for r in complete] + [100 * r["last_reported"] for r in pruned]
+        points = [(r, 100 * r["value"], "complete") for r in mine if r["state"] == "complete" and r["value"] is not None]
+        points += [(r, 100 * r["last_reported"], "pruned") for r in mine
+                   if r["state"] == "pruned" and r["last_reported"] is not None]
+        n_complete = sum(kind == "complete" for _, _, kind in points)
+        best = min(((r, y) for r, y, kind in points if kind == "complete"), key=lambda p: p[1], default=None)
+        top = OFF_SCALE_FACTOR * best[1] if best and best[1] > 0 else None
+        shown = [(r, y, kind) for r, y, kind in points if top is None or y <= top]
+        off = [(r, kind) for r, y, kind in points if top is not None and y > top]
         for ax, name in zip(axes, names):
             p = space[name]
-            ax.scatter([r["params"][name] for r in pruned if name in r["params"]],
-                       [100 * r["last_reported"] for r in pruned if name in r["params"]],
-                       facecolors="none", edgecolors="0.6", s=22, label="pruned (last epoch reported)")
-            ax.scatter([r["params"][name] for r in complete], [100 * r["value"] for r in complete],
-                       color="tab:blue", s=22, label="complete")
-            for r in complete:
+            for kind, style in (("pruned", dict(facecolors="none", edgecolors="0.6",
+                                                label="pruned (last epoch reported)")),
+                                ("complete", dict(color="tab:blue", label="complete"))):
+                ax.scatter([r["params"][name] for r, _, k in shown if k == kind],
+                           [y for _, y, k in shown if k == kind], s=22, **style)
+            if off:
+                ax.scatter([r["params"][name] for r, _ in off], [top] * len(off), marker="^", s=30,
+                           color="0.4", clip_on=False, zorder=3, label=f"> {top:.3g}% (off scale)")
+            for r, y, kind in shown:
                 if r["preset_default"]:
-                    ax.scatter([r["params"][name]], [100 * r["value"]], marker="*", s=140, color="tab:orange",
-                               zorder=3, label="preset values")
+                    ax.scatter([r["params"][name]], [y], marker="*", s=140, color="tab:orange", zorder=3,
+                               label="preset values")
             if best is not None:
-                ax.scatter([best["params"][name]], [100 * best["value"]], s=110, facecolors="none",
-                           edgecolors="tab:red", linewidths=1.8, zorder=4, label="best")
+                ax.scatter([best[0]["params"][name]], [best[1]], s=110, facecolors="none", edgecolors="tab:red",
+                           linewidths=1.8, zorder=4, label="best")
+                ax.set_ylim(0.9 * min(y for _, y, _ in shown), top * 1.02)
             if p.log:
                 ax.set_xscale("log")
             ax.set_xlim(*_padded(p.low, p.high, p.log))
             ax.set_xlabel(name)
             ax.grid(alpha=0.3)
-            if ys and min(ys) > 0 and max(ys) / min(ys) > 10:
-                ax.set_yscale("log")
         axes[0].set_ylabel("validation error (%)")
         unique = {}
-        for ax in axes[:1]:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                unique.setdefault(lab, h)
+        for h, lab in zip(*axes[0].get_legend_handles_labels()):
+            unique.setdefault(lab, h)
         fig.legend(unique.values(), unique.keys(), fontsize=7, loc="lower center", ncols=len(unique), frameon=False)
         fig.suptitle(f"{method}: validation error vs each hyperparameter "
-                     f"({len(complete)} complete, {len(pruned)} pruned)", fontsize=10)
+                     f"({n_complete} complete, {len(points) - n_complete} pruned)", fontsize=10)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110)
         path = out_dir / "plots" / f"sensitivity-{method}.png"
