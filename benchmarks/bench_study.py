@@ -194,6 +194,38 @@ def gemm_gflops(n: int, repeats: int = 3) -> float:
     return 2 * n**3 / best / 1e9
 
 
+class MatmulFloor:
+    """Only the matrix products of a training step, same shapes and calls as the engine's.
+
+    Per step and method-seed: the forward product of every layer, the weight
+    gradient of every layer accumulated into a buffer (``baddbmm_``, as the
+    engine accumulates into its momentum buffers) and the input gradient of
+    every layer but the first. Its time is the floor of a batched step at this
+    batch size: nothing else is done.
+    """
+
+    def __init__(self, sizes: list[int], n_variants: int, batch: int):
+        V = n_variants
+        self.acts = [torch.randn(V, batch, n) for n in sizes]
+        self.weights = [torch.randn(V, a, b) / math.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:])]
+        self.grads = [torch.zeros_like(w) for w in self.weights]
+        self.dz = [torch.randn(V, batch, n) for n in sizes[1:]]
+
+    def step(self) -> None:
+        for l, w in enumerate(self.weights):
+            torch.bmm(self.acts[l], w, out=self.acts[l + 1])
+        for l in range(len(self.weights) - 1, -1, -1):
+            self.grads[l].baddbmm_(self.acts[l].transpose(1, 2), self.dz[l], beta=0.9)
+            if l > 0:
+                torch.bmm(self.dz[l], self.weights[l].transpose(1, 2), out=self.acts[l])
+
+    def train(self, n_steps: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n_steps):
+            self.step()
+        return time.perf_counter() - t0
+
+
 # ----------------------------------------------------------------------------
 # timing
 
@@ -207,11 +239,12 @@ class Measurement:
     weights_per_variant: int
     hand_s: list[float]       # seconds per epoch of the whole study, one per repeat
     reglab_s: list[float]
+    floor_s: list[float]      # seconds per epoch of the matrix products alone (MatmulFloor)
     gemm: list[float]         # GFLOP/s of the square product, one per repeat
 
     def summary(self) -> dict:
         ratios = [h / r for h, r in zip(self.hand_s, self.reglab_s)]
-        hand, reg, peak = map(statistics.median, (self.hand_s, self.reglab_s, self.gemm))
+        hand, reg, floor, peak = map(statistics.median, (self.hand_s, self.reglab_s, self.floor_s, self.gemm))
         flops = 6 * self.weights_per_variant * self.n_variants * self.steps_per_epoch * BATCH_SIZE
         return {"net": self.net, "n_seeds": self.n_seeds, "n_variants": self.n_variants,
                 "steps_timed": self.steps_timed, "steps_per_epoch": self.steps_per_epoch,
@@ -222,29 +255,36 @@ class Measurement:
                 "hand_gflops": flops / hand / 1e9, "reglab_gflops": flops / reg / 1e9,
                 "gemm_peak_gflops": peak, "reglab_fraction_of_peak": flops / reg / 1e9 / peak,
                 "hand_fraction_of_peak": flops / hand / 1e9 / peak,
-                "raw": {"hand_s": self.hand_s, "reglab_s": self.reglab_s, "gemm_gflops": self.gemm}}
+                "matmul_floor_s_per_epoch": floor, "matmul_floor_fraction_of_peak": flops / floor / 1e9 / peak,
+                "reglab_over_floor": reg / floor,
+                "raw": {"hand_s": self.hand_s, "reglab_s": self.reglab_s, "matmul_floor_s": self.floor_s,
+                        "gemm_gflops": self.gemm}}
 
 
 def measure(cfg: StudyConfig, dataset: Dataset, steps: int, repeats: int, gemm_n: int, log) -> Measurement:
-    """Alternate GEMM / hand / reglab ``repeats`` times after one warm-up call of each path.
+    """Alternate GEMM / hand / reglab / matmul floor ``repeats`` times after one warm-up call of each.
 
     Each path trains ``steps`` minibatches per method-seed per call; the
     seconds are scaled to a whole epoch of the training split. ``cfg.n_epochs``
     is large (10,000), so late L1 stays off in both paths, as in the first 80% of a study.
     """
     steps_per_epoch = math.ceil(len(dataset.x_train) / cfg.batch_size)
+    sizes = [dataset.n_features, *cfg.hidden, dataset.n_classes]
     hand, batched = HandPath(cfg, dataset, steps), ReglabPath(cfg, dataset, steps)
+    floor = MatmulFloor(sizes, cfg.n_variants, cfg.batch_size)
     hand.train()
     batched.train()
+    floor.train(1)
     scale = steps_per_epoch / steps
-    m = Measurement("-".join(map(str, [784, *cfg.hidden, 10])), len(cfg.seeds), cfg.n_variants, steps,
-                    steps_per_epoch, n_weights(cfg), [], [], [])
+    m = Measurement("-".join(map(str, sizes)), len(cfg.seeds), cfg.n_variants, steps, steps_per_epoch,
+                    n_weights(cfg), [], [], [], [])
     for r in range(repeats):
         m.gemm.append(gemm_gflops(gemm_n))
         m.hand_s.append(hand.train() * scale)
         m.reglab_s.append(batched.train() * scale)
+        m.floor_s.append(floor.train(steps) * scale)
         log(f"    repeat {r + 1}/{repeats}: hand {m.hand_s[-1]:.2f} s/epoch, reglab {m.reglab_s[-1]:.2f} s/epoch, "
-            f"GEMM {m.gemm[-1]:.0f} GFLOP/s")
+            f"matmuls alone {m.floor_s[-1]:.2f} s/epoch, GEMM {m.gemm[-1]:.0f} GFLOP/s")
     return m
 
 
@@ -366,8 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"data: {data_note}; {len(dataset.x_train)} training examples per epoch")
     log(f"methods ({methods_from}): " + ", ".join(m.name for m in (base or StudyConfig(
         name="x", methods=FALLBACK_METHODS)).methods))
-    log(f"timed: {steps} minibatches of {BATCH_SIZE} per method-seed per repeat (by net), scaled to one epoch; "
-        f"{repeats} alternating repeats, medians\n")
+    timed = ", ".join(f"{'-'.join(map(str, [784, *hidden_of[n], 10]))}: {steps[n]}" for n in nets)
+    log(f"timed: minibatches of {BATCH_SIZE} per method-seed per repeat ({timed}), scaled to one epoch of "
+        f"{len(dataset.x_train)} examples; {repeats} alternating repeats, medians\n")
 
     results = []
     for net in nets:
@@ -408,13 +449,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(results: list[dict]) -> str:
-    """Markdown table of the summaries."""
+    """Markdown table of the summaries (medians over the repeats)."""
     head = ("| net | seeds | method-seeds | hand s/epoch | reglab s/epoch | hand/reglab (min..max) "
-            "| reglab GFLOP/s | of peak | hand GFLOP/s | GEMM peak GFLOP/s |\n"
+            "| reglab GFLOP/s (% of peak) | hand GFLOP/s | matmuls alone s/epoch (% of peak) | GEMM peak GFLOP/s |\n"
             "|---|---|---|---|---|---|---|---|---|---|")
     rows = [f"| {r['net']} | {r['n_seeds']} | {r['n_variants']} | {r['hand_s_per_epoch']:.2f} "
             f"| {r['reglab_s_per_epoch']:.2f} | {r['ratio_median']:.2f}x ({r['ratio_min']:.2f}..{r['ratio_max']:.2f}) "
-            f"| {r['reglab_gflops']:.0f} | {100 * r['reglab_fraction_of_peak']:.0f}% | {r['hand_gflops']:.0f} "
+            f"| {r['reglab_gflops']:.0f} ({100 * r['reglab_fraction_of_peak']:.0f}%) | {r['hand_gflops']:.0f} "
+            f"| {r['matmul_floor_s_per_epoch']:.2f} ({100 * r['matmul_floor_fraction_of_peak']:.0f}%) "
             f"| {r['gemm_peak_gflops']:.0f} |" for r in results]
     return "\n".join([head, *rows])
 

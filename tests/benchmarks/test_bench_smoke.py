@@ -54,3 +54,20 @@ def test_tiny_benchmark_on_mnist_runs_the_fairness_check_for_all_six_methods(tmp
         # a few hundred steps on 2,000 examples must already beat chance (90% error) by far, both ways
         assert max(m["hand_test_error"] + m["reglab_test_error"]) < 0.5, m
     assert "verdict:" in proc.stdout
+
+
+def test_profile_script_reports_the_step_time_and_the_matrix_product_share():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_engine.py"), "--net", "tiny",
+                           "--seeds", "1", "--steps", "2", "--rows", "3", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "784-32-10, 6 method-seeds, 1 threads: step" in proc.stdout
+    assert "matrix products" in proc.stdout and "aten::" in proc.stdout
+
+
+def test_shard_benchmark_reports_both_ways_and_their_ratio():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_shards.py"), "--net", "tiny",
+                           "--seeds", "1", "--steps", "2", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "784-32-10, 6 method-seeds: one trainer" in proc.stdout and "2 shards" in proc.stdout
