@@ -149,6 +149,19 @@ def now_iso() -> str:
 # ----------------------------------------------------------------------------
 # lock: one writer per run directory
 
+def pid_alive(pid: object) -> bool:
+    """Whether another process with this pid runs on this host (our own pid counts as not)."""
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by another user
+    return True
+
+
 class RunLock:
     """Exclusive lock on a run directory, held while a process writes it.
 
@@ -193,15 +206,7 @@ class RunLock:
             return False  # unreadable or half-written lock: its writer died between open and write
         if host and host != os.uname().nodename:
             return True  # cannot check another host's processes: assume it runs
-        if pid == os.getpid():
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_alive(pid)
 
     def release(self) -> None:
         if self._held:

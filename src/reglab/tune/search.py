@@ -54,7 +54,7 @@ import numpy as np
 from reglab.config import MethodConfig, StudyConfig
 from reglab.data.dataset import Dataset
 from reglab.errors import ReglabError
-from reglab.results import RunLock, atomic_write_json, atomic_write_text, now_iso, read_json
+from reglab.results import RunLock, atomic_write_json, atomic_write_text, now_iso, pid_alive, read_json
 from reglab.tune.history import preset_vs_tuned_table, summarize, tuned_toml_text, write_history, write_plots
 
 SEALED_TEST_EXAMPLES = 100    # validation examples handed to the engine under the name "test"
@@ -706,22 +706,10 @@ def _fail_abandoned_trials(study, say) -> None:
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = t.user_attrs.get("run", {})
-        if owner.get("host") != host or _pid_alive(owner.get("pid")):
+        if owner.get("host") != host or pid_alive(owner.get("pid")):
             continue  # another worker's trial (shared storage) or still running
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         say(f"reglab: trial {t.number} of {study.study_name} was left running by an ended session; marked failed")
 
 
-def _pid_alive(pid) -> bool:
-    if not isinstance(pid, int):
-        return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
