@@ -34,7 +34,6 @@ difference of the means per method, Bonferroni-corrected over the methods).
 from __future__ import annotations
 
 import argparse
-import gzip
 import math
 import os
 import platform
@@ -44,92 +43,47 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import reglab
 from reglab import stats
-from reglab.config import INF, DataConfig, MethodConfig, StudyConfig
-from reglab.data import Dataset
+from reglab.config import INF, DataConfig, StudyConfig
+from reglab.data import Dataset, load_dataset
 from reglab.errors import ReglabError
+from reglab.study import presets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hand_loop import HandStudy  # noqa: E402  (sibling script module)
 
 TINY_NET = (32,)
 PAPER_NET = (1024, 1024, 2048)
-FALLBACK_QUICK_NET = (256, 256)
 BATCH_SIZE = 100
-
-# The six methods with the hyperparameters of reglab's quick preset, used only
-# while reglab.study.presets is missing (same MethodConfig fields).
-FALLBACK_METHODS = (
-    MethodConfig(name="l2", l2=1e-4, lr=0.05, momentum=0.9),
-    MethodConfig(name="l2+l1_late", l2=1e-4, l1=1e-5, l1_start=0.8, lr=0.05, momentum=0.9),
-    MethodConfig(name="l2+kl", l2=1e-4, kl_beta=1e-3, kl_rho=0.1, kl_ema=0.9, lr=0.05, momentum=0.9),
-    MethodConfig(name="max_norm", max_norm=3.0, lr=0.05, momentum=0.9),
-    MethodConfig(name="dropout+l2", l2=1e-4, dropout_input=0.2, dropout_hidden=0.5, lr=0.05, momentum=0.9),
-    MethodConfig(name="dropout+max_norm", max_norm=3.0, dropout_input=0.2, dropout_hidden=0.5,
-                 lr=0.05, momentum=0.9),
-)
 
 
 # ----------------------------------------------------------------------------
 # the study: methods, nets, data
 
-def quick_preset() -> tuple[StudyConfig | None, str]:
-    """reglab's MNIST quick preset when it exists, and where the methods came from."""
-    try:
-        from reglab.study import presets
-    except ImportError:
-        return None, "fallback table in benchmarks/bench_study.py (reglab.study.presets not available)"
+def quick_preset() -> tuple[StudyConfig, str]:
+    """reglab's MNIST quick preset (its methods, hyperparameters, init and net), and where it came from."""
     return presets.mnist_quick(), "reglab.study.presets.mnist_quick()"
 
 
-def study_config(base: StudyConfig | None, hidden: tuple[int, ...], n_seeds: int, n_epochs: int) -> StudyConfig:
+def study_config(base: StudyConfig, hidden: tuple[int, ...], n_seeds: int, n_epochs: int) -> StudyConfig:
     """The benchmark study: the preset's methods and init on ``hidden``, seeds 0..n-1, batch 100."""
-    if base is None:
-        base = StudyConfig(name="bench", methods=FALLBACK_METHODS, hidden=FALLBACK_QUICK_NET)
     return base.replace(name=f"bench-{'-'.join(map(str, hidden))}-{n_seeds}seeds", hidden=hidden,
                         seeds=tuple(range(n_seeds)), n_epochs=n_epochs, batch_size=BATCH_SIZE,
                         device="cpu", checkpoint_every=10**9, log_every=10**9)
 
 
-def _read_idx_gz(path: Path) -> np.ndarray:
-    """An IDX file (gzip) as a numpy array: magic 0 0 dtype rank, big-endian uint32 dims, data."""
-    raw = gzip.decompress(path.read_bytes())
-    rank = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(rank)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * rank).reshape(dims)
-
-
 def load_mnist(data_dir: str | None, data: DataConfig) -> tuple[Dataset, str]:
-    """MNIST as a reglab Dataset (50k train / 10k val / 10k test), or random data of that shape."""
+    """MNIST as reglab loads it (50k train / 10k val / 10k test), or random data of that shape."""
     if data_dir is None:
         g = torch.Generator().manual_seed(0)
         make = lambda n: (torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g))  # noqa: E731
         (xt, yt), (xv, yv), (xs, ys) = make(50_000), make(10_000), make(10_000)
         return (Dataset("random", xt, yt, xv, yv, xs, ys, 10, {"source": "random"}),
                 "random data of MNIST shape (no --data-dir / REGLAB_DATA_DIR): timings only, no fairness check")
-    try:
-        from reglab.data import load_dataset
-    except ImportError:
-        load_dataset = None
-    if load_dataset is not None:
-        return load_dataset(data, data_dir=data_dir, download=False), f"MNIST from {data_dir} (reglab.data)"
-    folder = Path(data_dir) / "mnist"
-    try:
-        x = _read_idx_gz(folder / "train-images-idx3-ubyte.gz").reshape(-1, 784)
-        y = _read_idx_gz(folder / "train-labels-idx1-ubyte.gz")
-        xs = _read_idx_gz(folder / "t10k-images-idx3-ubyte.gz").reshape(-1, 784)
-        ys = _read_idx_gz(folder / "t10k-labels-idx1-ubyte.gz")
-    except FileNotFoundError as e:
-        raise ReglabError(f"MNIST file {e.filename} not found. Fix: pass --data-dir DIR holding mnist/.") from None
-    to_x = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0)  # noqa: E731
-    to_y = lambda a: torch.from_numpy(a.astype(np.int64))  # noqa: E731
-    return (Dataset("mnist", to_x(x[:50_000]), to_y(y[:50_000]), to_x(x[50_000:]), to_y(y[50_000:]),
-                    to_x(xs), to_y(ys), 10, {"source": str(folder)}),
-            f"MNIST from {folder} (read by the benchmark: reglab.data.load_dataset not available)")
+    return load_dataset(data, data_dir=data_dir, download=False), f"MNIST from {data_dir} (reglab.data)"
 
 
 def n_weights(cfg: StudyConfig, n_in: int = 784, n_out: int = 10) -> int:
@@ -391,12 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     nets = ["tiny"] if args.tiny else args.nets
     seed_counts = args.seeds or ([1, 2] if args.tiny else [1, 5])
 
-    preset, methods_from = quick_preset()
-    base = preset if preset is not None else None
-    quick_hidden = preset.hidden if preset is not None else FALLBACK_QUICK_NET
-    hidden_of = {"tiny": TINY_NET, "quick": quick_hidden, "paper": PAPER_NET}
-    data_cfg = (preset.data if preset is not None else DataConfig())
-    dataset, data_note = load_mnist(args.data_dir, data_cfg)
+    base, methods_from = quick_preset()
+    hidden_of = {"tiny": TINY_NET, "quick": base.hidden, "paper": PAPER_NET}
+    dataset, data_note = load_mnist(args.data_dir, base.data)
     if args.tiny:
         dataset = subset(dataset, 2_000)
 
@@ -404,8 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"reglab {env['reglab']} benchmark ({mode}): {env['cpu']}, {env['cpus']} CPUs, torch {env['torch']}, "
         f"{env['threads']} threads")
     log(f"data: {data_note}; {len(dataset.x_train)} training examples per epoch")
-    log(f"methods ({methods_from}): " + ", ".join(m.name for m in (base or StudyConfig(
-        name="x", methods=FALLBACK_METHODS)).methods))
+    log(f"methods ({methods_from}): " + ", ".join(m.name for m in base.methods))
     timed = ", ".join(f"{'-'.join(map(str, [784, *hidden_of[n], 10]))}: {steps[n]}" for n in nets)
     log(f"timed: minibatches of {BATCH_SIZE} per method-seed per repeat ({timed}), scaled to one epoch of "
         f"{len(dataset.x_train)} examples; {repeats} alternating repeats, medians\n")

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     preset, _ = quick_preset()
-    hidden = {"tiny": TINY_NET, "quick": preset.hidden if preset else (256, 256), "paper": PAPER_NET}[args.net]
+    hidden = {"tiny": TINY_NET, "quick": preset.hidden, "paper": PAPER_NET}[args.net]
     cfg = study_config(preset, hidden, args.seeds, n_epochs=10_000)
     dataset, _ = load_mnist(None, cfg.data)
     engine = ReglabPath(cfg, dataset, args.steps)
