@@ -184,6 +184,10 @@ class Trainer:
         self._kl_value = torch.zeros(V, dtype=dtype, device=self.device)         # this step's KL penalty value
         self._logging = False                                        # is this step's penalty value recorded?
         self._scratch: dict[tuple, torch.Tensor] = {}
+        # squares of the largest max-norm slice of one layer (see regularizers.max_norm_)
+        max_norm_rows = max((sl.stop - sl.start for sl, _ in self._max_norm_runs), default=0)
+        self._max_norm_scratch = torch.empty(max_norm_rows * max(a * b for a, b in zip(self.sizes, self.sizes[1:])),
+                                             dtype=self.dtype, device=self.device)
 
         # optimizer: study-wide kind, per-variant settings
         params = self.model.parameters()
@@ -481,7 +485,7 @@ class Trainer:
             for sl, (radius, output_too) in self._max_norm_runs:
                 layers = self.model.weights if output_too else self.model.weights[:-1]
                 for w in layers:
-                    R.max_norm_(w[sl], radius, frozen[sl])
+                    R.max_norm_(w[sl], radius, frozen[sl], scratch=self._max_norm_scratch)
 
     def _schedule(self, t: int) -> tuple[torch.Tensor, float | torch.Tensor]:
         """(V,) float64 learning rates and the momentum (a float when all variants agree, else (V,))."""
@@ -523,15 +527,16 @@ class Trainer:
             R.fill_random_bits_(bits, [self._dropout_gens[v] for v in range(sl.start, sl.stop)])
             self._dropout_bits.append(bits)
 
-    def _keep_mask(self, r: int, which: str | int, b: int) -> torch.Tensor:
-        """bool (Vr, b, width) keep-mask of dropout run ``r`` for "input" or hidden layer ``which``."""
+    def _keep_mask(self, r: int, which: str | int, b: int, out: torch.Tensor) -> torch.Tensor:
+        """(Vr, b, width) keep-mask of dropout run ``r`` for "input" or hidden layer ``which``, as
+        1.0 / 0.0 in ``out`` (model dtype)."""
         sl, (p_in, p_h) = self._dropout_runs[r]
         offset = 0
         for name, width, p in self._mask_widths(p_in, p_h):
             words = R.random_words(b * width)
             if name == which:
                 bits = self._dropout_bits[r][:, offset:offset + words]
-                return R.keep_mask_from_bits(bits, b * width, p).view(-1, b, width)
+                return R.keep_mask_into_(bits, b * width, p, out)
             offset += words
         raise KeyError(which)
 
@@ -541,9 +546,8 @@ class Trainer:
         parts = [InputPart(sl, x) for sl, _ in self._shared_input_runs]
         for r, (sl, (p_in, _)) in enumerate(self._dropout_runs):
             if p_in > 0:
-                keep = self._keep_mask(r, "input", b)
-                kept = torch.mul(x, keep, out=self._buffer(("input", r, b), keep.shape))
-                parts.append(InputPart(sl, kept, R.keep_scale(p_in)))
+                kept = self._keep_mask(r, "input", b, self._buffer(("input", r, b), (sl.stop - sl.start, *x.shape)))
+                parts.append(InputPart(sl, kept.mul_(x), R.keep_scale(p_in)))
         return parts
 
     def _hidden_forward(self, layer: int, h: torch.Tensor) -> None:
@@ -551,9 +555,9 @@ class Trainer:
         b = h.shape[1]
         for r, (sl, (_, p_h)) in enumerate(self._dropout_runs):
             if p_h > 0:
-                keep = self._keep_mask(r, layer, b)
+                keep = self._keep_mask(r, layer, b, self._buffer(("keep", r, layer, b), h[sl].shape))
                 scale = self._constant(R.keep_scale(p_h))  # a tensor: a Python float would round via float32
-                keep_scaled = torch.mul(keep, scale, out=self._buffer(("keep", r, layer, b), keep.shape))
+                keep_scaled = keep.mul_(scale)
                 h[sl].mul_(keep_scaled)
                 self._hidden_keep[(r, layer)] = keep_scaled
         if layer == 0 and self._kl_runs and self._logging:
