@@ -40,16 +40,9 @@ def _table9_methods(common: dict, per_method: dict[str, dict]) -> tuple[MethodCo
     return tuple(MethodConfig(name=name, **{**common, **per_method[name]}) for name in METHODS_TABLE9)
 
 
-def mnist_quick() -> StudyConfig:
-    """784-256-256-10 ReLU, 3 seeds x 6 methods, 20 epochs: sized for <= 10 minutes on a 2-core CPU.
-
-    SGD with momentum 0.9 at batch 100 (deepnet's ``model.pbtxt``); every method: lr 0.1 halved
-    every 3,000 steps (smoothly, 0.1 -> 0.01 over the 10,000 steps), chosen on the validation
-    split like the L1 and KL coefficients, the dropout rates and the max-norm radii
-    (docs/studies.md has the search). L2 1e-4 (lambda/2 convention); KL target 0.1 and
-    moving-average decay 0.9 are deepnet's.
-    """
-    q = QUICK
+def _sgd_table9_methods(q: dict) -> tuple[MethodConfig, ...]:
+    """The six Table 9 methods from one table of validated values (QUICK, SEED): SGD, momentum 0.9,
+    the same exponentially decayed lr for every method, each method its own penalties."""
     common = dict(lr=q["lr"], momentum=0.9, lr_schedule="exponential", lr_decay=q["lr_decay"],
                   lr_decay_steps=q["lr_decay_steps"])
     dropout = dict(dropout_input=q["dropout_input"], dropout_hidden=q["dropout_hidden"])
@@ -61,9 +54,22 @@ def mnist_quick() -> StudyConfig:
         "dropout+l2": dict(l2=q["l2"], **dropout),
         "dropout+max_norm": dict(max_norm=q["max_norm_dropout"], **dropout),
     }
+    return _table9_methods(common, per)
+
+
+def mnist_quick() -> StudyConfig:
+    """784-256-256-10 ReLU, 3 seeds x 6 methods, 20 epochs: sized for <= 10 minutes on a 2-core CPU.
+
+    SGD with momentum 0.9 at batch 100 (deepnet's ``model.pbtxt``); every method: lr 0.1 halved
+    every 3,000 steps (smoothly, 0.1 -> 0.01 over the 10,000 steps), chosen on the validation
+    split like the L1 and KL coefficients, the dropout rates and the max-norm radii
+    (docs/studies.md has the search). L2 1e-4 (lambda/2 convention); KL target 0.1 and
+    moving-average decay 0.9 are deepnet's.
+    """
+    q = QUICK
     return StudyConfig(name="mnist-quick", data=DataConfig(name="mnist"), hidden=(256, 256),
                        init="he_normal", optimizer="sgd", n_epochs=q["n_epochs"], batch_size=100,
-                       seeds=DEFAULT_SEEDS, methods=_table9_methods(common, per), log_every=10,
+                       seeds=DEFAULT_SEEDS, methods=_sgd_table9_methods(q), log_every=10,
                        checkpoint_every=1)
 
 
@@ -87,20 +93,9 @@ def mnist_seed() -> StudyConfig:
     what made its L2+L1 run reach 35%).
     """
     q = SEED
-    common = dict(lr=q["lr"], momentum=0.9, lr_schedule="exponential", lr_decay=q["lr_decay"],
-                  lr_decay_steps=q["lr_decay_steps"])
-    dropout = dict(dropout_input=q["dropout_input"], dropout_hidden=q["dropout_hidden"])
-    per = {
-        "l2": dict(l2=q["l2"]),
-        "l2+l1_late": dict(l2=q["l2"], l1=q["l1"], l1_start=q["l1_start"]),
-        "l2+kl": dict(l2=q["l2"], kl_beta=q["kl_beta"], kl_rho=q["kl_rho"], kl_ema=q["kl_ema"]),
-        "max_norm": dict(max_norm=q["max_norm"]),
-        "dropout+l2": dict(l2=q["l2"], **dropout),
-        "dropout+max_norm": dict(max_norm=q["max_norm_dropout"], **dropout),
-    }
     return StudyConfig(name="mnist-seed", data=DataConfig(name="mnist"), hidden=(32,), init="he_normal",
                        optimizer="sgd", n_epochs=50, batch_size=100, seeds=DEFAULT_SEEDS,
-                       methods=_table9_methods(common, per), log_every=10, checkpoint_every=5)
+                       methods=_sgd_table9_methods(q), log_every=10, checkpoint_every=5)
 
 
 # validation search (1 seed, 50 epochs, val split, at both resolutions the preset runs at; docs/studies.md):
