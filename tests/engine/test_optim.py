@@ -63,6 +63,20 @@ def _train_pair(make_ours, make_torch, x, y, n_steps: int, batch: int, sizes, l2
     return ours, [p.detach() for p in theirs]
 
 
+
+def _step_stacked_and_separate(ours, stacked, torch_opts, theirs, x, y, *, n_steps, batch):
+    """Step reglab's optimizer on the stacked variants and one torch optimizer per variant on the same batches."""
+    n_variants = len(theirs)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(n_steps):
+        idx = torch.randint(0, x.shape[0], (batch,), generator=g)
+        per_variant = [_grads([p[v] for p in stacked], x[idx], y[idx]) for v in range(n_variants)]
+        ours.step([torch.stack([per_variant[v][i] for v in range(n_variants)]) for i in range(len(stacked))])
+        for v in range(n_variants):
+            torch_opts[v].zero_grad()
+            _loss(theirs[v], x[idx], y[idx]).backward()
+            torch_opts[v].step()
+
 def test_adam_equals_torch_adam_over_1000_steps_on_two_moons():
     x, y = _moons(2000)
     ours, theirs = _train_pair(lambda p: Adam(p, lr=3e-3, beta1=0.9, beta2=0.999, eps=1e-8),
@@ -92,15 +106,7 @@ def test_adam_with_per_variant_hyperparameters_equals_one_torch_adam_per_variant
     ours = Adam(stacked, lr=col(0), beta1=col(1), beta2=col(2), eps=col(3))
     theirs = [[p.clone().requires_grad_(True) for p in variants[v]] for v in range(3)]
     torch_opts = [torch.optim.Adam(theirs[v], lr=s[0], betas=(s[1], s[2]), eps=s[3]) for v, s in enumerate(settings)]
-    g = torch.Generator().manual_seed(0)
-    for _ in range(300):
-        idx = torch.randint(0, x.shape[0], (32,), generator=g)
-        per_variant = [_grads([p[v] for p in stacked], x[idx], y[idx]) for v in range(3)]
-        ours.step([torch.stack([per_variant[v][i] for v in range(3)]) for i in range(len(stacked))])
-        for v in range(3):
-            torch_opts[v].zero_grad()
-            _loss(theirs[v], x[idx], y[idx]).backward()
-            torch_opts[v].step()
+    _step_stacked_and_separate(ours, stacked, torch_opts, theirs, x, y, n_steps=300, batch=32)
     for v in range(3):
         assert _max_rel_err([p[v] for p in stacked], [p.detach() for p in theirs[v]]) <= 1e-5
     assert ours.t == 300 and len(ours.m) == len(ours.v) == len(stacked)
@@ -149,15 +155,7 @@ def test_sgd_per_variant_momentum_and_nesterov_equal_separate_torch_runs():
                nesterov=torch.tensor([s[2] for s in settings]))
     theirs = [[p.clone().requires_grad_(True) for p in variants[v]] for v in range(3)]
     torch_opts = [torch.optim.SGD(theirs[v], lr=s[0], momentum=s[1], nesterov=s[2]) for v, s in enumerate(settings)]
-    g = torch.Generator().manual_seed(0)
-    for _ in range(200):
-        idx = torch.randint(0, x.shape[0], (16,), generator=g)
-        per_variant = [_grads([p[v] for p in stacked], x[idx], y[idx]) for v in range(3)]
-        ours.step([torch.stack([per_variant[v][i] for v in range(3)]) for i in range(len(stacked))])
-        for v in range(3):
-            torch_opts[v].zero_grad()
-            _loss(theirs[v], x[idx], y[idx]).backward()
-            torch_opts[v].step()
+    _step_stacked_and_separate(ours, stacked, torch_opts, theirs, x, y, n_steps=200, batch=16)
     for v in range(3):
         assert _max_rel_err([p[v] for p in stacked], [p.detach() for p in theirs[v]]) <= 1e-5
 
