@@ -34,12 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20, help="profiled steps (default 20)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--rows", type=int, default=25, help="operators to list (default 25)")
+    p.add_argument("--matmul-dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="the engine's StudyConfig.matmul_dtype (default float32)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     preset, _ = quick_preset()
     hidden = {"tiny": TINY_NET, "quick": preset.hidden, "paper": PAPER_NET}[args.net]
-    cfg = study_config(preset, hidden, args.seeds, n_epochs=10_000)
+    cfg = study_config(preset, hidden, args.seeds, n_epochs=10_000).replace(matmul_dtype=args.matmul_dtype)
     dataset, _ = load_mnist(None, cfg.data)
     engine = ReglabPath(cfg, dataset, args.steps)
     engine.train()                                           # warm-up epoch

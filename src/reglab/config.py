@@ -68,6 +68,7 @@ def _check(key: str, value: Any, rule: tuple) -> None:
 INF = math.inf
 SCHEDULES = ("constant", "exponential", "inverse_t", "step")
 OPTIMIZERS = ("sgd", "adam")
+MATMUL_DTYPES = ("float32", "bfloat16")
 INITS = ("he_normal", "he_uniform", "glorot_uniform", "torch_default")
 MONITORS = ("val_loss", "val_error")
 MOMENTUM_RAMPS = ("linear", "exponential")
@@ -217,6 +218,7 @@ class StudyConfig:
     checkpoint_every: int = 1                   # write a resumable checkpoint every this many epochs
     eval_batch_size: int = 2000                 # examples per evaluation chunk (memory only)
     device: str = "cpu"                         # "cpu" or "cuda"
+    matmul_dtype: str = "float32"               # float32 | bfloat16: the training products' operands (see engine.mlp)
 
     def __post_init__(self) -> None:
         for key, rule in STUDY_CONSTRAINTS.items():
@@ -262,6 +264,7 @@ STUDY_CONSTRAINTS: dict[str, tuple] = {
     "checkpoint_every": ("int", 1, 10**9),
     "eval_batch_size": ("int", 1, 10**8),
     "device": ("choice", ("cpu", "cuda")),
+    "matmul_dtype": ("choice", MATMUL_DTYPES),
 }
 
 

@@ -30,6 +30,16 @@ caller's buffer with one ``baddbmm_`` (``buf = beta * buf + h^T dz``, e.g.
 the momentum buffer) and applies the ReLU derivative with the fused
 ``threshold_backward`` kernel. Batched autograd is slower than this (it makes
 extra copies in the bmm backward).
+
+Mixed precision (``compute_dtype=torch.bfloat16``, ``StudyConfig.matmul_dtype``):
+the parameters, gradient and optimizer buffers stay in the model dtype
+(float32); each step the products read bfloat16 copies of the weights and
+biases (refreshed from the float32 ones at the start of :meth:`forward`),
+hidden outputs and their gradients are bfloat16, and the products
+accumulate in float32 inside the GEMM (what ``torch.autocast`` does for
+``nn.Linear``). Logits come back float32 for the loss; bias gradients are
+summed in float32; each weight gradient is one bfloat16 product per chunk of
+variants added into the float32 buffer while the chunk is still in cache.
 """
 
 from __future__ import annotations
@@ -105,22 +115,41 @@ HiddenHook = Callable[[int, torch.Tensor], None]
 class BatchedMLP:
     """Stacked MLP parameters plus the buffers of one training step."""
 
-    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor]):
+    # bytes of one chunk of low-precision weight gradients (see _accumulate_weight_grad): small
+    # enough to stay in cache until it is added into the float32 buffer
+    GRAD_CHUNK_BYTES = 4 << 20
+
+    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor],
+                 compute_dtype: torch.dtype | None = None):
         self.weights = weights                      # [(V, in, out)]
         self.biases = biases                        # [(V, 1, out)]
         self.sizes = [weights[0].shape[1]] + [w.shape[2] for w in weights]
         self.n_variants = weights[0].shape[0]
+        self.compute_dtype = compute_dtype or weights[0].dtype
         self._buffers: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        self._grad_chunks: dict[tuple, torch.Tensor] = {}
+        if self.mixed:   # the products' copies of the parameters, refreshed every step
+            self._compute_weights = [w.to(self.compute_dtype) for w in weights]
+            self._compute_biases = [b.to(self.compute_dtype) for b in biases]
+        else:
+            self._compute_weights, self._compute_biases = weights, biases
+
+    @property
+    def mixed(self) -> bool:
+        """Do the products run in a lower precision than the parameters?"""
+        return self.compute_dtype != self.weights[0].dtype
 
     @classmethod
     def initialize(cls, sizes: list[int], seeds: list[int], init: str, device: torch.device | str = "cpu",
-                   dtype: torch.dtype = torch.float32) -> BatchedMLP:
-        """One variant per entry of ``seeds`` (repeats allowed: same seed, same weights)."""
+                   dtype: torch.dtype = torch.float32, compute_dtype: torch.dtype | None = None) -> BatchedMLP:
+        """One variant per entry of ``seeds`` (repeats allowed: same seed, same weights).
+
+        ``dtype``: the parameters'; ``compute_dtype``: the training products' (default ``dtype``)."""
         per_seed = {s: init_parameters(sizes, s, init) for s in dict.fromkeys(seeds)}
         weights = [torch.stack([per_seed[s][0][l] for s in seeds]).to(device, dtype) for l in range(len(sizes) - 1)]
         biases = [torch.stack([per_seed[s][1][l] for s in seeds]).unsqueeze(1).to(device, dtype)
                   for l in range(len(sizes) - 1)]
-        return cls(weights, biases)
+        return cls(weights, biases, compute_dtype)
 
     @property
     def n_layers(self) -> int:
@@ -132,33 +161,39 @@ class BatchedMLP:
     def _step_buffers(self, b: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Preallocated outputs of every layer, hidden (V, b, H) and logits (V, C, b), and hidden gradients."""
         if b not in self._buffers:
-            V, like = self.n_variants, {"device": self.weights[0].device, "dtype": self.weights[0].dtype}
+            V, like = self.n_variants, {"device": self.weights[0].device, "dtype": self.compute_dtype}
             outs = [torch.empty(V, b, n, **like) for n in self.sizes[1:-1]]
             outs.append(torch.empty(V, self.sizes[-1], b, **like))
             grads = [torch.empty(V, b, n, **like) for n in self.sizes[1:-1]]
             self._buffers[b] = (outs, grads)
         return self._buffers[b]
 
-    def _logits(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def _logits(self, h: torch.Tensor, out: torch.Tensor | None = None, W: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
         """Class-major logits (V, C, n) = (h W + b)^T from the last hidden output h (V, n, H).
 
         Why (V, C, n): a softmax over 10 classes along the contiguous last
         dimension runs ~20x slower on the CPU than along dim 1, where it is
         vectorised over the examples.
         """
-        W, bias = self.weights[-1], self.biases[-1]
+        W = self.weights[-1] if W is None else W
+        bias = self.biases[-1] if bias is None else bias
         return torch.baddbmm(bias.transpose(1, 2).expand(-1, -1, h.shape[1]), W.transpose(1, 2),
                              h.transpose(1, 2), out=out)
 
     def forward(self, parts: list[InputPart], hidden_hook: HiddenHook | None = None) -> torch.Tensor:
         """Training forward pass; returns logits (V, C, b), keeps every layer's output for backward.
 
-        ``hidden_hook(l, h)`` runs on each hidden layer's ReLU output (V, b, H_l)
-        before the next layer reads it, and may change it in place (dropout).
+        ``parts`` hold inputs in ``compute_dtype``. ``hidden_hook(l, h)`` runs on
+        each hidden layer's ReLU output (V, b, H_l) before the next layer reads
+        it, and may change it in place (dropout). Logits are in ``compute_dtype``.
         """
         b = parts[0].x.shape[-2]
         outs, _ = self._step_buffers(b)
-        W, bias = self.weights, self.biases
+        if self.mixed:
+            for lp, p in zip(self._compute_weights + self._compute_biases, self.weights + self.biases):
+                lp.copy_(p)
+        W, bias = self._compute_weights, self._compute_biases
         if self.n_layers == 1:   # no hidden layer: a linear model on the (possibly dropped-out) input
             for part in parts:
                 sl = part.variants
@@ -175,7 +210,7 @@ class BatchedMLP:
             if hidden_hook is not None:
                 hidden_hook(l - 1, h)
             if l == self.n_layers - 1:
-                self._logits(h, out=outs[l])
+                self._logits(h, out=outs[l], W=W[l], bias=bias[l])
             else:
                 torch.baddbmm(bias[l].expand(-1, b, -1), h, W[l], out=outs[l])
         return outs[-1]
@@ -184,7 +219,7 @@ class BatchedMLP:
                  bias_grads: list[torch.Tensor], beta: float = 0.0, hidden_hook: HiddenHook | None = None) -> None:
         """Backward pass of the last :meth:`forward`, weights as they were in it.
 
-        ``dlogits`` (V, C, b) is dLoss/dlogits. For every layer,
+        ``dlogits`` (V, C, b) is dLoss/dlogits (any float dtype). For every layer,
         ``weight_grads[l] = beta * weight_grads[l] + dLoss/dW_l`` and the same
         for ``bias_grads`` (beta = 0: plain gradients, the old content ignored;
         beta = momentum: a momentum buffer). ``hidden_hook(l, dh)`` runs on the
@@ -194,31 +229,64 @@ class BatchedMLP:
         b = dlogits.shape[2]
         outs, grads = self._step_buffers(b)
         L = self.n_layers
-        dz_t = dlogits                                        # (V, C, b)
-        _accumulate_bias_grad(bias_grads[-1], dz_t.sum(dim=2).unsqueeze(1), beta)
+        W = self._compute_weights
+        acc_dtype = bias_grads[0].dtype
+        _accumulate_bias_grad(bias_grads[-1], dlogits.sum(dim=2, dtype=acc_dtype).unsqueeze(1), beta)
+        dz_t = dlogits.to(self.compute_dtype)                 # (V, C, b)
         if L == 1:
             for part in parts:
                 sl = part.variants
-                weight_grads[0][sl].baddbmm_(part.batched().transpose(1, 2), dz_t[sl].transpose(1, 2),
-                                             beta=beta, alpha=part.scale)
+                self._accumulate_weight_grad(weight_grads[0][sl], part.batched().transpose(1, 2),
+                                             dz_t[sl].transpose(1, 2), beta, part.scale)
             return
-        weight_grads[-1].baddbmm_(outs[-2].transpose(1, 2), dz_t.transpose(1, 2), beta=beta)
-        dz = torch.bmm(dz_t.transpose(1, 2), self.weights[-1].transpose(1, 2), out=grads[-1])
+        self._accumulate_weight_grad(weight_grads[-1], outs[-2].transpose(1, 2), dz_t.transpose(1, 2), beta)
+        dz = torch.bmm(dz_t.transpose(1, 2), W[-1].transpose(1, 2), out=grads[-1])
         for l in range(L - 2, -1, -1):
             h = outs[l]
             if hidden_hook is not None:
                 hidden_hook(l, dz)
             # ReLU derivative: keep the gradient where the unit's (post-dropout) output is > 0
             torch.ops.aten.threshold_backward.grad_input(dz, h, 0, grad_input=dz)
-            _accumulate_bias_grad(bias_grads[l], dz.sum(dim=1, keepdim=True), beta)
+            _accumulate_bias_grad(bias_grads[l], dz.sum(dim=1, keepdim=True, dtype=acc_dtype), beta)
             if l == 0:
                 for part in parts:
                     sl = part.variants
-                    weight_grads[0][sl].baddbmm_(part.batched().transpose(1, 2), dz[sl], beta=beta,
-                                                 alpha=part.scale)
+                    self._accumulate_weight_grad(weight_grads[0][sl], part.batched().transpose(1, 2), dz[sl],
+                                                 beta, part.scale)
             else:
-                weight_grads[l].baddbmm_(outs[l - 1].transpose(1, 2), dz, beta=beta)
-                dz = torch.bmm(dz, self.weights[l].transpose(1, 2), out=grads[l - 1])
+                self._accumulate_weight_grad(weight_grads[l], outs[l - 1].transpose(1, 2), dz, beta)
+                dz = torch.bmm(dz, W[l].transpose(1, 2), out=grads[l - 1])
+
+    def _accumulate_weight_grad(self, buf: torch.Tensor, a: torch.Tensor, b: torch.Tensor, beta: float,
+                                alpha: float = 1.0) -> None:
+        """buf (Vr, in, out) = beta * buf + alpha * a @ b, with a (Vr, in, B) and b (Vr, B, out).
+
+        Same precision: one ``baddbmm_`` straight into ``buf``. Mixed: the
+        product in ``compute_dtype`` (float32 accumulation inside the GEMM),
+        chunk by chunk of variants, each chunk added into the float32 buffer
+        while it is still in cache (a float32 output or a whole-study
+        bfloat16 temporary would cost more passes over memory).
+        """
+        if not self.mixed:
+            buf.baddbmm_(a, b, beta=beta, alpha=alpha)
+            return
+        n, per_variant = buf.shape[0], buf[0].numel() * a.element_size()
+        step = max(1, min(n, self.GRAD_CHUNK_BYTES // per_variant))
+        key = (step, *buf.shape[1:])
+        scratch = self._grad_chunks.get(key)
+        if scratch is None:
+            scratch = self._grad_chunks[key] = torch.empty(key, dtype=self.compute_dtype, device=buf.device)
+        for i in range(0, n, step):
+            j = min(n, i + step)
+            g = scratch[:j - i]
+            if alpha == 1.0:
+                torch.bmm(a[i:j], b[i:j], out=g)
+            else:
+                torch.baddbmm(g, a[i:j], b[i:j], beta=0.0, alpha=alpha, out=g)
+            if beta == 0.0:
+                buf[i:j].copy_(g)
+            else:
+                torch.add(g, buf[i:j], alpha=beta, out=buf[i:j])
 
     @torch.no_grad()
     def forward_eval(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

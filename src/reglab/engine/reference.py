@@ -69,8 +69,10 @@ class ReferenceRun:
     """One (method, seed) variant of ``cfg`` trained with plain PyTorch, step by step."""
 
     def __init__(self, cfg: StudyConfig, method: MethodConfig, seed: int, x_train: torch.Tensor,
-                 y_train: torch.Tensor, n_classes: int, masks: str = "engine", dtype: torch.dtype = torch.float32):
+                 y_train: torch.Tensor, n_classes: int, masks: str = "engine", dtype: torch.dtype = torch.float32,
+                 autocast: torch.dtype | None = None):
         self.cfg, self.method, self.seed = cfg, method, seed
+        self.autocast = autocast       # e.g. torch.bfloat16: the forward/backward under torch.autocast
         self.x, self.y = x_train.to(dtype), y_train.long()
         self.sizes = [x_train.shape[1], *cfg.hidden, n_classes]
         self.model = build_model(self.sizes, seed, cfg.init, method.dropout_input, method.dropout_hidden,
@@ -117,13 +119,14 @@ class ReferenceRun:
         self._set_masks(x.shape[0])
         linear_inputs = []
         h = x
-        for module in self.model:
-            if isinstance(module, nn.Linear):
-                linear_inputs.append(h)
-            h = module(h)
-        data_loss = F.cross_entropy(h, y)
-        # hidden outputs as the next layer reads them (after ReLU and dropout)
-        penalty = self._penalty(t, linear_inputs[1:])
+        with torch.autocast(x.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            for module in self.model:
+                if isinstance(module, nn.Linear):
+                    linear_inputs.append(h)
+                h = module(h)
+            data_loss = F.cross_entropy(h, y)
+            # hidden outputs as the next layer reads them (after ReLU and dropout)
+            penalty = self._penalty(t, linear_inputs[1:])
         l2_value = 0.5 * m.l2 * sum(float((lin.weight.detach() ** 2).sum()) for lin in self.linears)
         self.optimizer.zero_grad(set_to_none=True)
         (data_loss + penalty).backward()

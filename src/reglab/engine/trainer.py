@@ -77,6 +77,7 @@ STATE_VERSION = 1
 SPARSITY_THRESHOLD = 1e-3          # |w| below this counts as zero in the ``sparsity`` metric
 HIST_EDGES = np.concatenate([[0.0], np.logspace(-6, 1, 57)])  # |w| histogram: [0, 1e-6) then log bins to 10
 GRID_SIZE = 101                    # decision grid resolution for 2-D data
+MATMUL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}   # StudyConfig.matmul_dtype
 
 
 @dataclass
@@ -150,7 +151,9 @@ class Trainer:
         self.seeds: list[int] = [s for _, _, s in self.variants]
         V = self.n_variants = len(self.variants)
         self.sizes = [dataset.n_features, *cfg.hidden, dataset.n_classes]
-        self.model = BatchedMLP.initialize(self.sizes, self.seeds, cfg.init, self.device, dtype)
+        compute_dtype = MATMUL_DTYPES[cfg.matmul_dtype] if dtype == torch.float32 else dtype
+        self.model = BatchedMLP.initialize(self.sizes, self.seeds, cfg.init, self.device, dtype, compute_dtype)
+        self.compute_dtype = self.model.compute_dtype
         L = self.model.n_layers
 
         self.n_train = int(self.x_train.shape[0])
@@ -432,11 +435,11 @@ class Trainer:
         lr, mu = self._schedule(t)
 
         # forward, with this step's dropout masks
-        x = self.x_train.index_select(0, idx)
+        x = self.x_train.index_select(0, idx).to(self.compute_dtype)
         y = self.y_train.index_select(0, idx)
         self._draw_dropout_bits(b)
         parts = self._input_parts(x)
-        logits = self.model.forward(parts, self._hidden_forward)
+        logits = self.model.forward(parts, self._hidden_forward).to(self.dtype)
 
         # loss, error and dLoss/dlogits; a non-finite loss freezes its variant
         logp = torch.log_softmax(logits, dim=1)                # logits are (V, C, b)
@@ -546,7 +549,8 @@ class Trainer:
         parts = [InputPart(sl, x) for sl, _ in self._shared_input_runs]
         for r, (sl, (p_in, _)) in enumerate(self._dropout_runs):
             if p_in > 0:
-                kept = self._keep_mask(r, "input", b, self._buffer(("input", r, b), (sl.stop - sl.start, *x.shape)))
+                kept = self._keep_mask(r, "input", b, self._buffer(("input", r, b), (sl.stop - sl.start, *x.shape),
+                                                                   x.dtype))
                 parts.append(InputPart(sl, kept.mul_(x), R.keep_scale(p_in)))
         return parts
 
@@ -555,7 +559,7 @@ class Trainer:
         b = h.shape[1]
         for r, (sl, (_, p_h)) in enumerate(self._dropout_runs):
             if p_h > 0:
-                keep = self._keep_mask(r, layer, b, self._buffer(("keep", r, layer, b), h[sl].shape))
+                keep = self._keep_mask(r, layer, b, self._buffer(("keep", r, layer, b), h[sl].shape, h.dtype))
                 scale = self._constant(R.keep_scale(p_h))  # a tensor: a Python float would round via float32
                 keep_scaled = keep.mul_(scale)
                 h[sl].mul_(keep_scaled)
@@ -564,7 +568,8 @@ class Trainer:
             self._kl_value.zero_()
         for r, (sl, (beta, rho, ema)) in enumerate(self._kl_runs):
             running = self._kl_running.get((r, layer)) if self.step > 1 else None
-            value, grad, m_hat = R.kl_sparsity(h[sl].mean(1), rho, beta, ema, running, with_value=self._logging)
+            value, grad, m_hat = R.kl_sparsity(h[sl].mean(1, dtype=self.dtype), rho, beta, ema, running,
+                                               with_value=self._logging)
             if ema > 0:
                 self._kl_running[(r, layer)] = m_hat
             if value is not None:

@@ -302,7 +302,7 @@ def data_rows(d: Digest) -> list[tuple[str, str]]:
 def training_rows(d: Digest) -> list[tuple[str, str]]:
     cfg = d.run.config
     keys = ("optimizer", "n_epochs", "batch_size", "seeds", "log_every", "checkpoint_every", "eval_batch_size",
-            "device")
+            "device", "matmul_dtype")
     rows = [(k, _fmt_value(cfg[k]) if not isinstance(cfg[k], list) else ", ".join(map(str, cfg[k])))
             for k in keys if k in cfg]
     if d.steps_per_epoch:

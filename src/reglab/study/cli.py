@@ -13,6 +13,7 @@ import shlex
 from pathlib import Path
 import signal
 
+from reglab.config import MATMUL_DTYPES
 from reglab.errors import ReglabError
 from reglab.study import presets
 
@@ -50,6 +51,11 @@ def register(subparsers) -> None:
     p.add_argument("--no-report", action="store_true",
                    help="skip report.html (build it later with `reglab report RUN_DIR`)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="where to train (default: the study's)")
+    p.add_argument("--matmul-dtype", choices=MATMUL_DTYPES,
+                   help="operands of the training products (default: the study's, float32). bfloat16: "
+                        "weights, optimizer state and losses stay float32, the products read bfloat16 copies "
+                        "(like torch.autocast). Up to 2.3x faster on CPUs with AVX512-BF16 or AMX, slower on "
+                        "CPUs without (docs/performance.md)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: one less than the cores, at least 1; "
                         "--resume: the run's own). Oversubscribed cores slow torch down many times")
@@ -73,7 +79,8 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
         given = [opt for opt, val in (("STUDY", args.study), ("--preset", args.preset), ("--seeds", args.seeds),
                                       ("--dataset", args.dataset), ("--resolution", args.resolution),
                                       ("--config", args.config), ("--out", args.out), ("--epochs", args.epochs),
-                                      ("--smoke", args.smoke or None), ("--device", args.device))
+                                      ("--smoke", args.smoke or None), ("--device", args.device),
+                                      ("--matmul-dtype", args.matmul_dtype))
                  if val is not None]
         if given:
             raise ReglabError(f"--resume continues the study stored in the run directory; got also {', '.join(given)}. "
@@ -84,10 +91,11 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
             raise ReglabError("--config defines the whole study; drop the STUDY name and --preset.")
         cfg = presets.apply_overrides(load_toml(args.config), seeds=args.seeds, dataset=args.dataset,
                                       resolution=args.resolution, epochs=args.epochs, smoke=args.smoke,
-                                      device=args.device)
+                                      device=args.device, matmul_dtype=args.matmul_dtype)
     else:
         cfg = presets.get(args.study or presets.DEFAULT_STUDY, args.preset, seeds=args.seeds, dataset=args.dataset,
-                          resolution=args.resolution, epochs=args.epochs, smoke=args.smoke, device=args.device)
+                          resolution=args.resolution, epochs=args.epochs, smoke=args.smoke, device=args.device,
+                          matmul_dtype=args.matmul_dtype)
     torch.set_num_threads(resolve_threads(args.threads, args.resume))
     if cfg is not None and cfg.device == "cuda":
         if not torch.cuda.is_available():
@@ -131,7 +139,7 @@ def command_line(args: argparse.Namespace) -> str:
     """The `reglab run ...` command that reproduces `args` (stored in the manifest)."""
     parts = ["reglab", "run"] + ([args.study] if args.study else [])
     for opt in ("preset", "seeds", "dataset", "resolution", "config", "out", "resume", "data_dir", "epochs",
-                "device", "threads"):
+                "device", "matmul_dtype", "threads"):
         val = getattr(args, opt)
         if val is not None:
             parts += ["--" + opt.replace("_", "-"), str(val)]

@@ -194,7 +194,7 @@ SMOKE_EPOCHS = 2
 
 def get(study: str = DEFAULT_STUDY, preset: str | None = None, *, seeds: int | None = None,
         dataset: str | None = None, resolution: int | None = None, epochs: int | None = None,
-        smoke: bool = False, device: str | None = None) -> StudyConfig:
+        smoke: bool = False, device: str | None = None, matmul_dtype: str | None = None) -> StudyConfig:
     """The named study's preset with command-line overrides applied.
 
     Args:
@@ -204,6 +204,7 @@ def get(study: str = DEFAULT_STUDY, preset: str | None = None, *, seeds: int | N
         epochs: number of epochs (step-based schedules keep their time constants).
         smoke: tiny mode: a few hundred examples, at most 2 epochs (for the test suite).
         device: "cpu" or "cuda".
+        matmul_dtype: "float32" or "bfloat16" (the training products' operands; see reglab.engine.mlp).
     """
     if study not in STUDIES:
         raise ReglabError(f"unknown study {study!r}; allowed: {', '.join(STUDIES)}. Fix: reglab run mnist.")
@@ -212,12 +213,12 @@ def get(study: str = DEFAULT_STUDY, preset: str | None = None, *, seeds: int | N
         raise ReglabError(f"unknown preset {preset!r} for study {study!r}; allowed: {', '.join(STUDIES[study])}.")
     cfg = STUDIES[study][preset]()
     return apply_overrides(cfg, study=study, seeds=seeds, dataset=dataset, resolution=resolution,
-                           epochs=epochs, smoke=smoke, device=device)
+                           epochs=epochs, smoke=smoke, device=device, matmul_dtype=matmul_dtype)
 
 
 def apply_overrides(cfg: StudyConfig, *, study: str | None = None, seeds: int | None = None,
                     dataset: str | None = None, resolution: int | None = None, epochs: int | None = None,
-                    smoke: bool = False, device: str | None = None) -> StudyConfig:
+                    smoke: bool = False, device: str | None = None, matmul_dtype: str | None = None) -> StudyConfig:
     """`cfg` with the command-line overrides; each bad value is one ReglabError naming the option."""
     data = cfg.data
     name = cfg.name
@@ -245,6 +246,8 @@ def apply_overrides(cfg: StudyConfig, *, study: str | None = None, seeds: int | 
         changes["n_epochs"] = epochs
     if device is not None:
         changes["device"] = device
+    if matmul_dtype is not None:
+        changes["matmul_dtype"] = matmul_dtype
     cfg = cfg.replace(**changes)
     return smoke_version(cfg) if smoke else cfg
 
