@@ -26,9 +26,18 @@ Reported per configuration (medians over the repeats):
     this over-counts a little, since the first layer needs no input gradient),
     and its fraction of the GEMM peak measured in the same run.
 
+With bfloat16 (the default; ``--no-bfloat16`` skips it) each repeat also times
+reglab with ``matmul_dtype="bfloat16"``, the hand loop under
+``torch.autocast("cpu", dtype=torch.bfloat16)`` (the same precision, written
+the way a user asks PyTorch for it) and a square bfloat16 product (its GEMM
+peak); a second table compares them. The issue's targets are judged on the
+float32 table (same arithmetic both ways); the bfloat16 table says what a
+user gets by switching precision, at equal precision and against float32.
+
 Then a fairness check: both paths train the same study for a few epochs and
 their test errors must agree within seed noise (Welch 95% interval of the
-difference of the means per method, Bonferroni-corrected over the methods).
+difference of the means per method, Bonferroni-corrected over the methods);
+with bfloat16, reglab's bfloat16 study is held to the float32 hand loop too.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -124,8 +133,8 @@ class ReglabPath:
 class HandPath:
     """The hand loop on the whole training split; each call trains ``n_steps`` minibatches per method-seed."""
 
-    def __init__(self, cfg: StudyConfig, dataset: Dataset, n_steps: int):
-        self.study = HandStudy(cfg, dataset.x_train, dataset.y_train)
+    def __init__(self, cfg: StudyConfig, dataset: Dataset, n_steps: int, autocast: torch.dtype | None = None):
+        self.study = HandStudy(cfg, dataset.x_train, dataset.y_train, autocast=autocast)
         self.n_steps = n_steps
 
     def train(self) -> float:
@@ -135,10 +144,10 @@ class HandPath:
         return time.perf_counter() - t0
 
 
-def gemm_gflops(n: int, repeats: int = 3) -> float:
-    """Best-of-``repeats`` GFLOP/s of one n x n fp32 matrix product (2 n^3 flops)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
+def gemm_gflops(n: int, repeats: int = 3, dtype: torch.dtype = torch.float32) -> float:
+    """Best-of-``repeats`` GFLOP/s of one n x n matrix product in ``dtype`` (2 n^3 flops)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    out = torch.empty(n, n, dtype=dtype)
     torch.mm(a, b, out=out)
     best = INF
     for _ in range(repeats):
@@ -195,6 +204,9 @@ class Measurement:
     reglab_s: list[float]
     floor_s: list[float]      # seconds per epoch of the matrix products alone (MatmulFloor)
     gemm: list[float]         # GFLOP/s of the square product, one per repeat
+    hand_bf16_s: list[float] = field(default_factory=list)    # the hand loop under torch.autocast(bfloat16)
+    reglab_bf16_s: list[float] = field(default_factory=list)  # reglab with matmul_dtype="bfloat16"
+    gemm_bf16: list[float] = field(default_factory=list)      # GFLOP/s of the square bfloat16 product
 
     def summary(self) -> dict:
         ratios = [h / r for h, r in zip(self.hand_s, self.reglab_s)]
@@ -212,11 +224,29 @@ class Measurement:
                 "matmul_floor_s_per_epoch": floor, "matmul_floor_fraction_of_peak": flops / floor / 1e9 / peak,
                 "reglab_over_floor": reg / floor,
                 "raw": {"hand_s": self.hand_s, "reglab_s": self.reglab_s, "matmul_floor_s": self.floor_s,
-                        "gemm_gflops": self.gemm}}
+                        "gemm_gflops": self.gemm},
+                "bfloat16": self._bf16_summary(flops) if self.reglab_bf16_s else None}
+
+    def _bf16_summary(self, flops: float) -> dict:
+        reg, hand_ac, peak = map(statistics.median, (self.reglab_bf16_s, self.hand_bf16_s, self.gemm_bf16))
+        vs_fp32 = [h / r for h, r in zip(self.hand_s, self.reglab_bf16_s)]
+        vs_autocast = [h / r for h, r in zip(self.hand_bf16_s, self.reglab_bf16_s)]
+        return {"reglab_s_per_epoch": reg, "hand_autocast_s_per_epoch": hand_ac,
+                "ratio_vs_hand_fp32_median": statistics.median(vs_fp32), "ratio_vs_hand_fp32_min": min(vs_fp32),
+                "ratio_vs_hand_fp32_max": max(vs_fp32),
+                "ratio_vs_hand_autocast_median": statistics.median(vs_autocast),
+                "ratio_vs_hand_autocast_min": min(vs_autocast), "ratio_vs_hand_autocast_max": max(vs_autocast),
+                "reglab_fp32_over_bf16": statistics.median(self.reglab_s) / reg,
+                "reglab_gflops": flops / reg / 1e9, "gemm_peak_gflops": peak,
+                "reglab_fraction_of_peak": flops / reg / 1e9 / peak,
+                "raw": {"hand_autocast_s": self.hand_bf16_s, "reglab_s": self.reglab_bf16_s,
+                        "gemm_gflops": self.gemm_bf16}}
 
 
-def measure(cfg: StudyConfig, dataset: Dataset, steps: int, repeats: int, gemm_n: int, log) -> Measurement:
-    """Alternate GEMM / hand / reglab / matmul floor ``repeats`` times after one warm-up call of each.
+def measure(cfg: StudyConfig, dataset: Dataset, steps: int, repeats: int, gemm_n: int, log,
+            bfloat16: bool = True) -> Measurement:
+    """Alternate GEMM / hand / reglab / matmul floor ``repeats`` times after one warm-up call of each
+    (with ``bfloat16``, also the bfloat16 GEMM / autocast hand loop / bfloat16 reglab).
 
     Each path trains ``steps`` minibatches per method-seed per call; the
     seconds are scaled to a whole epoch of the training split. ``cfg.n_epochs``
@@ -229,6 +259,11 @@ def measure(cfg: StudyConfig, dataset: Dataset, steps: int, repeats: int, gemm_n
     hand.train()
     batched.train()
     floor.train(1)
+    if bfloat16:
+        hand_bf16 = HandPath(cfg, dataset, steps, autocast=torch.bfloat16)
+        batched_bf16 = ReglabPath(cfg.replace(matmul_dtype="bfloat16"), dataset, steps)
+        hand_bf16.train()
+        batched_bf16.train()
     scale = steps_per_epoch / steps
     m = Measurement("-".join(map(str, sizes)), len(cfg.seeds), cfg.n_variants, steps, steps_per_epoch,
                     n_weights(cfg), [], [], [], [])
@@ -237,8 +272,15 @@ def measure(cfg: StudyConfig, dataset: Dataset, steps: int, repeats: int, gemm_n
         m.hand_s.append(hand.train() * scale)
         m.reglab_s.append(batched.train() * scale)
         m.floor_s.append(floor.train(steps) * scale)
-        log(f"    repeat {r + 1}/{repeats}: hand {m.hand_s[-1]:.2f} s/epoch, reglab {m.reglab_s[-1]:.2f} s/epoch, "
-            f"matmuls alone {m.floor_s[-1]:.2f} s/epoch, GEMM {m.gemm[-1]:.0f} GFLOP/s")
+        line = (f"    repeat {r + 1}/{repeats}: hand {m.hand_s[-1]:.2f} s/epoch, reglab {m.reglab_s[-1]:.2f} s/epoch, "
+                f"matmuls alone {m.floor_s[-1]:.2f} s/epoch, GEMM {m.gemm[-1]:.0f} GFLOP/s")
+        if bfloat16:
+            m.gemm_bf16.append(gemm_gflops(gemm_n, dtype=torch.bfloat16))
+            m.hand_bf16_s.append(hand_bf16.train() * scale)
+            m.reglab_bf16_s.append(batched_bf16.train() * scale)
+            line += (f"; bfloat16: hand (autocast) {m.hand_bf16_s[-1]:.2f}, reglab {m.reglab_bf16_s[-1]:.2f} "
+                     f"s/epoch, GEMM {m.gemm_bf16[-1]:.0f} GFLOP/s")
+        log(line)
     return m
 
 
@@ -258,13 +300,16 @@ def welch_interval(a: list[float], b: list[float], confidence: float) -> tuple[f
     return diff, diff - half, diff + half
 
 
-def fairness_check(cfg: StudyConfig, dataset: Dataset, log) -> dict:
-    """Train ``cfg`` both ways for cfg.n_epochs epochs; compare test errors per method."""
+def fairness_check(cfg: StudyConfig, dataset: Dataset, log, hand_err: list[float] | None = None) -> dict:
+    """Train ``cfg`` both ways for cfg.n_epochs epochs; compare test errors per method.
+
+    ``hand_err``: the hand loop's test errors from an earlier call (it is then not trained again)."""
     from reglab.engine import Trainer
-    hand = HandStudy(cfg, dataset.x_train, dataset.y_train)
-    for _ in range(cfg.n_epochs):
-        hand.train()
-    hand_err = hand.test_errors(dataset.x_test, dataset.y_test)
+    if hand_err is None:
+        hand = HandStudy(cfg, dataset.x_train, dataset.y_train)
+        for _ in range(cfg.n_epochs):
+            hand.train()
+        hand_err = hand.test_errors(dataset.x_test, dataset.y_test)
     trainer = Trainer(cfg, dataset)
     while not trainer.done:
         record = trainer.train_epoch()
@@ -285,8 +330,8 @@ def fairness_check(cfg: StudyConfig, dataset: Dataset, log) -> dict:
             f"reglab {100 * stats.mean(g):6.2f} +- {100 * stats.std(g):4.2f} %   "
             f"diff {100 * diff:+5.2f} [{100 * lo:+5.2f}, {100 * hi:+5.2f}]  {'agree' if agree else 'DIFFER'}")
     return {"net": "-".join(map(str, [784, *cfg.hidden, 10])), "n_seeds": n_seeds, "n_epochs": cfg.n_epochs,
-            "n_train": len(dataset.x_train), "confidence_per_method": confidence, "methods": rows,
-            "agree": agree_all}
+            "matmul_dtype": cfg.matmul_dtype, "n_train": len(dataset.x_train), "confidence_per_method": confidence,
+            "methods": rows, "hand_test_error": hand_err, "agree": agree_all}
 
 
 def subset(dataset: Dataset, n_train: int) -> Dataset:
@@ -325,6 +370,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: all)")
     p.add_argument("--fairness-epochs", type=int, help="epochs of the fairness check (default 3; quick 2)")
     p.add_argument("--no-fairness", action="store_true", help="skip the fairness check")
+    p.add_argument("--no-bfloat16", action="store_true",
+                   help="time float32 only (skip reglab's bfloat16 products and the autocast hand loop)")
     p.add_argument("--json", help="also write every number to this JSON file")
     return p.parse_args(argv)
 
@@ -366,10 +413,13 @@ def main(argv: list[str] | None = None) -> int:
             cfg = study_config(base, hidden_of[net], n_seeds, n_epochs=10_000)
             label = "-".join(map(str, [784, *cfg.hidden, 10]))
             log(f"  {label}, {len(cfg.methods)} methods x {n_seeds} seeds = {cfg.n_variants} method-seeds")
-            m = measure(cfg, dataset, steps[net], repeats, gemm_n, log)
+            m = measure(cfg, dataset, steps[net], repeats, gemm_n, log, bfloat16=not args.no_bfloat16)
             results.append(m.summary())
 
-    log("\n" + table(results))
+    log("\nfloat32 both ways (the issue's targets):\n" + table(results))
+    if not args.no_bfloat16:
+        log("\nbfloat16 products (reglab --matmul-dtype bfloat16; hand loop under torch.autocast):\n"
+            + table_bf16(results))
 
     fairness = None
     if args.data_dir is None:
@@ -386,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
             f"(95% for all methods together, Bonferroni)")
         fairness = fairness_check(cfg, fair_data, log)
         log(f"  verdict: {'agree within seed noise' if fairness['agree'] else 'DISAGREE'}")
+        if not args.no_bfloat16:
+            log("  reglab with bfloat16 products against the same float32 hand loop:")
+            fair_bf16 = fairness_check(cfg.replace(matmul_dtype="bfloat16"), fair_data, log,
+                                       hand_err=fairness["hand_test_error"])
+            log(f"  verdict: {'agree within seed noise' if fair_bf16['agree'] else 'DISAGREE'}")
+            fairness = {**fairness, "bfloat16": fair_bf16, "agree": fairness["agree"] and fair_bf16["agree"]}
 
     wall = time.perf_counter() - t_start
     log(f"\ntotal {wall:.0f} s")
@@ -396,6 +452,26 @@ def main(argv: list[str] | None = None) -> int:
                                       "fairness": fairness, "wall_s": wall})
     # tiny mode checks that the script runs; its few steps decide nothing
     return 0 if fairness is None or fairness["agree"] or mode == "tiny" else 1
+
+
+def table_bf16(results: list[dict]) -> str:
+    """Markdown table of the bfloat16 summaries (medians over the repeats)."""
+    head = ("| net | seeds | method-seeds | hand fp32 s/epoch | hand autocast s/epoch | reglab bf16 s/epoch "
+            "| hand fp32 / reglab bf16 (min..max) | hand autocast / reglab bf16 (min..max) | reglab fp32 / bf16 "
+            "| reglab GFLOP/s (% of bf16 peak) | bf16 GEMM peak GFLOP/s |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for r in results:
+        b = r["bfloat16"]
+        rows.append(f"| {r['net']} | {r['n_seeds']} | {r['n_variants']} | {r['hand_s_per_epoch']:.2f} "
+                    f"| {b['hand_autocast_s_per_epoch']:.2f} | {b['reglab_s_per_epoch']:.2f} "
+                    f"| {b['ratio_vs_hand_fp32_median']:.2f}x ({b['ratio_vs_hand_fp32_min']:.2f}.."
+                    f"{b['ratio_vs_hand_fp32_max']:.2f}) "
+                    f"| {b['ratio_vs_hand_autocast_median']:.2f}x ({b['ratio_vs_hand_autocast_min']:.2f}.."
+                    f"{b['ratio_vs_hand_autocast_max']:.2f}) | {b['reglab_fp32_over_bf16']:.2f}x "
+                    f"| {b['reglab_gflops']:.0f} ({100 * b['reglab_fraction_of_peak']:.0f}%) "
+                    f"| {b['gemm_peak_gflops']:.0f} |")
+    return "\n".join([head, *rows])
 
 
 def table(results: list[dict]) -> str:

@@ -116,7 +116,10 @@ class HandStudy:
     """Every (method, seed) of a study as separate models, trained one after another."""
 
     def __init__(self, cfg: StudyConfig, x_train: torch.Tensor, y_train: torch.Tensor,
-                 steps_per_epoch: int | None = None):
+                 steps_per_epoch: int | None = None, autocast: torch.dtype | None = None):
+        """``autocast=torch.bfloat16``: forward and loss under ``torch.autocast`` (how a user asks
+        PyTorch for bfloat16 products); parameters and optimizer stay float32."""
+        self.autocast = autocast
         sizes = [x_train.shape[1], *cfg.hidden, int(y_train.max()) + 1]
         self.cfg = cfg
         self.loader = torch.utils.data.DataLoader(
@@ -157,35 +160,36 @@ class HandStudy:
             group["lr"] = learning_rate(m, run.step)
             group["momentum"] = momentum(m, run.step)
 
-        # forward; the KL penalty needs the hidden outputs (what each later layer reads)
-        if m.kl_beta > 0:
-            h, activations, first = x, [], True
-            for layer in run.model:
-                if isinstance(layer, nn.Linear):
-                    if not first:
-                        activations.append(h)
-                    first = False
-                h = layer(h)
-            logits = h
-        else:
-            logits = run.model(x)
-        loss = F.cross_entropy(logits, y)
+        with torch.autocast("cpu", dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+            # forward; the KL penalty needs the hidden outputs (what each later layer reads)
+            if m.kl_beta > 0:
+                h, activations, first = x, [], True
+                for layer in run.model:
+                    if isinstance(layer, nn.Linear):
+                        if not first:
+                            activations.append(h)
+                        first = False
+                    h = layer(h)
+                logits = h
+            else:
+                logits = run.model(x)
+            loss = F.cross_entropy(logits, y)
 
-        # penalties added to the loss (weights only)
-        if m.l2 > 0:
-            loss = loss + m.l2 / 2 * sum(w.pow(2).sum() for w in run.weights)
-        if m.l1 > 0 and run.step > m.l1_start * self.total_steps:
-            loss = loss + m.l1 * sum(w.abs().sum() for w in run.weights)
-        if m.kl_beta > 0:
-            for k, a in enumerate(activations):
-                mean_output = a.mean(0)
-                if m.kl_ema > 0:
-                    previous = run.kl_average[k]
-                    if previous is not None:
-                        smoothed = m.kl_ema * previous + (1 - m.kl_ema) * mean_output.detach()
-                        mean_output = mean_output + (smoothed - mean_output).detach()
-                    run.kl_average[k] = mean_output.detach()
-                loss = loss + m.kl_beta * kl_divergence(m.kl_rho, mean_output)
+            # penalties added to the loss (weights only)
+            if m.l2 > 0:
+                loss = loss + m.l2 / 2 * sum(w.pow(2).sum() for w in run.weights)
+            if m.l1 > 0 and run.step > m.l1_start * self.total_steps:
+                loss = loss + m.l1 * sum(w.abs().sum() for w in run.weights)
+            if m.kl_beta > 0:
+                for k, a in enumerate(activations):
+                    mean_output = a.mean(0)
+                    if m.kl_ema > 0:
+                        previous = run.kl_average[k]
+                        if previous is not None:
+                            smoothed = m.kl_ema * previous + (1 - m.kl_ema) * mean_output.detach()
+                            mean_output = mean_output + (smoothed - mean_output).detach()
+                        run.kl_average[k] = mean_output.detach()
+                    loss = loss + m.kl_beta * kl_divergence(m.kl_rho, mean_output)
 
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
