@@ -101,12 +101,21 @@ class InputPart:
     variants: slice
     x: torch.Tensor
     scale: float = 1.0
+    dense: torch.Tensor | None = None      # (Vr, B, D) materialised copy, if made (see BatchedMLP.forward)
+    dense_t: torch.Tensor | None = None    # (Vr, D, B) materialised transpose, if made
 
     def batched(self) -> torch.Tensor:
+        """(Vr, B, D): the input of every variant of the range."""
+        if self.dense is not None:
+            return self.dense
         if self.x.dim() == 3:
             return self.x
         n = self.variants.stop - self.variants.start
         return self.x.unsqueeze(0).expand(n, *self.x.shape)
+
+    def batched_t(self) -> torch.Tensor:
+        """(Vr, D, B): the transposed input, as the weight gradient reads it."""
+        return self.dense_t if self.dense_t is not None else self.batched().transpose(1, 2)
 
 
 HiddenHook = Callable[[int, torch.Tensor], None]
@@ -184,7 +193,7 @@ class BatchedMLP:
     def forward(self, parts: list[InputPart], hidden_hook: HiddenHook | None = None) -> torch.Tensor:
         """Training forward pass; returns logits (V, C, b), keeps every layer's output for backward.
 
-        ``parts`` hold inputs in ``compute_dtype``. ``hidden_hook(l, h)`` runs on
+        ``parts`` hold inputs in the parameters' dtype. ``hidden_hook(l, h)`` runs on
         each hidden layer's ReLU output (V, b, H_l) before the next layer reads
         it, and may change it in place (dropout). Logits are in ``compute_dtype``.
         """
@@ -193,6 +202,7 @@ class BatchedMLP:
         if self.mixed:
             for lp, p in zip(self._compute_weights + self._compute_biases, self.weights + self.biases):
                 lp.copy_(p)
+            self._materialize_inputs(parts)
         W, bias = self._compute_weights, self._compute_biases
         if self.n_layers == 1:   # no hidden layer: a linear model on the (possibly dropped-out) input
             for part in parts:
@@ -215,6 +225,31 @@ class BatchedMLP:
                 torch.baddbmm(bias[l].expand(-1, b, -1), h, W[l], out=outs[l])
         return outs[-1]
 
+    def _materialize_inputs(self, parts: list[InputPart]) -> None:
+        """Dense (Vr, B, D) and (Vr, D, B) ``compute_dtype`` copies of each part's input, once per step.
+
+        The bfloat16 batched GEMM cannot read a stride-0 (shared) or transposed
+        batch in place: it would copy it inside every product that reads it
+        (three per step), through a slow strided path. Two plain copies here
+        cost a tenth of that.
+        """
+        for k, part in enumerate(parts):
+            n = part.variants.stop - part.variants.start
+            shape = (n, *part.x.shape[-2:])
+            key = ("input", k, shape)
+            if key not in self._grad_chunks:
+                like = {"dtype": self.compute_dtype, "device": part.x.device}
+                self._grad_chunks[key] = (torch.empty(shape, **like), torch.empty(n, shape[2], shape[1], **like))
+            dense, dense_t = self._grad_chunks[key]
+            if part.x.dim() == 3:
+                dense.copy_(part.x)
+                dense_t.copy_(dense.transpose(1, 2))
+            else:
+                x = part.x.to(self.compute_dtype)
+                dense.copy_(x.expand(shape))
+                dense_t.copy_(x.t().contiguous().expand(n, *x.shape[::-1]))
+            part.dense, part.dense_t = dense, dense_t
+
     def backward(self, dlogits: torch.Tensor, parts: list[InputPart], weight_grads: list[torch.Tensor],
                  bias_grads: list[torch.Tensor], beta: float = 0.0, hidden_hook: HiddenHook | None = None) -> None:
         """Backward pass of the last :meth:`forward`, weights as they were in it.
@@ -236,7 +271,7 @@ class BatchedMLP:
         if L == 1:
             for part in parts:
                 sl = part.variants
-                self._accumulate_weight_grad(weight_grads[0][sl], part.batched().transpose(1, 2),
+                self._accumulate_weight_grad(weight_grads[0][sl], part.batched_t(),
                                              dz_t[sl].transpose(1, 2), beta, part.scale)
             return
         self._accumulate_weight_grad(weight_grads[-1], outs[-2].transpose(1, 2), dz_t.transpose(1, 2), beta)
@@ -251,7 +286,7 @@ class BatchedMLP:
             if l == 0:
                 for part in parts:
                     sl = part.variants
-                    self._accumulate_weight_grad(weight_grads[0][sl], part.batched().transpose(1, 2), dz[sl],
+                    self._accumulate_weight_grad(weight_grads[0][sl], part.batched_t(), dz[sl],
                                                  beta, part.scale)
             else:
                 self._accumulate_weight_grad(weight_grads[l], outs[l - 1].transpose(1, 2), dz, beta)
@@ -273,12 +308,13 @@ class BatchedMLP:
         n, per_variant = buf.shape[0], buf[0].numel() * a.element_size()
         step = max(1, min(n, self.GRAD_CHUNK_BYTES // per_variant))
         key = (step, *buf.shape[1:])
-        scratch = self._grad_chunks.get(key)
-        if scratch is None:
-            scratch = self._grad_chunks[key] = torch.empty(key, dtype=self.compute_dtype, device=buf.device)
+        if key not in self._grad_chunks:
+            self._grad_chunks[key] = (torch.empty(key, dtype=self.compute_dtype, device=buf.device),
+                                      torch.empty(key, dtype=buf.dtype, device=buf.device))
+        low, wide = self._grad_chunks[key]
         for i in range(0, n, step):
             j = min(n, i + step)
-            g = scratch[:j - i]
+            g, g_wide = low[:j - i], wide[:j - i]
             if alpha == 1.0:
                 torch.bmm(a[i:j], b[i:j], out=g)
             else:
@@ -286,7 +322,10 @@ class BatchedMLP:
             if beta == 0.0:
                 buf[i:j].copy_(g)
             else:
-                torch.add(g, buf[i:j], alpha=beta, out=buf[i:j])
+                # widened into a kept buffer first: a mixed-dtype add would widen into a fresh
+                # temporary, and fresh chunk-sized allocations page-fault every step
+                g_wide.copy_(g)
+                torch.add(g_wide, buf[i:j], alpha=beta, out=buf[i:j])
 
     @torch.no_grad()
     def forward_eval(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -435,7 +435,7 @@ class Trainer:
         lr, mu = self._schedule(t)
 
         # forward, with this step's dropout masks
-        x = self.x_train.index_select(0, idx).to(self.compute_dtype)
+        x = self.x_train.index_select(0, idx)
         y = self.y_train.index_select(0, idx)
         self._draw_dropout_bits(b)
         parts = self._input_parts(x)
