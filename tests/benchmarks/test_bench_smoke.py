@@ -37,7 +37,20 @@ def test_tiny_benchmark_on_random_data_prints_a_row_per_seed_count_with_finite_t
             assert math.isfinite(r[key]) and r[key] > 0, (key, r[key])
         assert r["reglab_gflops"] / r["gemm_peak_gflops"] == pytest.approx(r["reglab_fraction_of_peak"])
         assert "| 784-32-10 | %d |" % r["n_seeds"] in proc.stdout
+        bf16 = r["bfloat16"]
+        for key in ("hand_autocast_s_per_epoch", "reglab_s_per_epoch", "ratio_vs_hand_fp32_median",
+                    "ratio_vs_hand_autocast_median", "gemm_peak_gflops"):
+            assert math.isfinite(bf16[key]) and bf16[key] > 0, (key, bf16[key])
+        assert r["hand_s_per_epoch"] / bf16["reglab_s_per_epoch"] == pytest.approx(
+            bf16["ratio_vs_hand_fp32_median"])      # one repeat: the median is that repeat's ratio
+    assert "bfloat16 products (reglab --matmul-dtype bfloat16" in proc.stdout
     assert result["fairness"] is None
+
+
+def test_no_bfloat16_times_float32_only(tmp_path):
+    proc, result = run_tiny(tmp_path, "--seeds", "1", "--no-bfloat16", data_dir=None)
+    assert result["configurations"][0]["bfloat16"] is None
+    assert "bfloat16 products" not in proc.stdout
 
 
 @pytest.mark.slow
@@ -53,7 +66,11 @@ def test_tiny_benchmark_on_mnist_runs_the_fairness_check_for_all_six_methods(tmp
         assert len(m["hand_test_error"]) == len(m["reglab_test_error"]) == fairness["n_seeds"]
         # a few hundred steps on 2,000 examples must already beat chance (90% error) by far, both ways
         assert max(m["hand_test_error"] + m["reglab_test_error"]) < 0.5, m
-    assert "verdict:" in proc.stdout
+    bf16 = fairness["bfloat16"]
+    assert bf16["matmul_dtype"] == "bfloat16"
+    assert [m["hand_test_error"] for m in bf16["methods"]] == [m["hand_test_error"] for m in fairness["methods"]]
+    assert max(e for m in bf16["methods"] for e in m["reglab_test_error"]) < 0.5
+    assert proc.stdout.count("verdict:") == 2
 
 
 def test_profile_script_reports_the_step_time_and_the_matrix_product_share():
