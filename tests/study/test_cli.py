@@ -71,6 +71,7 @@ def test_a_bad_toml_key_or_value_is_one_line_naming_it(tmp_path, capsys, text, e
     (["run", "--threads", "0"], "--threads must be a whole number >= 1; got 0"),
     (["run", "--resume", "x", "--seeds", "3"], "--resume continues the study stored in the run directory"),
     (["run", "--config", "nowhere.toml"], "config file nowhere.toml does not exist"),
+    (["run", "--resume", "x", "--matmul-dtype", "bfloat16"], "--resume continues the study stored"),
 ])
 def test_bad_arguments_are_one_line_and_exit_status_2(capsys, argv, expected):
     assert main(argv) == 2
@@ -120,6 +121,16 @@ def test_every_mnist_preset_runs_in_smoke_mode_on_the_shared_copy(tmp_path, pres
     assert all(f["status"] == "ok" for f in ds["info"]["checksums"].values())
     summary = read_json(out / "summary.json")
     assert all(m["stats"]["test_error"]["n"] == 2 for m in summary["methods"].values())
+
+
+def test_matmul_dtype_reaches_the_config_the_report_and_the_reproduce_command(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "pointcloud", "--smoke", "--seeds", "2", "--matmul-dtype", "bfloat16", "--out", str(out),
+                 "--quiet"]) == 0
+    run = load_run(out)
+    assert run.complete and run.config["matmul_dtype"] == "bfloat16"
+    assert "--matmul-dtype bfloat16" in run.manifest["command"]
+    assert "<td>matmul_dtype</td><td>bfloat16</td>" in (out / "report.html").read_text()
 
 
 def test_a_diverging_method_is_reported_and_the_study_still_completes(tmp_path, capsys):
