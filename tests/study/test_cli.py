@@ -133,6 +133,17 @@ def test_matmul_dtype_reaches_the_config_the_report_and_the_reproduce_command(tm
     assert "<td>matmul_dtype</td><td>bfloat16</td>" in (out / "report.html").read_text()
 
 
+def test_bfloat16_on_a_cpu_without_bfloat16_instructions_warns_and_still_runs(tmp_path, capsys, monkeypatch):
+    from reglab.study import cli
+    monkeypatch.setattr(cli, "_native_bfloat16_cpu", lambda: False)
+    out = tmp_path / "run"
+    assert main(["run", "pointcloud", "--smoke", "--seeds", "1", "--epochs", "1", "--matmul-dtype", "bfloat16",
+                 "--out", str(out), "--quiet", "--no-report"]) == 0
+    err = capsys.readouterr().err
+    assert "no bfloat16 matrix instructions" in err and err.count("\n") == 1
+    assert load_run(out).complete
+
+
 def test_a_diverging_method_is_reported_and_the_study_still_completes(tmp_path, capsys):
     text = GOOD.replace("l2 = 0.001", "l2 = 0.001\nlr = 1e30").replace("n_epochs = 2", "n_epochs = 3")
     out = tmp_path / "run"

@@ -136,7 +136,7 @@ class BatchedMLP:
         self.n_variants = weights[0].shape[0]
         self.compute_dtype = compute_dtype or weights[0].dtype
         self._buffers: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-        self._grad_chunks: dict[tuple, torch.Tensor] = {}
+        self._scratch: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}   # kept bfloat16-path buffers
         if self.mixed:   # the products' copies of the parameters, refreshed every step
             self._compute_weights = [w.to(self.compute_dtype) for w in weights]
             self._compute_biases = [b.to(self.compute_dtype) for b in biases]
@@ -237,10 +237,10 @@ class BatchedMLP:
             n = part.variants.stop - part.variants.start
             shape = (n, *part.x.shape[-2:])
             key = ("input", k, shape)
-            if key not in self._grad_chunks:
+            if key not in self._scratch:
                 like = {"dtype": self.compute_dtype, "device": part.x.device}
-                self._grad_chunks[key] = (torch.empty(shape, **like), torch.empty(n, shape[2], shape[1], **like))
-            dense, dense_t = self._grad_chunks[key]
+                self._scratch[key] = (torch.empty(shape, **like), torch.empty(n, shape[2], shape[1], **like))
+            dense, dense_t = self._scratch[key]
             if part.x.dim() == 3:
                 dense.copy_(part.x)
                 dense_t.copy_(dense.transpose(1, 2))
@@ -308,10 +308,10 @@ class BatchedMLP:
         n, per_variant = buf.shape[0], buf[0].numel() * a.element_size()
         step = max(1, min(n, self.GRAD_CHUNK_BYTES // per_variant))
         key = (step, *buf.shape[1:])
-        if key not in self._grad_chunks:
-            self._grad_chunks[key] = (torch.empty(key, dtype=self.compute_dtype, device=buf.device),
+        if key not in self._scratch:
+            self._scratch[key] = (torch.empty(key, dtype=self.compute_dtype, device=buf.device),
                                       torch.empty(key, dtype=buf.dtype, device=buf.device))
-        low, wide = self._grad_chunks[key]
+        low, wide = self._scratch[key]
         for i in range(0, n, step):
             j = min(n, i + step)
             g, g_wide = low[:j - i], wide[:j - i]

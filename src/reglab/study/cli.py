@@ -12,6 +12,7 @@ import os
 import shlex
 from pathlib import Path
 import signal
+import sys
 
 from reglab.config import MATMUL_DTYPES
 from reglab.errors import ReglabError
@@ -102,6 +103,10 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
             raise ReglabError("this study trains on 'cuda' but no CUDA device is available. "
                               "Fix: add --device cpu (slow for the paper preset) or run on a GPU machine.")
 
+    if cfg is not None and cfg.matmul_dtype == "bfloat16" and cfg.device == "cpu" and not _native_bfloat16_cpu():
+        print("reglab: warning: this CPU has no bfloat16 matrix instructions (AVX512-BF16 or AMX); "
+              "--matmul-dtype bfloat16 will likely train slower than float32.", file=sys.stderr)
+
     # a polite kill (SIGTERM) ends like Ctrl-C: the manifest says "interrupted", the lock is released
     signal.signal(signal.SIGTERM, _raise_interrupt)
     run_study(cfg, out_dir=args.resume or args.out, data_dir=data_dir, cache_dir=cache_dir,
@@ -129,6 +134,11 @@ def resolve_threads(requested: int | None, resume_dir: str | None) -> int:
                 return stored
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores - 1)
+
+
+def _native_bfloat16_cpu() -> bool:
+    import torch
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def _raise_interrupt(signum, frame) -> None:
