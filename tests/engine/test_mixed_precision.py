@@ -11,7 +11,7 @@ import torch
 from reglab.config import MethodConfig, StudyConfig
 from reglab.data.dataset import Dataset
 from reglab.engine import Trainer
-from reglab.engine.mlp import BatchedMLP
+from reglab.engine.mlp import BatchedMLP, InputPart
 from reglab.engine.reference import ReferenceRun
 from reglab.errors import ReglabError
 
@@ -29,6 +29,7 @@ AUTOCAST_EXAMPLES = {
     "l1": MethodConfig("l1", l1=1e-3),
     "max_norm": MethodConfig("max_norm", max_norm=0.8),
     "hidden_dropout": MethodConfig("dropout", dropout_hidden=0.5, l2=1e-3),   # scale 2: exact in bfloat16
+    "hidden_dropout_inexact_scale": MethodConfig("dropout_0.3", dropout_hidden=0.3),  # 1/0.7: not in bfloat16
 }
 STEPS = 3
 MATCH = 2e-3     # relative distance (norm) of the engine's weight changes to autocast's; observed <= 1.1e-3
@@ -79,6 +80,41 @@ def test_a_net_without_hidden_layers_in_bfloat16_trains_like_autocast(small_data
     autocast = _reference_changes(cfg, small_dataset, SEEDS[0], torch.bfloat16)
     mixed = _weight_changes(cfg.replace(matmul_dtype="bfloat16"), small_dataset, len(SEEDS))
     assert _distance(mixed, autocast) <= MATCH
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.9, 1.0])
+def test_bfloat16_backward_matches_float32_with_a_scaled_input_part(beta):
+    # the batched math alone: a shared-input part and a dropped-out part whose 1/(1-p) rides on the GEMM's alpha
+    g = torch.Generator().manual_seed(0)
+    sizes, V, b = [12, 16, 8, 3], 4, 10
+    weights = [torch.randn(V, i, o, generator=g) / i ** 0.5 for i, o in zip(sizes, sizes[1:])]
+    biases = [0.1 * torch.randn(V, 1, o, generator=g) for o in sizes[1:]]
+    x = torch.rand(b, sizes[0], generator=g)
+    dropped = x * (torch.rand(2, b, sizes[0], generator=g) > 0.3)
+    dlogits = torch.randn(V, sizes[-1], b, generator=g)
+    start = [torch.randn_like(w) for w in weights] + [torch.randn_like(c) for c in biases]
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = BatchedMLP([w.clone() for w in weights], [c.clone() for c in biases], compute_dtype=dtype)
+        parts = [InputPart(slice(0, 2), x), InputPart(slice(2, 4), dropped, scale=1 / 0.7)]
+        model.forward(parts)
+        grads = [t.clone() for t in start]
+        model.backward(dlogits, parts, grads[:3], grads[3:], beta=beta)
+        results[dtype] = grads
+    for single, mixed in zip(results[torch.float32], results[torch.bfloat16]):
+        assert mixed.dtype == torch.float32
+        assert float((mixed - single).norm() / single.norm()) < 2e-2   # bfloat16 keeps ~3 significant digits
+
+
+def test_a_checkpoint_from_before_matmul_dtype_existed_still_resumes(small_dataset):
+    cfg = _study(MethodConfig("l2", l2=1e-3), "sgd").replace(n_epochs=2)
+    a = Trainer(cfg, small_dataset)
+    a.train_epoch()
+    state = a.state_dict()
+    del state["config"]["matmul_dtype"]
+    b = Trainer(cfg, small_dataset)
+    b.load_state_dict(state)
+    assert torch.equal(b.model.weights[0], a.model.weights[0]) and b.epoch == 1
 
 
 def test_parameters_and_optimizer_state_stay_float32_and_resume_bit_identically(small_dataset):

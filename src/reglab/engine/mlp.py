@@ -37,7 +37,7 @@ the parameters, gradient and optimizer buffers stay in the model dtype
 biases (refreshed from the float32 ones at the start of :meth:`forward`),
 hidden outputs and their gradients are bfloat16, and the products
 accumulate in float32 inside the GEMM (what ``torch.autocast`` does for
-``nn.Linear``). Logits come back float32 for the loss; bias gradients are
+``nn.Linear``). The caller takes the loss on float32 logits; bias gradients are
 summed in float32; each weight gradient is one bfloat16 product per chunk of
 variants added into the float32 buffer while the chunk is still in cache.
 """
@@ -208,7 +208,7 @@ class BatchedMLP:
             for part in parts:
                 sl = part.variants
                 torch.baddbmm(bias[0][sl].transpose(1, 2).expand(-1, -1, b), W[0][sl].transpose(1, 2),
-                              part.batched().transpose(1, 2), alpha=part.scale, out=outs[0][sl])
+                              part.batched_t(), alpha=part.scale, out=outs[0][sl])
             return outs[0]
         first = outs[0]
         for part in parts:
@@ -229,9 +229,9 @@ class BatchedMLP:
         """Dense (Vr, B, D) and (Vr, D, B) ``compute_dtype`` copies of each part's input, once per step.
 
         The bfloat16 batched GEMM cannot read a stride-0 (shared) or transposed
-        batch in place: it would copy it inside every product that reads it
-        (three per step), through a slow strided path. Two plain copies here
-        cost a tenth of that.
+        batch in place: it would copy it inside each product that reads it
+        (the forward product and the weight gradient, chunk by chunk), through
+        a slow strided path. Two plain copies here cost a tenth of that.
         """
         for k, part in enumerate(parts):
             n = part.variants.stop - part.variants.start

@@ -181,7 +181,8 @@ class Trainer:
         self._l2_span = _span(self._l2_runs)
         self._l2_half = torch.tensor([0.5 * m.l2 for m in ms], dtype=dtype, device=self.device)[self._l2_span]
         self._dropout_bits: list[torch.Tensor] = []                  # this step's raw words, one per dropout run
-        self._hidden_keep: dict[tuple[int, int], torch.Tensor] = {}  # this step's (Vr, b, H) keep * scale
+        # this step's (Vr, b, H) keep * scale, and a scale left to apply apart (None: folded in)
+        self._hidden_keep: dict[tuple[int, int], tuple[torch.Tensor, float | None]] = {}
         self._kl_running: dict[tuple[int, int], torch.Tensor] = {}   # (run, layer) -> (Vr, H) moving average
         self._kl_grad: dict[tuple[int, int], torch.Tensor] = {}      # this step's dP/dh rows, (Vr, 1, H)
         self._kl_value = torch.zeros(V, dtype=dtype, device=self.device)         # this step's KL penalty value
@@ -401,7 +402,8 @@ class Trainer:
         if state.get("version") != STATE_VERSION:
             raise ReglabError(f"trainer state version {state.get('version')} is not {STATE_VERSION}. "
                               "Fix: start the study again.")
-        if state["config"] != self.cfg.to_dict():
+        # through from_dict: a checkpoint written before a field existed compares with that field's default
+        if StudyConfig.from_dict(state["config"]).to_dict() != self.cfg.to_dict():
             raise ReglabError("the checkpoint was written for a different study configuration. "
                               "Fix: resume with the run's own config.")
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
@@ -561,9 +563,15 @@ class Trainer:
             if p_h > 0:
                 keep = self._keep_mask(r, layer, b, self._buffer(("keep", r, layer, b), h[sl].shape, h.dtype))
                 scale = self._constant(R.keep_scale(p_h))  # a tensor: a Python float would round via float32
-                keep_scaled = keep.mul_(scale)
-                h[sl].mul_(keep_scaled)
-                self._hidden_keep[(r, layer)] = keep_scaled
+                if h.dtype == self.dtype or _holds_exactly(h.dtype, R.keep_scale(p_h), self.dtype):
+                    keep.mul_(scale)                       # keep * scale, exact in h's dtype
+                    residual = None
+                else:   # bfloat16 outputs and a scale it cannot hold (p = 0.3): scale apart, rounding once
+                    residual = float(scale)
+                h[sl].mul_(keep)
+                if residual is not None:
+                    h[sl].mul_(residual)
+                self._hidden_keep[(r, layer)] = (keep, residual)
         if layer == 0 and self._kl_runs and self._logging:
             self._kl_value.zero_()
         for r, (sl, (beta, rho, ema)) in enumerate(self._kl_runs):
@@ -582,7 +590,10 @@ class Trainer:
             dh[sl].add_(self._kl_grad[(r, layer)])
         for r, (sl, (_, p_h)) in enumerate(self._dropout_runs):
             if p_h > 0:
-                dh[sl].mul_(self._hidden_keep[(r, layer)])
+                keep, residual = self._hidden_keep[(r, layer)]
+                dh[sl].mul_(keep)
+                if residual is not None:
+                    dh[sl].mul_(residual)
 
     def _add_penalty_grads(self, weight_grads: list[torch.Tensor], t: int) -> None:
         W = self.model.weights
@@ -701,6 +712,11 @@ class Trainer:
 
 # ----------------------------------------------------------------------------
 # checks and small helpers
+
+def _holds_exactly(dtype: torch.dtype, value: float, reference: torch.dtype) -> bool:
+    """Does ``dtype`` hold ``value`` as ``reference`` does (1/(1-p) = 2 or 1.25: yes; 1/0.7 in bfloat16: no)?"""
+    return float(torch.tensor(value, dtype=dtype)) == float(torch.tensor(value, dtype=reference))
+
 
 def _resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():

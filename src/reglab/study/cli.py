@@ -137,7 +137,12 @@ def resolve_threads(requested: int | None, resume_dir: str | None) -> int:
 
 
 def _native_bfloat16_cpu() -> bool:
+    """False only where we know better: an x86 CPU without AVX512-BF16 and AMX (other CPUs: not checked)."""
+    import platform
+
     import torch
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return True
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
