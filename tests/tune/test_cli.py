@@ -29,6 +29,14 @@ def test_a_pointcloud_smoke_tune_writes_a_config_that_load_toml_accepts(tmp_path
     assert tuned.data.n_points == 240 and tuned.n_epochs == 2  # the smoke study's data and budget
 
 
+def test_a_bfloat16_tune_carries_the_matmul_dtype_into_tuned_toml_and_the_command(tmp_path):
+    out = tmp_path / "tune"
+    assert main(["tune", "pointcloud", "--smoke", "--methods", "l2", "--matmul-dtype", "bfloat16",
+                 "--out", str(out), "--quiet"]) == 0
+    assert load_toml(out / "tuned.toml").matmul_dtype == "bfloat16"
+    assert "--matmul-dtype bfloat16" in read_json(out / "tune.json")["command"]
+
+
 @pytest.mark.slow
 def test_reglab_run_accepts_the_tuned_config_directly(tmp_path):
     out = tmp_path / "tune"

@@ -12,6 +12,7 @@ import shlex
 from datetime import datetime
 from pathlib import Path
 
+from reglab.config import MATMUL_DTYPES
 from reglab.errors import ReglabError
 from reglab.study import presets
 from reglab.tune.executors import DEFAULT_MAX_RETRIES, EXECUTORS
@@ -74,6 +75,8 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", help="another dataset of the same kind (fashion-mnist; moons, circles, ...)")
     p.add_argument("--resolution", type=int, choices=(28, 7), help="image side: 28, or 7 (4x4 average pooling)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="where to train (default: the preset's)")
+    p.add_argument("--matmul-dtype", choices=MATMUL_DTYPES,
+                   help="operands of the training products (default: the preset's, float32; see `reglab run --help`)")
     p.add_argument("--smoke", action="store_true",
                    help=f"tiny mode: a few hundred examples, at most 2 epochs, {SMOKE_TRIALS} trials per method")
     p.add_argument("--out", metavar="DIR", help="tune directory (default runs/tune-<study>-<time>)")
@@ -95,7 +98,7 @@ def tune_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     environ = os.environ if environ is None else environ
     data_dir = args.data_dir or environ.get("REGLAB_DATA_DIR") or None
     cfg = presets.get(args.study, args.preset, dataset=args.dataset, resolution=args.resolution,
-                      epochs=args.epochs, smoke=args.smoke, device=args.device)
+                      epochs=args.epochs, smoke=args.smoke, device=args.device, matmul_dtype=args.matmul_dtype)
     cfg = select_methods(cfg, args.methods)
     if cfg.device == "cuda":
         import torch
@@ -162,7 +165,7 @@ def command_line(args: argparse.Namespace) -> str:
     parts = ["reglab", "tune", args.study]
     for opt in ("preset", "methods", "trials", "timeout", "sampler", "pruner", "batch_trials", "seeds_per_trial",
                 "seed", "storage", "executor", "address", "threads", "max_retries", "shard_by", "epochs_per_task",
-                "epochs", "dataset", "resolution", "device", "out", "data_dir"):
+                "epochs", "dataset", "resolution", "device", "matmul_dtype", "out", "data_dir"):
         val = getattr(args, opt)
         if val is not None:
             if opt == "storage":
