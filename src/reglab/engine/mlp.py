@@ -310,7 +310,7 @@ class BatchedMLP:
         key = (step, *buf.shape[1:])
         if key not in self._scratch:
             self._scratch[key] = (torch.empty(key, dtype=self.compute_dtype, device=buf.device),
-                                      torch.empty(key, dtype=buf.dtype, device=buf.device))
+                                  torch.empty(key, dtype=buf.dtype, device=buf.device))
         low, wide = self._scratch[key]
         for i in range(0, n, step):
             j = min(n, i + step)

@@ -153,7 +153,6 @@ class Trainer:
         self.sizes = [dataset.n_features, *cfg.hidden, dataset.n_classes]
         compute_dtype = MATMUL_DTYPES[cfg.matmul_dtype] if dtype == torch.float32 else dtype
         self.model = BatchedMLP.initialize(self.sizes, self.seeds, cfg.init, self.device, dtype, compute_dtype)
-        self.compute_dtype = self.model.compute_dtype
         L = self.model.n_layers
 
         self.n_train = int(self.x_train.shape[0])
@@ -551,8 +550,7 @@ class Trainer:
         parts = [InputPart(sl, x) for sl, _ in self._shared_input_runs]
         for r, (sl, (p_in, _)) in enumerate(self._dropout_runs):
             if p_in > 0:
-                kept = self._keep_mask(r, "input", b, self._buffer(("input", r, b), (sl.stop - sl.start, *x.shape),
-                                                                   x.dtype))
+                kept = self._keep_mask(r, "input", b, self._buffer(("input", r, b), (sl.stop - sl.start, *x.shape)))
                 parts.append(InputPart(sl, kept.mul_(x), R.keep_scale(p_in)))
         return parts
 
