@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv (when absent) and installs reglab into it, re-installing only
-# when pyproject.toml changed. Usage: scripts/setup-env.sh [extra]   (extra: test)
+# Creates .venv (when absent) and installs reglab into it with the exact versions of
+# constraints.txt (torch 2.13.0, CPU), re-installing only when pyproject.toml or
+# constraints.txt changed. Usage: scripts/setup-env.sh [extra]   (extra: test)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 extra="${1:-}"
@@ -13,9 +14,9 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 spec="."
 [ -n "$extra" ] && spec=".[$extra]"
-stamp="$venv/.reglab-installed-$(sha256sum "$root/pyproject.toml" | cut -c1-16)-${extra:-base}"
+stamp="$venv/.reglab-installed-$(cat "$root/pyproject.toml" "$root/constraints.txt" | sha256sum | cut -c1-16)-${extra:-base}"
 if [ ! -f "$stamp" ]; then
     "$venv/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-    "$venv/bin/python" -m pip install --quiet -e "$root/$spec"
+    "$venv/bin/python" -m pip install --quiet -c "$root/constraints.txt" -e "$root/$spec"
     touch "$stamp"
 fi
