@@ -253,13 +253,15 @@ def test_a_terminated_run_is_marked_interrupted_and_unlocked(tmp_path):
     assert not (out / ".lock").exists()
 
 
-def test_threads_default_to_one_less_than_the_cores_and_resume_keeps_the_runs_own(tmp_path, monkeypatch):
+def test_threads_default_to_the_free_cores_and_resume_keeps_the_runs_own(tmp_path, monkeypatch):
+    from reglab import threads
     from reglab.results import atomic_write_json
     from reglab.study.cli import resolve_threads
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    reading = threads.CpuReading(allowed=16, physical_cores=16, quota=None, busy=0.0)
+    monkeypatch.setattr(threads, "read_cpus", lambda seconds=0.0: reading)
+    assert resolve_threads(None, None) == 16
+    reading = threads.CpuReading(allowed=2, physical_cores=2, quota=None, busy=1.0)
     assert resolve_threads(None, None) == 1
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    assert resolve_threads(None, None) == 15
     assert resolve_threads(3, None) == 3
     atomic_write_json(tmp_path / "environment.json", {"torch_threads": 2})
     assert resolve_threads(None, str(tmp_path)) == 2

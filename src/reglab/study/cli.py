@@ -58,8 +58,9 @@ def register(subparsers) -> None:
                         "(like torch.autocast). Up to 2.3x faster on CPUs with AVX512-BF16 or AMX, slower on "
                         "CPUs without (docs/performance.md)")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for torch (default: one less than the cores, at least 1; "
-                        "--resume: the run's own). Oversubscribed cores slow torch down many times")
+                   help="CPU threads for torch (default: the physical cores in this process's affinity that "
+                        "are free now, measured over 0.2 s, at least 1; --resume: the run's own). "
+                        "Oversubscribed cores slow torch down many times")
     p.add_argument("--allow-checksum-mismatch", action="store_true",
                    help="use dataset files whose checksums differ from the published ones (recorded as such)")
     p.set_defaults(func=run_command)
@@ -118,8 +119,9 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
 
 def resolve_threads(requested: int | None, resume_dir: str | None) -> int:
     """Torch's CPU threads: as requested; else the resumed run's own (its last bits may depend on
-    it); else one less than the usable cores. A torch run whose threads share cores with other
-    busy processes slows down many times (docs/studies.md, "Threads"), so one core is left free.
+    it); else the cores free now (reglab.threads: affinity, physical cores, cgroup quota, minus
+    the CPU time other work takes). A torch run whose threads share cores with other busy
+    processes slows down many times (docs/studies.md, "Threads").
     """
     if requested is not None:
         if requested < 1:
@@ -132,8 +134,8 @@ def resolve_threads(requested: int | None, resume_dir: str | None) -> int:
             stored = read_json(env).get("torch_threads")
             if isinstance(stored, int) and stored >= 1:
                 return stored
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
+    from reglab.threads import default_threads
+    return default_threads()
 
 
 def _native_bfloat16_cpu() -> bool:
