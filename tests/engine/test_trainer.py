@@ -371,3 +371,66 @@ def test_lr_and_momentum_metrics_are_each_variants_own_schedule_values(small_dat
     rec = Trainer(cfg, small_dataset).train_epoch()          # 10 steps: the last is step 10
     assert rec.metrics["lr"].tolist() == pytest.approx([0.05, 0.05, 0.1 / 1.9, 0.1 / 1.9])
     assert rec.metrics["momentum"].tolist() == pytest.approx([0.9, 0.9, 0.5 + 0.4 * 9 / 100, 0.5 + 0.4 * 9 / 100])
+
+
+def _stopping_study(n_epochs: int = 14) -> StudyConfig:
+    """Early-stopping variants (one with a KL moving average) that stop at different epochs beside
+    variants that run to the end, with dropout among them."""
+    es = MethodConfig("es", lr=0.2, early_stopping=True, patience=1, monitor="val_loss")
+    kl_es = MethodConfig("kl+es", lr=0.2, kl_beta=0.02, kl_rho=0.2, kl_ema=0.9, early_stopping=True, patience=2,
+                         monitor="val_loss")
+    return StudyConfig(name="compact", hidden=(32, 16), n_epochs=n_epochs, batch_size=20, seeds=(0, 1),
+                       methods=(MethodConfig("plain", lr=0.2), es,
+                                MethodConfig("kl", lr=0.2, kl_beta=0.02, kl_rho=0.2, kl_ema=0.9), kl_es,
+                                MethodConfig("dropout", lr=0.2, dropout_hidden=0.3)))
+
+
+def test_variants_that_stop_leave_the_batch_and_every_variant_still_trains_as_if_alone():
+    ds = _overfitting_dataset()
+    cfg = _stopping_study()
+    trainer = Trainer(cfg, ds)
+    live_sizes = []
+    while not trainer.done:
+        trainer.train_epoch()
+        active = np.flatnonzero([trainer.stop_epoch[v] is None for v in range(trainer.n_variants)])
+        assert trainer.live_variants.tolist() == active.tolist()     # the step computes only these
+        live_sizes.append(len(trainer.live_variants))
+    assert min(live_sizes) < trainer.n_variants, "some early-stopping variants should stop"
+    assert min(live_sizes) >= 6                                        # plain, kl and dropout run to the end
+    summary = trainer.final_summary()["variants"]
+    for k, method in enumerate(cfg.methods):
+        alone = Trainer(cfg.replace(methods=(method,)), ds)
+        while not alone.done:
+            alone.train_epoch()
+        for i, row in enumerate(alone.final_summary()["variants"]):
+            v = 2 * k + i
+            assert summary[v]["stop_epoch"] == row["stop_epoch"] and summary[v]["best_epoch"] == row["best_epoch"]
+            assert summary[v]["test_error_last"] == pytest.approx(row["test_error_last"], abs=1e-12)
+            for p, q in zip(trainer.model.parameters(), alone.model.parameters()):
+                assert _rel_err(p[v], q[i]) < 1e-6
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_resuming_after_the_batch_was_compacted_continues_bit_identically(optimizer):
+    ds = _overfitting_dataset()
+    cfg = _stopping_study(n_epochs=10).replace(optimizer=optimizer)
+    if optimizer == "adam":
+        cfg = cfg.replace(methods=tuple(dataclasses.replace(m, lr=0.01) for m in cfg.methods))
+    straight = Trainer(cfg, ds)
+    records, states = [], []
+    while not straight.done:
+        records.append(straight.train_epoch())
+        buffer = io.BytesIO()
+        torch.save(straight.state_dict(), buffer)
+        states.append((len(straight.live_variants), buffer.getvalue()))
+    compacted = [e for e, (n_live, _) in enumerate(states) if n_live < straight.n_variants]
+    assert compacted, "some early-stopping variants should stop"
+    for epoch in (compacted[0], compacted[-1]):            # right after the first compaction, and later
+        resumed = Trainer(cfg, ds)
+        resumed.load_state_dict(torch.load(io.BytesIO(states[epoch][1]), weights_only=False))
+        assert len(resumed.live_variants) == states[epoch][0]
+        for expected in records[epoch + 1:]:
+            assert _same_records(resumed.train_epoch(), expected)
+        for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
+            assert torch.equal(a, b)
+        assert resumed.final_summary() == straight.final_summary()

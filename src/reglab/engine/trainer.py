@@ -35,6 +35,14 @@ Definitions the study relies on:
   independent slices of every batched product and finish unaffected.
 * Early stopping: see ``early_stopping``. An early-stopping variant ends with
   its best-validation weights, whether it stopped or reached the last epoch.
+* Compaction: a variant that stopped or diverged leaves the step's batch at
+  the end of the epoch (``live_variants``): the steps then work on copies of
+  the live variants' parameters and optimizer state, returned to the study's
+  after each epoch's steps, so it costs nothing more. Each variant is an
+  independent slice of every batched operation, so this changes no variant's
+  numbers beyond float rounding of a different batch size (a variant trains the
+  same alone or batched); the live set is a function of the saved training
+  flags, so a resumed run compacts exactly as the original did.
 
 Cost notes: logging the penalty value (every ``log_every`` steps) costs one
 pass over the penalized variants' weights; the engine never sets torch's
@@ -167,71 +175,160 @@ class Trainer:
         self._dropout_gens = {v: dropout_generator(self.seeds[v], self.device)
                               for v in range(V) if self.methods[v].uses_dropout}
 
-        # which contiguous slices of variants each regularizer touches
-        ms = self.methods
-        self._dropout_runs = contiguous_runs([(m.dropout_input, m.dropout_hidden) if m.uses_dropout else None
-                                              for m in ms])
-        self._shared_input_runs = contiguous_runs([True if m.dropout_input == 0 else None for m in ms])
-        self._l2_runs = contiguous_runs([m.l2 or None for m in ms])
-        self._l1_runs = contiguous_runs([(m.l1, m.l1_start) if m.l1 > 0 else None for m in ms])
-        self._kl_runs = contiguous_runs([(m.kl_beta, m.kl_rho, m.kl_ema) if m.kl_beta > 0 else None for m in ms])
-        self._max_norm_runs = contiguous_runs([(m.max_norm, m.max_norm_output) if m.uses_max_norm else None
-                                               for m in ms])
-        self._l2_span = _span(self._l2_runs)
-        self._l2_half = torch.tensor([0.5 * m.l2 for m in ms], dtype=dtype, device=self.device)[self._l2_span]
-        self._dropout_bits: list[torch.Tensor] = []                  # this step's raw words, one per dropout run
-        # this step's (Vr, b, H) keep * scale, and a scale left to apply apart (None: folded in)
-        self._hidden_keep: dict[tuple[int, int], tuple[torch.Tensor, float | None]] = {}
-        self._kl_running: dict[tuple[int, int], torch.Tensor] = {}   # (run, layer) -> (Vr, H) moving average
-        self._kl_grad: dict[tuple[int, int], torch.Tensor] = {}      # this step's dP/dh rows, (Vr, 1, H)
-        self._kl_value = torch.zeros(V, dtype=dtype, device=self.device)         # this step's KL penalty value
-        self._logging = False                                        # is this step's penalty value recorded?
-        self._scratch: dict[tuple, torch.Tensor] = {}
-        # squares of the largest max-norm slice of one layer (see regularizers.max_norm_)
-        max_norm_rows = max((sl.stop - sl.start for sl, _ in self._max_norm_runs), default=0)
-        self._max_norm_scratch = torch.empty(max_norm_rows * max(a * b for a, b in zip(self.sizes, self.sizes[1:])),
-                                             dtype=self.dtype, device=self.device)
-
-        # optimizer: study-wide kind, per-variant settings
-        params = self.model.parameters()
+        # optimizer: study-wide kind, per-variant settings; this one holds the state of every variant
+        # (the step may work on a compacted copy of the live variants, see _compact)
         self._method_index = [i for i, m in enumerate(cfg.methods) for _ in cfg.seeds]
-        self._lr_key: tuple | None = None
-        self._lr = torch.zeros(V, dtype=torch.float64, device=self.device)
-        if cfg.optimizer == "sgd":
-            nesterov = [m.nesterov for m in ms]
-            self.optimizer: SGD | Adam = SGD(params, lr=self._lr, momentum=0.0,
-                                             nesterov=_bool_per_variant(nesterov, self.device))
-            self._fused = not any(nesterov)
-        else:
-            self.optimizer = Adam(params, lr=self._lr,
-                                  beta1=_per_variant([m.beta1 for m in ms], self.device),
-                                  beta2=_per_variant([m.beta2 for m in ms], self.device),
-                                  eps=_per_variant([m.eps for m in ms], self.device),
-                                  eps_inside_sqrt=_bool_per_variant([m.eps_inside_sqrt for m in ms], self.device),
-                                  bias_correction=_bool_per_variant([m.bias_correction for m in ms], self.device))
-            self._fused = False
-        self._grads = None if self._fused else [torch.zeros_like(p) for p in params]
+        self._fused = cfg.optimizer == "sgd" and not any(m.nesterov for m in self.methods)
+        self.optimizer: SGD | Adam = self._make_optimizer(self.model.parameters(), self.methods)
         self._n_layers = L
+        self._kl_spec = [(m.kl_beta, m.kl_rho, m.kl_ema) if m.kl_beta > 0 else None for m in self.methods]
 
         # per-variant state
+        ms = self.methods
         self._training = torch.ones(V, dtype=torch.bool, device=self.device)  # not stopped, not diverged
         self.diverged = np.zeros(V, dtype=bool)
         self.stop_epoch: list[int | None] = [None] * V
         self.early_stopping = EarlyStopping([m.early_stopping for m in ms], [m.patience for m in ms],
                                             [m.min_delta for m in ms])
         self._es_index = [v for v in range(V) if ms[v].early_stopping]
-        self._best_weights = [p[self._es_index].clone() for p in params] if self._es_index else []
+        self._best_weights = [p[self._es_index].clone() for p in self.model.parameters()] if self._es_index else []
         self._at_best = {k: np.full(V, np.nan) for k in ("val_loss", "val_error", "test_loss", "test_error")}
         self._last = {k: np.full(V, np.nan) for k in ("val_loss", "val_error", "test_loss", "test_error")}
+        self._nan = torch.tensor(float("nan"), dtype=dtype, device=self.device)
+
+        # the step's batch: every variant until some stop training, then only the live ones
+        self._live = np.arange(V)
+        self._kl_parked: dict[tuple[int, int], torch.Tensor] = {}   # (variant, layer) -> (H,) of a dropped variant
+        self._kl_running: dict[tuple[int, int], torch.Tensor] = {}  # (run, layer) -> (Vr, H) moving average
+        self._build_step()
+
+    def _make_optimizer(self, params: list[torch.Tensor], ms: list[MethodConfig]) -> SGD | Adam:
+        lr = torch.zeros(len(ms), dtype=torch.float64, device=self.device)
+        if self.cfg.optimizer == "sgd":
+            return SGD(params, lr=lr, momentum=0.0, nesterov=_bool_per_variant([m.nesterov for m in ms], self.device))
+        return Adam(params, lr=lr,
+                    beta1=_per_variant([m.beta1 for m in ms], self.device),
+                    beta2=_per_variant([m.beta2 for m in ms], self.device),
+                    eps=_per_variant([m.eps for m in ms], self.device),
+                    eps_inside_sqrt=_bool_per_variant([m.eps_inside_sqrt for m in ms], self.device),
+                    bias_correction=_bool_per_variant([m.bias_correction for m in ms], self.device))
+
+    def _build_step(self) -> None:
+        """Everything one training step reads, for the live variants ``self._live`` (in study order).
+
+        With every variant live the step works on the study's own model and
+        optimizer. Once some have stopped or diverged (``_compact``) it works
+        on copies of the live variants' parameters and optimizer state, so a
+        stopped variant costs nothing; ``_write_back`` returns them after the
+        epoch's steps. Each regularizer touches the contiguous runs of live
+        variants that use it (variants stay in study order, so a method's
+        seeds stay contiguous).
+        """
+        live, dtype, device = self._live, self.dtype, self.device
+        ms = [self.methods[v] for v in live]
+        self._n_live = len(live)
+        self._dropout_runs = contiguous_runs([(m.dropout_input, m.dropout_hidden) if m.uses_dropout else None
+                                              for m in ms])
+        self._shared_input_runs = contiguous_runs([True if m.dropout_input == 0 else None for m in ms])
+        self._l2_runs = contiguous_runs([m.l2 or None for m in ms])
+        self._l1_runs = contiguous_runs([(m.l1, m.l1_start) if m.l1 > 0 else None for m in ms])
+        self._kl_runs = contiguous_runs([self._kl_spec[v] for v in live])
+        self._max_norm_runs = contiguous_runs([(m.max_norm, m.max_norm_output) if m.uses_max_norm else None
+                                               for m in ms])
+        self._l2_span = _span(self._l2_runs)
+        self._l2_half = torch.tensor([0.5 * m.l2 for m in ms], dtype=dtype, device=device)[self._l2_span]
+        self._dropout_bits: list[torch.Tensor] = []                  # this step's raw words, one per dropout run
+        # this step's (Vr, b, H) keep * scale, and a scale left to apply apart (None: folded in)
+        self._hidden_keep: dict[tuple[int, int], tuple[torch.Tensor, float | None]] = {}
+        self._kl_grad: dict[tuple[int, int], torch.Tensor] = {}      # this step's dP/dh rows, (Vr, 1, H)
+        self._kl_value = torch.zeros(self._n_live, dtype=dtype, device=device)  # this step's KL penalty value
+        self._logging = False                                        # is this step's penalty value recorded?
+        self._scratch: dict[tuple, torch.Tensor] = {}
+        # squares of the largest max-norm slice of one layer (see regularizers.max_norm_)
+        max_norm_rows = max((sl.stop - sl.start for sl, _ in self._max_norm_runs), default=0)
+        self._max_norm_scratch = torch.empty(max_norm_rows * max(a * b for a, b in zip(self.sizes, self.sizes[1:])),
+                                             dtype=dtype, device=device)
+        self._live_method_index = [self._method_index[v] for v in live]
+        self._lr_key: tuple | None = None
+        self._lr = torch.zeros(self._n_live, dtype=torch.float64, device=device)
+
+        if self._n_live == self.n_variants:
+            self._net, self._step_optimizer, self._live_training = self.model, self.optimizer, self._training
+        else:
+            index = self._live_index = torch.as_tensor(live, device=device)
+            params = [p.index_select(0, index) for p in self.model.parameters()]
+            L = self._n_layers
+            self._net = BatchedMLP(params[:L], params[L:], self.model.compute_dtype)
+            self._step_optimizer = self._make_optimizer(self._net.parameters(), ms)
+            for dst, src in zip(_optimizer_state(self._step_optimizer), _optimizer_state(self.optimizer)):
+                dst.copy_(src.index_select(0, index))
+            if isinstance(self.optimizer, Adam):
+                self._step_optimizer.t = self.optimizer.t
+            self._live_training = self._training.index_select(0, index)
+        self._grads = None if self._fused else [torch.zeros_like(p) for p in self._net.parameters()]
 
         # per-step records of the current epoch, kept on the device (no sync per step)
         S = self.steps_per_epoch
-        self._loss_rec = torch.zeros(S, V, dtype=dtype, device=self.device)
-        self._error_rec = torch.zeros(S, V, dtype=torch.int64, device=self.device)
-        self._penalty_rec = torch.zeros(S, V, dtype=dtype, device=self.device)
-        self._nan = torch.tensor(float("nan"), dtype=dtype, device=self.device)
+        self._loss_rec = torch.zeros(S, self._n_live, dtype=dtype, device=device)
+        self._error_rec = torch.zeros(S, self._n_live, dtype=torch.int64, device=device)
+        self._penalty_rec = torch.zeros(S, self._n_live, dtype=dtype, device=device)
+
+    def _write_back(self) -> None:
+        """Return the live variants' parameters, optimizer state and training flags to the study's."""
+        if self._n_live == self.n_variants:
+            return
+        index = self._live_index
+        with torch.no_grad():
+            for dst, src in zip(self.model.parameters(), self._net.parameters()):
+                dst.index_copy_(0, index, src)
+            for dst, src in zip(_optimizer_state(self.optimizer), _optimizer_state(self._step_optimizer)):
+                dst.index_copy_(0, index, src)
+        if isinstance(self.optimizer, Adam):
+            self.optimizer.t = self._step_optimizer.t
+        self._training.index_copy_(0, index, self._live_training)
+
+    def _compact(self) -> None:
+        """Drop the variants that no longer train (stopped early, diverged) from the step's batch.
+
+        Called between epochs, with the study's tensors up to date. The live
+        set is then exactly the variants still training, a function of the
+        saved ``training`` flags, so a resumed run compacts as the original did.
+        Each live variant's numbers stay those of a variant trained alone.
+        """
+        active = np.flatnonzero(self._training.cpu().numpy())
+        if len(active) == self._n_live or len(active) == 0:
+            return
+        rows = self._kl_rows()
+        kept = set(active.tolist())
+        self._kl_parked = {k: t for k, t in rows.items() if k[0] not in kept}
+        self._live = active
+        self._build_step()
+        self._kl_running = _kl_stack(self._kl_runs, self._live, rows)
+
+    def _kl_rows(self) -> dict[tuple[int, int], torch.Tensor]:
+        """Every variant's KL moving averages, (variant, layer) -> (H,): live ones from the step's runs."""
+        rows = dict(self._kl_parked)
+        for (r, layer), t in self._kl_running.items():
+            for i, v in enumerate(self._live[self._kl_runs[r][0]]):
+                rows[(int(v), layer)] = t[i]
+        return rows
+
+    def _full(self, x: torch.Tensor, fill: float = np.nan) -> np.ndarray:
+        """float64 numpy (..., V) from a live tensor (..., n_live); variants not in the batch get ``fill``."""
+        x = x.detach().double().cpu().numpy()
+        if self._n_live == self.n_variants:
+            return x
+        out = np.full(x.shape[:-1] + (self.n_variants,), fill)
+        out[..., self._live] = x
+        return out
 
     # ------------------------------------------------------------------ public
+
+    @property
+    def live_variants(self) -> np.ndarray:
+        """Indices of the variants the training step computes: those still training (stopped and
+        diverged variants leave the batch between epochs and cost nothing after)."""
+        return self._live.copy()
 
     @property
     def done(self) -> bool:
@@ -252,6 +349,7 @@ class Trainer:
                 self._train_step(i, perm[i * B:(i + 1) * B])
         _sync(self.device)
         train_time = time.perf_counter() - t0
+        self._write_back()
 
         # divergence: a non-finite loss during the epoch, or non-finite weights
         with torch.no_grad():
@@ -297,10 +395,10 @@ class Trainer:
             metrics = self._epoch_metrics(trained_np, ok, split, val, train_time, eval_time)
         rows = [i for i in range(self.steps_per_epoch) if (first_step + i) % self.cfg.log_every == 0]
         steps = np.array([first_step + i for i in rows], dtype=np.int64)
-        return EpochRecord(epoch=epoch, steps=steps,
-                           loss_data=self._loss_rec[rows].cpu().numpy().astype(np.float64),
-                           loss_penalty=self._penalty_rec[rows].cpu().numpy().astype(np.float64),
-                           metrics=metrics)
+        record = EpochRecord(epoch=epoch, steps=steps, loss_data=self._full(self._loss_rec[rows]),
+                             loss_penalty=self._full(self._penalty_rec[rows]), metrics=metrics)
+        self._compact()
+        return record
 
     def final_summary(self) -> dict:
         """Per variant (in variant order): the numbers a study reports.
@@ -390,7 +488,8 @@ class Trainer:
             "diverged": self.diverged.tolist(), "stop_epoch": list(self.stop_epoch),
             "early_stopping": self.early_stopping.state_dict(),
             "best_weights": cpu(self._best_weights),
-            "kl_running": {k: t.detach().cpu().clone() for k, t in self._kl_running.items()},
+            # keyed by (run, layer) over the runs of ALL variants, whatever the step's batch is now
+            "kl_running": {k: t.detach().cpu().clone() for k, t in self._kl_running_of_all().items()},
             "at_best": {k: x.tolist() for k, x in self._at_best.items()},
             "last": {k: x.tolist() for k, x in self._last.items()},
         }
@@ -419,9 +518,19 @@ class Trainer:
         self.diverged = np.asarray(state["diverged"], dtype=bool)
         self.stop_epoch = list(state["stop_epoch"])
         self.early_stopping.load_state_dict(state["early_stopping"])
-        self._kl_running = {k: t.to(self.device).clone() for k, t in state["kl_running"].items()}
         self._at_best = {k: np.asarray(x, dtype=np.float64) for k, x in state["at_best"].items()}
         self._last = {k: np.asarray(x, dtype=np.float64) for k, x in state["last"].items()}
+        # the step's batch as the original run had it after this epoch: every variant, then compacted
+        self._live, self._kl_parked = np.arange(self.n_variants), {}
+        self._build_step()
+        self._kl_running = {k: t.to(self.device).clone() for k, t in state["kl_running"].items()}
+        self._compact()
+
+    def _kl_running_of_all(self) -> dict[tuple[int, int], torch.Tensor]:
+        """The KL moving averages keyed by (run, layer) over the runs of every variant (the checkpoint's form)."""
+        if self._n_live == self.n_variants:
+            return self._kl_running
+        return _kl_stack(contiguous_runs(self._kl_spec), np.arange(self.n_variants), self._kl_rows())
 
     # ------------------------------------------------------------ one step
 
@@ -429,7 +538,7 @@ class Trainer:
         self.step += 1
         t = self.step
         b = idx.numel()
-        training = self._training
+        training = self._live_training
         self._logging = t % self.cfg.log_every == 0
 
         # learning rate and momentum of this step
@@ -440,17 +549,17 @@ class Trainer:
         y = self.y_train.index_select(0, idx)
         self._draw_dropout_bits(b)
         parts = self._input_parts(x)
-        logits = self.model.forward(parts, self._hidden_forward).to(self.dtype)
+        logits = self._net.forward(parts, self._hidden_forward).to(self.dtype)
 
         # loss, error and dLoss/dlogits; a non-finite loss freezes its variant
         logp = torch.log_softmax(logits, dim=1)                # logits are (V, C, b)
-        y_idx = y.view(1, 1, b).expand(self.n_variants, 1, b)
+        y_idx = y.view(1, 1, b).expand(self._n_live, 1, b)
         loss = logp.gather(1, y_idx).mean((1, 2)).neg_()
         torch.where(training, loss, self._nan, out=self._loss_rec[i])
         torch.sum(misclassified(logits, y), dim=1, out=self._error_rec[i])
         training &= torch.isfinite(loss)
         if self._logging:
-            self._penalty_rec[i] = self._penalty_value(t)
+            torch.where(training, self._penalty_value(t), self._nan, out=self._penalty_rec[i])
         dlogits = logp.exp_()                                   # softmax
         dlogits.scatter_add_(1, y_idx, self._minus_ones(b))     # - one-hot
         dlogits.mul_(1.0 / b).masked_fill_(~training.view(-1, 1, 1), 0.0)
@@ -458,36 +567,37 @@ class Trainer:
         # backward: SGD accumulates straight into the momentum buffers
         L = self._n_layers
         if self._fused:
-            buffers = self.optimizer.buffers
+            buffers = self._step_optimizer.buffers
             if isinstance(mu, torch.Tensor):
                 for buf in buffers:
                     buf.mul_(mu.view(-1, 1, 1))
                 beta = 1.0
             else:
                 beta = mu
-            self.model.backward(dlogits, parts, buffers[:L], buffers[L:], beta, self._hidden_backward)
+            self._net.backward(dlogits, parts, buffers[:L], buffers[L:], beta, self._hidden_backward)
             weight_grads = buffers[:L]
         else:
-            self.model.backward(dlogits, parts, self._grads[:L], self._grads[L:], 0.0, self._hidden_backward)
+            self._net.backward(dlogits, parts, self._grads[:L], self._grads[L:], 0.0, self._hidden_backward)
             weight_grads = self._grads[:L]
 
         # penalty gradients (weights only)
         self._add_penalty_grads(weight_grads, t)
 
         # update; frozen variants get learning rate 0
-        self.optimizer.lr = lr * training
+        optimizer = self._step_optimizer
+        optimizer.lr = lr * training
         if self._fused:
-            self.optimizer.step_from_buffers()
+            optimizer.step_from_buffers()
         else:
-            if isinstance(self.optimizer, SGD):
-                self.optimizer.momentum = mu
-            self.optimizer.step(self._grads)
+            if isinstance(optimizer, SGD):
+                optimizer.momentum = mu
+            optimizer.step(self._grads)
 
         # max-norm projection after the update
         if self._max_norm_runs:
             frozen = ~training
             for sl, (radius, output_too) in self._max_norm_runs:
-                layers = self.model.weights if output_too else self.model.weights[:-1]
+                layers = self._net.weights if output_too else self._net.weights[:-1]
                 for w in layers:
                     R.max_norm_(w[sl], radius, frozen[sl], scratch=self._max_norm_scratch)
 
@@ -498,12 +608,12 @@ class Trainer:
         key = (tuple(per_method_lr), tuple(per_method_mu))
         if key != self._lr_key:
             self._lr_key = key
-            self._lr = torch.tensor([per_method_lr[k] for k in self._method_index], dtype=torch.float64,
+            self._lr = torch.tensor([per_method_lr[k] for k in self._live_method_index], dtype=torch.float64,
                                     device=self.device)
             if len(set(per_method_mu)) == 1:
                 self._mu = per_method_mu[0]
             else:
-                self._mu = torch.tensor([per_method_mu[k] for k in self._method_index], dtype=self.dtype,
+                self._mu = torch.tensor([per_method_mu[k] for k in self._live_method_index], dtype=self.dtype,
                                         device=self.device)
         return self._lr, self._mu
 
@@ -528,7 +638,7 @@ class Trainer:
         for r, (sl, (p_in, p_h)) in enumerate(self._dropout_runs):
             words = sum(R.random_words(b * w) for _, w, _ in self._mask_widths(p_in, p_h))
             bits = self._buffer(("bits", r, b), (sl.stop - sl.start, words), torch.int64)
-            R.fill_random_bits_(bits, [self._dropout_gens[v] for v in range(sl.start, sl.stop)])
+            R.fill_random_bits_(bits, [self._dropout_gens[int(v)] for v in self._live[sl]])
             self._dropout_bits.append(bits)
 
     def _keep_mask(self, r: int, which: str | int, b: int, out: torch.Tensor) -> torch.Tensor:
@@ -594,7 +704,7 @@ class Trainer:
                     dh[sl].mul_(residual)
 
     def _add_penalty_grads(self, weight_grads: list[torch.Tensor], t: int) -> None:
-        W = self.model.weights
+        W = self._net.weights
         for sl, lam in self._l2_runs:
             for g, w in zip(weight_grads, W):
                 R.add_l2_grad_(g[sl], w[sl], lam)
@@ -605,9 +715,9 @@ class Trainer:
 
     def _penalty_value(self, t: int) -> torch.Tensor:
         """(V,) penalty term at this step's weights (before the update), nats/example."""
-        pen = self._kl_value.clone() if self._kl_runs else torch.zeros(self.n_variants, dtype=self.dtype,
+        pen = self._kl_value.clone() if self._kl_runs else torch.zeros(self._n_live, dtype=self.dtype,
                                                                        device=self.device)
-        W = self.model.weights
+        W = self._net.weights
         if self._l2_runs:   # one pass over the span of L2 variants, zero coefficients in its gaps
             span = self._l2_span
             squares = sum(torch.linalg.vector_norm(w[span].flatten(1), dim=1) ** 2 for w in W)
@@ -626,7 +736,7 @@ class Trainer:
     def _minus_ones(self, b: int) -> torch.Tensor:
         key = ("minus-ones", b)
         if key not in self._scratch:
-            self._scratch[key] = torch.full((self.n_variants, 1, b), -1.0, dtype=self.dtype, device=self.device)
+            self._scratch[key] = torch.full((self._n_live, 1, b), -1.0, dtype=self.dtype, device=self.device)
         return self._scratch[key]
 
     def _buffer(self, key: tuple, shape: tuple, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -643,14 +753,14 @@ class Trainer:
         if n == 0:
             nan = np.full(self.n_variants, np.nan)
             return {"loss": nan, "error": nan.copy(), "mean_activation": nan.copy()}
-        sums = self.model.evaluate(x, y, self.cfg.eval_batch_size)
+        sums = self._net.evaluate(x, y, self.cfg.eval_batch_size)   # the live variants: the others did not train
         hidden_units = sum(self.sizes[1:-1])
         if hidden_units:
-            act = (sum(h.sum(1) for h in sums["hidden_sum"]) / (n * hidden_units)).cpu().numpy()
+            act = self._full(sum(h.sum(1) for h in sums["hidden_sum"]) / (n * hidden_units))
         else:
             act = np.full(self.n_variants, np.nan)
-        return {"loss": (sums["loss_sum"] / n).cpu().numpy(),
-                "error": (sums["error_count"].double() / n).cpu().numpy(),
+        return {"loss": self._full(sums["loss_sum"] / n),
+                "error": self._full(sums["error_count"].double() / n),
                 "mean_activation": act}
 
     def _epoch_metrics(self, trained: np.ndarray, ok: np.ndarray, split: dict, val: dict,
@@ -658,22 +768,22 @@ class Trainer:
         batch = torch.full((self.steps_per_epoch, 1), float(self.batch_size), dtype=torch.float64,
                            device=self.device)
         batch[-1] = self.n_train - (self.steps_per_epoch - 1) * self.batch_size
-        train_loss = (self._loss_rec.double() * batch).sum(0) / self.n_train
-        train_error = (self._error_rec.double()).sum(0) / self.n_train
+        train_loss = self._full((self._loss_rec.double() * batch).sum(0) / self.n_train)
+        train_error = self._full(self._error_rec.double().sum(0) / self.n_train)
         zero = torch.zeros(self.n_variants, dtype=torch.float64, device=self.device)
         total = 0
         for w in self.model.weights:
             zero += (w.abs() < SPARSITY_THRESHOLD).to(self.dtype).sum(dim=(1, 2))
             total += w[0].numel()
         nan = np.nan
-        lr = self._lr.cpu().numpy()
+        lr = self._full(self._lr)
         if isinstance(self.optimizer, SGD):
-            mu = self._mu.cpu().numpy() if isinstance(self._mu, torch.Tensor) else np.full(self.n_variants, self._mu)
+            mu = self._full(self._mu) if isinstance(self._mu, torch.Tensor) else np.full(self.n_variants, self._mu)
         else:
             mu = np.array([m.beta1 for m in self.methods])
         metrics = {
-            "train_loss": np.where(ok, train_loss.cpu().numpy(), nan),
-            "train_error": np.where(ok, train_error.cpu().numpy(), nan),
+            "train_loss": np.where(ok, train_loss, nan),
+            "train_error": np.where(ok, train_error, nan),
             **{k: np.where(ok, x, nan) for k, x in split.items()},
             "sparsity": np.where(ok, (zero / total).cpu().numpy(), nan),
             "mean_activation": np.where(ok, val["mean_activation"], nan),
@@ -745,6 +855,25 @@ def _nan_rows(x: torch.Tensor, bad: torch.Tensor) -> np.ndarray:
     """float64 numpy copy of ``x`` (V, ...) with the rows of ``bad`` variants set to NaN."""
     out = x.detach().double().cpu().numpy().copy()
     out[bad.cpu().numpy()] = np.nan
+    return out
+
+
+def _optimizer_state(optimizer: SGD | Adam) -> list[torch.Tensor]:
+    """The optimizer's per-variant state tensors (V, ...): momentum buffers, or Adam's m and v."""
+    return list(optimizer.buffers) if isinstance(optimizer, SGD) else [*optimizer.m, *optimizer.v]
+
+
+def _kl_stack(runs: list[tuple[slice, Any]], index: np.ndarray, rows: dict[tuple[int, int], torch.Tensor]
+              ) -> dict[tuple[int, int], torch.Tensor]:
+    """(run, layer) -> (Vr, H) from per-variant rows, for runs over the variants ``index``; a run
+    whose variants have no rows for a layer (no step taken yet) has no entry, as before its first step."""
+    out = {}
+    layers = sorted({layer for _, layer in rows})
+    for r, (sl, _) in enumerate(runs):
+        for layer in layers:
+            got = [rows.get((int(v), layer)) for v in index[sl]]
+            if got and all(g is not None for g in got):
+                out[(r, layer)] = torch.stack(got)
     return out
 
 
