@@ -15,11 +15,11 @@ def test_public_api_names_resolve_to_the_real_objects():
     from reglab.data import load_dataset
     from reglab.engine import Trainer
     from reglab.report import build_report
-    from reglab.study.runner import run_study
+    from reglab.frames import load_run, load_runs
 
     assert reglab.load_dataset is load_dataset
     assert reglab.Trainer is Trainer
-    assert reglab.run_study is run_study
+    assert reglab.load_run is load_run and reglab.load_runs is load_runs
     assert reglab.build_report is build_report
     assert callable(reglab.presets.get)
     for name in reglab.__all__:
