@@ -235,7 +235,11 @@ def resolved_config_text(cfg: StudyConfig, run_dir: Path) -> str:
 
 
 def _progress_bar(total: int, initial: int, name: str):
-    from tqdm.auto import tqdm  # a widget in Jupyter, text elsewhere
+    import warnings
+    with warnings.catch_warnings():
+        # Jupyter without ipywidgets: tqdm.auto falls back to the text bar, which is all we want, with a warning
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from tqdm.auto import tqdm  # a widget in Jupyter (with ipywidgets), text elsewhere
     return tqdm(total=total, initial=initial, desc=name, unit="epoch", dynamic_ncols=True, file=sys.stderr)
 
 
