@@ -31,7 +31,7 @@ def test_the_notebook_runs_a_smoke_study_loads_dataframes_plots_and_links_the_re
     assert not [o for o in outputs if o.output_type == "error"]
     text = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
     assert "<reglab run 'mnist-quick-smoke'" in text and ": complete, 6 methods x 2 seeds>" in text
-    assert "best val error" in text  # the progress bar
+    assert "best val error" in text and "IProgress not found" not in text  # the progress bar, no warning
     html = "\n".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert html.count("dropout+max_norm") >= 1 and "test_error" in html  # the summary DataFrame
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 1  # the one figure

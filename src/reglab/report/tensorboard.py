@@ -2,7 +2,8 @@
 
 One TensorBoard run per variant, so TensorBoard overlays methods and seeds. The scalars are
 the run directory's own columns under their own names (errors are fractions in [0, 1], losses
-nats per example), stored in float64 so that they equal the CSV values exactly:
+nats per example), rounded to float32, TensorBoard's scalar type (its default loader shows no
+float64 scalars); the CSVs keep the float64 values:
 
 * ``iteration/loss``, ``iteration/loss_data``, ``iteration/loss_penalty`` at step = optimizer
   update (every ``log_every``-th, as metrics_iter.csv holds them);
@@ -100,7 +101,7 @@ def _rows(columns: dict[str, np.ndarray], variant: int, names: tuple[str, ...]):
 def _scalar(writer, tag: str, value, step) -> None:
     value = float(value)
     if math.isfinite(value):
-        writer.add_scalar(tag, value, int(step), new_style=True, double_precision=True)
+        writer.add_scalar(tag, value, int(step))
 
 
 def _histogram(writer, tag: str, counts: np.ndarray, edges: np.ndarray, step: int) -> None:
