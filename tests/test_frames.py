@@ -130,5 +130,5 @@ def test_parquet_without_pyarrow_is_one_line_with_the_install_command(run_dir, t
     with pytest.raises(ReglabError) as e:
         reglab.load_run(run_dir).to_parquet(tmp_path / "pq")
     assert str(e.value) == ("writing Parquet needs the pyarrow package, which is not installed. "
-                            "Fix: pip install 'reglab[parquet]'.")
+                            "Fix: pip install 'reglab[parquet]' (in a clone: pip install -e '.[parquet]').")
     assert not (tmp_path / "pq").exists()

@@ -168,7 +168,7 @@ def require_pyarrow() -> None:
         import pyarrow  # noqa: F401
     except ImportError:
         raise ReglabError("writing Parquet needs the pyarrow package, which is not installed. "
-                          "Fix: pip install 'reglab[parquet]'.") from None
+                          "Fix: pip install 'reglab[parquet]' (in a clone: pip install -e '.[parquet]').") from None
 
 
 def _frame(columns: dict) -> pd.DataFrame:

@@ -138,7 +138,8 @@ def test_without_tensorboard_the_flag_is_one_line_with_the_install_command(tb_ru
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("reglab: TensorBoard event files need the tensorboard package, which is not installed. "
-                   "Fix: pip install 'reglab[tensorboard]' (or drop --tensorboard / tensorboard = true).")
+                   "Fix: pip install 'reglab[tensorboard]' (in a clone: pip install -e '.[tensorboard]'), "
+                   "or drop --tensorboard / tensorboard = true.")
     assert not (tmp_path / "new").exists() and not (run_copy / "tensorboard").exists()
 
 
@@ -159,4 +160,5 @@ def test_report_parquet_writes_the_three_tables_or_says_how_to_install_pyarrow(t
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     assert main(["report", str(run_copy), "--parquet"]) == 2
     assert capsys.readouterr().err.strip() == ("reglab: writing Parquet needs the pyarrow package, which is not "
-                                               "installed. Fix: pip install 'reglab[parquet]'.")
+                                               "installed. Fix: pip install 'reglab[parquet]' (in a clone: "
+                                               "pip install -e '.[parquet]').")

@@ -37,14 +37,14 @@ from reglab.results import Run
 TENSORBOARD_DIR = "tensorboard"
 NOT_METRICS = ("epoch", "variant", "method", "seed", "active", "diverged")  # bookkeeping columns of the CSVs
 ITERATION_METRICS = ("loss", "loss_data", "loss_penalty")
-INSTALL = "pip install 'reglab[tensorboard]'"
+INSTALL = "pip install 'reglab[tensorboard]' (in a clone: pip install -e '.[tensorboard]')"
 
 
 def require_tensorboard() -> None:
     """Raise the one-line error when the tensorboard package (torch's SummaryWriter needs it) is absent."""
     if importlib.util.find_spec("tensorboard") is None:
         raise ReglabError("TensorBoard event files need the tensorboard package, which is not installed. "
-                          f"Fix: {INSTALL} (or drop --tensorboard / tensorboard = true).")
+                          f"Fix: {INSTALL}, or drop --tensorboard / tensorboard = true.")
 
 
 def run_name(method: str, seed: int) -> str:
