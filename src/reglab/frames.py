@@ -15,9 +15,11 @@ metrics after it stopped. Several runs: :func:`load_runs` stacks them with a ``r
 
 The tables are read through :func:`reglab.results.load_run`, the report's own reader, so a
 DataFrame and the report never disagree on a value; pandas only shapes them. (That reader stays
-hand-written rather than ``pandas.read_csv``: it must read back every float bit-identically, reject
-a shard whose header or row length is off, and never turn a method named ``NA`` or ``null`` into a
-missing value -- and the runner uses it mid-run, to consolidate shards.)
+hand-written rather than ``pandas.read_csv``, which the runner would also need mid-run to
+consolidate shards: it must refuse a shard whose header or row length is off, where read_csv pads
+a short row with NaN and concat unions differing headers; it must never turn a method named ``NA``
+or ``null`` into a missing value; and it reads floats back bit-identically on every pandas version,
+which pandas 2's default parser did not promise.)
 """
 
 from __future__ import annotations
