@@ -132,3 +132,22 @@ def test_parquet_without_pyarrow_is_one_line_with_the_install_command(run_dir, t
     assert str(e.value) == ("writing Parquet needs the pyarrow package, which is not installed. "
                             "Fix: pip install 'reglab[parquet]' (in a clone: pip install -e '.[parquet]').")
     assert not (tmp_path / "pq").exists()
+
+
+def test_an_interrupted_run_loads_its_finished_epochs_and_an_empty_summary(tmp_path, monkeypatch):
+    save = runner._save_checkpoint
+
+    def die_in_epoch_2(run_dir, trainer, book, cfg):
+        if trainer.epoch == 2:
+            raise KeyboardInterrupt  # after epoch 2's metric shards are on disk
+        save(run_dir, trainer, book, cfg)
+
+    monkeypatch.setattr(runner, "_save_checkpoint", die_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        _smoke_run(tmp_path / "cut")
+    run = reglab.load_run(tmp_path / "cut")
+    assert run.manifest["status"] == "interrupted" and not run.complete
+    shards = [r for p in sorted((tmp_path / "cut" / "metrics").glob("epoch-*.csv")) for r in _csv_rows(p)]
+    assert len(run.epochs) == len(shards) == 4 * 2 * 2 and set(run.epochs.epoch) == {1, 2}
+    assert [r["val_error"] for r in shards] == [repr(x) for x in run.epochs.val_error]
+    assert run.summary.empty and list(run.summary.columns) == ["method", "seed", "variant"]
