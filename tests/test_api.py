@@ -4,10 +4,10 @@ import subprocess
 import sys
 
 
-def test_import_reglab_does_not_load_torch():
-    code = "import sys, reglab; print('torch' in sys.modules)"
+def test_import_reglab_does_not_load_torch_or_pandas():
+    code = "import sys, reglab; print('torch' in sys.modules, 'pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
 
 
 def test_public_api_names_resolve_to_the_real_objects():
