@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from reglab.config import (DataConfig, MethodConfig, StudyConfig, load_toml, study_from_dict,
+from reglab.config import (DataConfig, MethodConfig, StudyConfig, apply_settings, load_toml, study_from_dict,
                            to_toml)
 from reglab.errors import ReglabError
 
@@ -76,3 +76,55 @@ def test_zero_and_inf_disable_max_norm():
     assert not MethodConfig("a", max_norm=0.0).uses_max_norm
     assert not MethodConfig("a").uses_max_norm
     assert MethodConfig("a", max_norm=3.0).uses_max_norm
+
+
+# ----------------------------------------------------------------------------
+# --set PATH=VALUE
+
+def test_a_setting_changes_one_value_and_equals_the_same_change_written_in_toml(tmp_path):
+    cfg = _study(data=DataConfig(name="moons"), hidden=(64, 32))
+    changed = apply_settings(cfg, ["methods.max_norm.max_norm=2.5", "n_epochs=30", "data.noise=0.1",
+                                   "hidden=[8, 8]", "methods.l2.early_stopping=true", "data.name=circles"])
+    text = to_toml(cfg).replace("n_epochs = 10", "n_epochs = 30").replace("noise = 0.2", "noise = 0.1")
+    text = text.replace("hidden = [64, 32]", "hidden = [8, 8]").replace('name = "moons"', 'name = "circles"')
+    text = text.replace("max_norm = 3.0", "max_norm = 2.5")
+    first_method = text.index("[[methods]]")
+    text = text[:first_method] + text[first_method:].replace("early_stopping = false", "early_stopping = true", 1)
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    assert changed == load_toml(p)
+    assert changed.methods[1].max_norm == 2.5 and changed.methods[0].early_stopping
+    assert not changed.methods[1].early_stopping  # only the method named
+
+
+def test_a_star_sets_every_method_and_inf_and_integers_read_as_numbers():
+    changed = apply_settings(_study(), ["methods.*.lr=1", "methods.l2.max_norm=inf", "methods.max_norm.lr=.2"])
+    assert [m.lr for m in changed.methods] == [1.0, 0.2]
+    assert changed.methods[0].max_norm == math.inf
+
+
+def test_later_settings_win_and_an_empty_list_changes_nothing():
+    cfg = _study()
+    assert apply_settings(cfg, []) == cfg
+    assert apply_settings(cfg, ["n_epochs=3", "n_epochs=4"]).n_epochs == 4
+
+
+def test_every_bad_setting_is_its_own_line_with_the_toml_message():
+    with pytest.raises(ReglabError) as e:
+        apply_settings(_study(), ["methods.max_norm.dropout_hidden=1.5", "n_epocs=3", "methods.l3.l2=1",
+                                  "methods.l2.l3=1", "data.foo=1", "n_epochs", "n_epochs=0", "methods.l2=1",
+                                  "methods.l2.lr=abc", "n_epochs=5"])
+    assert e.value.lines == [
+        "--set methods.max_norm.dropout_hidden=1.5: 'max_norm.dropout_hidden' must be a number in [0, 1); got 1.5.",
+        "--set n_epocs=3: unknown key n_epocs; allowed: name, hidden, init, optimizer, n_epochs, batch_size, "
+        "seeds, log_every, checkpoint_every, eval_batch_size, device, matmul_dtype, tensorboard.",
+        "--set methods.l3.l2=1: this study has no method named 'l3'; its methods: l2, max_norm. "
+        "Fix: use one of those names, or * for every method.",
+        "--set methods.l2.l3=1: unknown key methods.l2.l3; allowed: " + ", ".join(
+            f for f in MethodConfig.__dataclass_fields__) + ".",
+        "--set data.foo=1: unknown key data.foo; allowed: " + ", ".join(DataConfig.__dataclass_fields__) + ".",
+        "--set n_epochs: expected PATH=VALUE. Fix: e.g. --set n_epochs=30 or --set methods.l2.l2=1e-3.",
+        "--set n_epochs=0: 'n_epochs' must be a whole number in [1, 10000000]; got 0.",
+        "--set methods.l2=1: a method setting is methods.NAME.KEY. Fix: e.g. methods.dropout+l2.dropout_hidden=0.3.",
+        "--set methods.l2.lr=abc: 'l2.lr' must be a number; got 'abc'.",
+    ]

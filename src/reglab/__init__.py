@@ -5,10 +5,11 @@ Python API (notebook-friendly)::
     import reglab
     ds = reglab.load_dataset("mnist", data_dir="path/to/datasets")
     cfg = reglab.presets.get("mnist", "quick")
-    run_dir = reglab.run_study(cfg, data_dir="path/to/datasets")
-    reglab.build_report(run_dir)
+    run = reglab.run_study(cfg, data_dir="path/to/datasets")   # trains, writes the run directory + report
+    run.epochs, run.iterations, run.summary                    # pandas DataFrames (reglab.frames)
+    reglab.load_runs([run.dir, "runs/other"]).summary          # several runs, with a `run` column
 
-The heavy parts (torch, matplotlib) load on first use, so `import reglab`
+The heavy parts (torch, matplotlib, pandas) load on first use, so `import reglab`
 and commands that do not train (e.g. `reglab report`) start fast.
 """
 
@@ -26,10 +27,22 @@ _LAZY = {
     "Dataset": ("reglab.data", "Dataset"),
     "Trainer": ("reglab.engine", "Trainer"),
     "presets": ("reglab.study.presets", None),
-    "run_study": ("reglab.study.runner", "run_study"),
-    "load_run": ("reglab.results", "load_run"),
+    "load_run": ("reglab.frames", "load_run"),
+    "load_runs": ("reglab.frames", "load_runs"),
     "build_report": ("reglab.report", "build_report"),
 }
+
+
+def run_study(cfg, **kwargs):
+    """Train the study `cfg`, write its run directory (and report) and return it as a
+    :class:`reglab.frames.RunFrames`: ``.epochs``, ``.iterations``, ``.summary`` DataFrames,
+    ``.dir``, ``.report``. Keyword arguments are those of :func:`reglab.study.runner.run_study`
+    (``out_dir``, ``data_dir``, ``quiet``, ``report``, ...), which returns the directory alone.
+    """
+    from reglab.frames import load_run
+    from reglab.study.runner import run_study as run_to_dir
+
+    return load_run(run_to_dir(cfg, **kwargs))
 
 
 def __getattr__(name: str):
@@ -42,4 +55,4 @@ def __getattr__(name: str):
     return value
 
 
-__all__ = ["DataConfig", "MethodConfig", "StudyConfig", "ReglabError", "__version__", *_LAZY]
+__all__ = ["DataConfig", "MethodConfig", "StudyConfig", "ReglabError", "__version__", "run_study", *_LAZY]

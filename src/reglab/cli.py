@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return int(args.func(args) or 0)
     except ReglabError as e:
-        print(f"reglab: {e}", file=sys.stderr)
+        for line in e.lines:
+            print(f"reglab: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("reglab: interrupted", file=sys.stderr)

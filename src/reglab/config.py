@@ -219,6 +219,7 @@ class StudyConfig:
     eval_batch_size: int = 2000                 # examples per evaluation chunk (memory only)
     device: str = "cpu"                         # "cpu" or "cuda"
     matmul_dtype: str = "float32"               # float32 | bfloat16: the training products' operands (see engine.mlp)
+    tensorboard: bool = False                   # also write TensorBoard event files to RUN_DIR/tensorboard/
 
     def __post_init__(self) -> None:
         for key, rule in STUDY_CONSTRAINTS.items():
@@ -265,6 +266,7 @@ STUDY_CONSTRAINTS: dict[str, tuple] = {
     "eval_batch_size": ("int", 1, 10**8),
     "device": ("choice", ("cpu", "cuda")),
     "matmul_dtype": ("choice", MATMUL_DTYPES),
+    "tensorboard": ("bool",),
 }
 
 
@@ -373,3 +375,79 @@ def to_toml(cfg: StudyConfig) -> str:
         lines.append("\n[[methods]]")
         lines += [f"{k} = {fmt(v)}" for k, v in m.items()]
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------
+# one-value overrides: `reglab run ... --set methods.dropout+l2.dropout_hidden=0.3`
+
+def apply_settings(cfg: StudyConfig, settings: list[str] | tuple[str, ...], *, option: str = "--set") -> StudyConfig:
+    """`cfg` with each ``PATH=VALUE`` of `settings` applied in order, validated as a TOML study is.
+
+    PATH is a dotted path into the study as written in TOML: a study key (``n_epochs``), ``data.KEY``,
+    or ``methods.NAME.KEY`` with the method addressed by its name (``*`` for every method). VALUE is a
+    TOML value (``0.3``, ``true``, ``[512, 512]``, ``inf``, ``"moons"``); anything that is not TOML is
+    taken as a number if Python reads it as one, else as a string, so ``data.name=moons`` needs no quotes.
+    Every bad setting is reported, one line each, in a single ReglabError; nothing is applied then.
+    """
+    d = cfg.to_dict()
+    errors = []
+    for setting in settings:
+        try:
+            changed = _set_path(d, setting)
+            study_from_dict(changed, where=option)  # the TOML path's validation, every rule
+        except ReglabError as e:
+            errors.append(f"{option} {setting}: {e}")
+            continue
+        d = changed
+    if errors:
+        raise ReglabError(*errors)
+    return study_from_dict(d, where=option)
+
+
+def _set_path(d: dict, setting: str) -> dict:
+    """A copy of the study dict `d` with one ``PATH=VALUE`` setting applied (paths checked, values not)."""
+    path, eq, text = setting.partition("=")
+    path = path.strip()
+    if not eq or not path:
+        raise ReglabError("expected PATH=VALUE. Fix: e.g. --set n_epochs=30 or --set methods.l2.l2=1e-3.")
+    value = _parse_value(text.strip())
+    keys = path.split(".")
+    out = dict(d)
+    if keys[0] == "methods":
+        if len(keys) < 3:
+            raise ReglabError("a method setting is methods.NAME.KEY. Fix: e.g. methods.dropout+l2.dropout_hidden=0.3.")
+        name, key = ".".join(keys[1:-1]), keys[-1]
+        names = [m["name"] for m in d["methods"]]
+        if name != "*" and name not in names:
+            raise ReglabError(f"this study has no method named {name!r}; its methods: {', '.join(names)}. "
+                              "Fix: use one of those names, or * for every method.")
+        _known_leaf(key, MethodConfig, f"methods.{name}.")
+        out["methods"] = [dict(m, **{key: value}) if name in ("*", m["name"]) else m for m in d["methods"]]
+    elif keys[0] == "data":
+        if len(keys) != 2:
+            raise ReglabError("a data setting is data.KEY. Fix: e.g. data.resolution=7.")
+        _known_leaf(keys[1], DataConfig, "data.")
+        out["data"] = dict(d["data"], **{keys[1]: value})
+    else:
+        if len(keys) != 1:
+            raise ReglabError(f"unknown key {path}; paths are KEY, data.KEY or methods.NAME.KEY.")
+        _known_leaf(keys[0], StudyConfig, "")
+        out[keys[0]] = value
+    return out
+
+
+def _known_leaf(key: str, cls, prefix: str) -> None:
+    known = [k for k in _known_keys(cls) if k not in ("data", "methods")]
+    if key not in known:
+        raise ReglabError(f"unknown key {prefix}{key}; allowed: {', '.join(known)}.")
+
+
+def _parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
+    try:
+        return float(text)  # forms TOML does not accept, e.g. ".3" or "1."
+    except ValueError:
+        return text

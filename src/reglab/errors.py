@@ -7,7 +7,12 @@ thing that is wrong, what was found, and the fix.
 
 
 class ReglabError(Exception):
-    """A user-facing error: one line, names the problem and the fix."""
+    """A user-facing error: one line, names the problem and the fix.
 
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+    Several independent problems found at once (e.g. two bad ``--set`` values)
+    are several messages, one line each: ``ReglabError(first, second)``.
+    """
+
+    def __init__(self, message: str, *more: str):
+        self.lines = [" ".join(str(m).split()) for m in (message, *more)]
+        super().__init__("\n".join(self.lines))

@@ -1,7 +1,9 @@
 """`reglab run` from the command line: TOML errors, argument errors, smoke runs, SIGKILL + resume."""
 
+import math
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reglab.cli import main
+from reglab.config import load_toml
 from reglab.results import load_run, read_json
 
 DATA_DIR = os.environ.get("REGLAB_DATA_DIR")
@@ -131,6 +134,45 @@ def test_matmul_dtype_reaches_the_config_the_report_and_the_reproduce_command(tm
     assert run.complete and run.config["matmul_dtype"] == "bfloat16"
     assert "--matmul-dtype bfloat16" in run.manifest["command"]
     assert "<td>matmul_dtype</td><td>bfloat16</td>" in (out / "report.html").read_text()
+
+
+def test_set_values_reach_the_run_config_toml_and_the_reproduce_command(tmp_path):
+    out = tmp_path / "run"
+    argv = ["run", "pointcloud", "--smoke", "--seeds", "1", "--set", "methods.l2.l2=0.03", "--set", "n_epochs=3",
+            "--set", "data.name=circles", "--out", str(out), "--quiet", "--no-report"]
+    assert main(argv) == 0
+    run = load_run(out)
+    assert run.complete and run.manifest["epochs_done"] == 3
+    stored = load_toml(out / "config.toml")
+    assert stored.n_epochs == 3 and stored.data.name == "circles"
+    assert {m.name: m.l2 for m in stored.methods}["l2"] == 0.03
+    assert "--set methods.l2.l2=0.03 --set n_epochs=3 --set data.name=circles" in run.manifest["command"]
+    # the stored command makes the same study again
+    again = tmp_path / "again"
+    replay = shlex.split(run.manifest["command"].replace(str(out), str(again)))
+    assert replay[:2] == ["reglab", "run"] and main(replay[1:]) == 0
+    assert load_toml(again / "config.toml") == stored
+
+
+def test_each_bad_set_is_one_line_and_exit_status_2_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "pointcloud", "--smoke", "--set", "methods.dropout+l2.dropout_hidden=0.3",
+                 "--set", "methods.l2.l2=-1", "--set", "n_epochs=30", "--out", str(out), "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().split("\n")
+    assert lines == [
+        "reglab: --set methods.dropout+l2.dropout_hidden=0.3: this study has no method named 'dropout+l2'; "
+        "its methods: no_penalty, l1, l2, early_stopping. Fix: use one of those names, or * for every method.",
+        "reglab: --set methods.l2.l2=-1: 'l2.l2' must be a number in [0, inf); got -1. Fix: use 0 to disable."]
+    assert not out.exists()
+
+
+def test_set_applies_to_a_toml_study_and_is_refused_with_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--config", _toml(tmp_path, GOOD), "--set", "methods.dropout+max_norm.max_norm=inf",
+                 "--out", str(out), "--quiet", "--no-report"]) == 0
+    assert load_toml(out / "config.toml").methods[1].max_norm == math.inf
+    assert main(["run", "--resume", str(out), "--set", "n_epochs=3"]) == 2
+    assert "--resume continues the study stored in the run directory; got also --set" in _one_error_line(capsys)
 
 
 def test_bfloat16_on_a_cpu_without_bfloat16_instructions_warns_and_still_runs(tmp_path, capsys, monkeypatch):

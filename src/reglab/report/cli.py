@@ -22,12 +22,31 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="the directory `reglab run` wrote")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to RUN_DIR/tensorboard/ (replacing earlier ones), "
+                        "one run per method/seed; needs: pip install 'reglab[tensorboard]'")
+    p.add_argument("--parquet", action="store_true",
+                   help="also write the epochs, iterations and summary tables (those of reglab.load_run) to "
+                        "RUN_DIR/parquet/*.parquet; needs: pip install 'reglab[parquet]'")
     p.set_defaults(func=_report)
 
 
 def _report(args) -> int:
+    if args.tensorboard:
+        from reglab.report.tensorboard import require_tensorboard
+        require_tensorboard()
+    if args.parquet:
+        from reglab.frames import require_pyarrow
+        require_pyarrow()
     run = load_run(args.run_dir)
     path = write_report(run)
+    if args.tensorboard:
+        from reglab.report.tensorboard import write_tensorboard
+        print(f"reglab: TensorBoard: tensorboard --logdir {write_tensorboard(run)}", file=sys.stderr)
+    if args.parquet:
+        from reglab.frames import RunFrames
+        for written in RunFrames(run).to_parquet():
+            print(f"reglab: wrote {written}", file=sys.stderr)
     if not run.complete:
         status = run.manifest.get("status", "?")
         print(f"reglab: run {run.dir} is incomplete (status {status}, {run.manifest.get('epochs_done', '?')} of "

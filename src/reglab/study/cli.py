@@ -23,6 +23,8 @@ EPILOG = """examples:
   reglab run mnist --preset seed --resolution 7
   reglab run pointcloud --seeds 5
   reglab run --config study.toml --out runs/mine
+  reglab run mnist --set methods.dropout+l2.dropout_hidden=0.3 --set n_epochs=30
+  reglab run pointcloud --smoke --tensorboard   then: tensorboard --logdir RUN_DIR/tensorboard
   reglab run --resume runs/mnist-quick-20250101-120000
 """
 
@@ -47,6 +49,14 @@ def register(subparsers) -> None:
     p.add_argument("--data-dir", metavar="DIR",
                    help="folder holding mnist/ and fashion-mnist/ (default: $REGLAB_DATA_DIR)")
     p.add_argument("--epochs", type=int, metavar="N", help="override the number of epochs")
+    p.add_argument("--set", action="append", metavar="PATH=VALUE",
+                   help="change one value of the study, after every other option (repeatable): a study key "
+                        "(n_epochs=30), data.KEY (data.resolution=7) or methods.NAME.KEY with the method by its "
+                        "name, * for all (methods.dropout+l2.dropout_hidden=0.3); VALUE is TOML (0.3, true, "
+                        "[512, 512], inf); checked like a TOML study, recorded in config.toml")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to RUN_DIR/tensorboard/, one run per method/seed "
+                        "(needs: pip install 'reglab[tensorboard]')")
     p.add_argument("--smoke", action="store_true", help="tiny mode: a few hundred examples, at most 2 epochs")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors (for CI)")
     p.add_argument("--no-report", action="store_true",
@@ -69,7 +79,7 @@ def register(subparsers) -> None:
 def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     import torch
 
-    from reglab.config import load_toml
+    from reglab.config import apply_settings, load_toml
     from reglab.data.sources import default_cache_dir
     from reglab.study.runner import run_study
 
@@ -82,7 +92,8 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
                                       ("--dataset", args.dataset), ("--resolution", args.resolution),
                                       ("--config", args.config), ("--out", args.out), ("--epochs", args.epochs),
                                       ("--smoke", args.smoke or None), ("--device", args.device),
-                                      ("--matmul-dtype", args.matmul_dtype))
+                                      ("--matmul-dtype", args.matmul_dtype), ("--set", args.set),
+                                      ("--tensorboard", args.tensorboard or None))
                  if val is not None]
         if given:
             raise ReglabError(f"--resume continues the study stored in the run directory; got also {', '.join(given)}. "
@@ -98,6 +109,10 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
         cfg = presets.get(args.study or presets.DEFAULT_STUDY, args.preset, seeds=args.seeds, dataset=args.dataset,
                           resolution=args.resolution, epochs=args.epochs, smoke=args.smoke, device=args.device,
                           matmul_dtype=args.matmul_dtype)
+    if cfg is not None and args.set:
+        cfg = apply_settings(cfg, args.set)
+    if cfg is not None and args.tensorboard:
+        cfg = cfg.replace(tensorboard=True)
     torch.set_num_threads(resolve_threads(args.threads, args.resume))
     if cfg is not None and cfg.device == "cuda":
         if not torch.cuda.is_available():
@@ -160,7 +175,9 @@ def command_line(args: argparse.Namespace) -> str:
         val = getattr(args, opt)
         if val is not None:
             parts += ["--" + opt.replace("_", "-"), str(val)]
-    for flag in ("smoke", "quiet", "no_report", "allow_checksum_mismatch"):
+    for setting in args.set or ():
+        parts += ["--set", setting]
+    for flag in ("smoke", "quiet", "no_report", "allow_checksum_mismatch", "tensorboard"):
         if getattr(args, flag):
             parts.append("--" + flag.replace("_", "-"))
     return shlex.join(parts)

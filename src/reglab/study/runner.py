@@ -88,6 +88,9 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
         if cfg is None:
             raise ReglabError("no study config given. Fix: pass a StudyConfig (e.g. from reglab.study.presets.get).")
         run_dir = Path(out_dir) if out_dir is not None else default_run_dir(cfg.name)
+    if cfg.tensorboard:
+        from reglab.report.tensorboard import require_tensorboard
+        require_tensorboard()  # before training, not after it
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     existed = run_dir.exists()
@@ -209,6 +212,10 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     say(f"reglab: results in {run_dir}")
     if report_path is not None:
         say(f"reglab: report at {report_path}")
+    if cfg.tensorboard:
+        from reglab.report.tensorboard import write_tensorboard
+        from reglab.results import load_run
+        say(f"reglab: TensorBoard: tensorboard --logdir {write_tensorboard(load_run(run_dir))}")
     return run_dir
 
 
@@ -228,7 +235,11 @@ def resolved_config_text(cfg: StudyConfig, run_dir: Path) -> str:
 
 
 def _progress_bar(total: int, initial: int, name: str):
-    from tqdm import tqdm
+    import warnings
+    with warnings.catch_warnings():
+        # Jupyter without ipywidgets: tqdm.auto falls back to the text bar, which is all we want, with a warning
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from tqdm.auto import tqdm  # a widget in Jupyter (with ipywidgets), text elsewhere
     return tqdm(total=total, initial=initial, desc=name, unit="epoch", dynamic_ncols=True, file=sys.stderr)
 
 
