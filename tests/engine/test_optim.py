@@ -171,3 +171,39 @@ def test_sgd_step_from_buffers_equals_step_when_the_caller_forms_the_momentum_bu
         b.buffers[0].mul_(0.9).add_(grad)
         b.step_from_buffers()
     assert torch.equal(w1, w2)
+
+
+def _params(seed: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(4, 7, 5, generator=gen), torch.randn(4, 5, 3, generator=gen),
+            torch.randn(4, 1, 5, generator=gen), torch.randn(4, 1, 3, generator=gen)]
+
+
+@pytest.mark.parametrize("lr", [torch.tensor([1e-3, 2e-3, 0.0, 5e-4], dtype=torch.float64), 1e-3])
+@pytest.mark.parametrize("bias_correction", [True, False])
+def test_adams_multi_tensor_path_gives_the_bits_of_its_per_tensor_path(bias_correction, lr):
+    fast, slow = _params(0), _params(0)
+    a = Adam(fast, lr=lr, bias_correction=bias_correction)
+    # a (V,) flag that is False everywhere takes the per-tensor path with the same arithmetic
+    b = Adam(slow, lr=lr, bias_correction=bias_correction, eps_inside_sqrt=torch.zeros(4, dtype=torch.bool))
+    assert a._uniform() and not b._uniform()
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(50):
+        grads = [torch.randn(p.shape, generator=gen) for p in fast]
+        a.step(grads)
+        b.step(grads)
+    for x, y in zip(fast + a.m + a.v, slow + b.m + b.v):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("lr", [torch.tensor([0.1, 0.05, 0.0, 0.2], dtype=torch.float64), 0.1])
+def test_sgds_multi_tensor_update_from_buffers_gives_the_bits_of_one_update_per_tensor(lr):
+    fast, slow = _params(2), _params(2)
+    sgd = SGD(fast, lr=lr, momentum=0.9)
+    for buf, p in zip(sgd.buffers, fast):
+        buf.copy_(torch.randn_like(p))
+    sgd.step_from_buffers()
+    for p, buf in zip(slow, sgd.buffers):
+        sgd._apply(p, buf)
+    for x, y in zip(fast, slow):
+        assert torch.equal(x, y)

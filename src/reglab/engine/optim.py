@@ -47,6 +47,11 @@ def _like(x: Hyper, p: torch.Tensor) -> Hyper:
     return x
 
 
+def _alike(params: list[torch.Tensor]) -> bool:
+    """Same dtype, device and rank: one (V, 1, ...) coefficient tensor broadcasts against all of them."""
+    return len({(p.dtype, p.device, p.dim()) for p in params}) == 1
+
+
 def _mask_like(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return x.to(p.device).view((-1,) + (1,) * (p.dim() - 1))
 
@@ -74,6 +79,7 @@ class SGD:
         self.momentum = momentum
         self.nesterov = _flag(nesterov, "nesterov")
         self.buffers = [torch.zeros_like(p) for p in self.params]
+        self._alike = _alike(self.params)
 
     @property
     def lr(self) -> Hyper:
@@ -110,19 +116,32 @@ class SGD:
 
     @torch.no_grad()
     def step_from_buffers(self) -> None:
-        """``w -= lr * b`` for buffers the caller has already set to ``mu * b + g`` (no Nesterov)."""
-        for p, buf in zip(self.params, self.buffers):
-            self._apply(p, buf)
+        """``w -= lr * b`` for buffers the caller has already set to ``mu * b + g`` (no Nesterov).
+
+        One multi-tensor call for all parameters (the per-tensor arithmetic of :meth:`_apply`,
+        without a Python round trip per tensor: on small nets the step is that overhead)."""
+        lr = self.lr
+        if isinstance(lr, torch.Tensor) and self._alike:
+            torch._foreach_addcmul_(self.params, [self._neg_lr(self.params[0])] * len(self.params), self.buffers)
+        elif isinstance(lr, torch.Tensor):
+            for p, buf in zip(self.params, self.buffers):
+                self._apply(p, buf)
+        else:
+            torch._foreach_add_(self.params, self.buffers, alpha=-lr)
 
     def _apply(self, p: torch.Tensor, update: torch.Tensor) -> None:
         lr = self.lr
         if isinstance(lr, torch.Tensor):
-            key = (p.dtype, p.device, p.dim())        # shaped once per lr, shared by same-shaped params
-            if key not in self._neg_lr_shaped:
-                self._neg_lr_shaped[key] = _like(-lr, p)
-            p.addcmul_(self._neg_lr_shaped[key], update)
+            p.addcmul_(self._neg_lr(p), update)
         else:
             p.add_(update, alpha=-lr)
+
+    def _neg_lr(self, p: torch.Tensor) -> torch.Tensor:
+        """``-lr`` shaped (V, 1, ...) like ``p``, in its dtype: made once per lr, shared by same-shaped params."""
+        key = (p.dtype, p.device, p.dim())
+        if key not in self._neg_lr_shaped:
+            self._neg_lr_shaped[key] = _like(-self.lr, p)
+        return self._neg_lr_shaped[key]
 
     def state_dict(self) -> dict:
         return {"buffers": [b.detach().cpu().clone() for b in self.buffers]}
@@ -169,6 +188,7 @@ class Adam:
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         self.t = 0
+        self._alike = _alike(self.params)
 
     @property
     def lr(self) -> Hyper:
@@ -198,6 +218,9 @@ class Adam:
         bc1, bc2 = self._corrections()
         step_size = self.lr / bc1
         bc2_sqrt = bc2 ** 0.5
+        if self._uniform():
+            self._step_all(grads, step_size, bc2_sqrt)
+            return
         for p, g, m, v in zip(self.params, grads, self.m, self.v):
             m.lerp_(g, _like(1 - self.beta1, p))
             one_minus_beta2 = 1 - self.beta2
@@ -210,6 +233,28 @@ class Adam:
                 p.add_((m * _like(-step_size, p)).div_(denom))
             else:
                 p.addcdiv_(m, denom, value=-step_size)
+
+    def _uniform(self) -> bool:
+        """Are all settings but ``lr`` the same for every variant, and the parameters alike (dtype, rank)?"""
+        return (all(isinstance(x, float) for x in (self.beta1, self.beta2, self.eps))
+                and self.eps_inside_sqrt is False and isinstance(self.bias_correction, bool) and self._alike)
+
+    def _step_all(self, grads: list[torch.Tensor], step_size: Hyper, bc2_sqrt: float) -> None:
+        """The per-parameter arithmetic of :meth:`step` (eps outside the root), one multi-tensor call
+        per operation for all parameters: the same operations in the same order, so the same bits."""
+        params, m, v = self.params, self.m, self.v
+        torch._foreach_lerp_(m, grads, 1 - self.beta1)
+        torch._foreach_mul_(v, self.beta2)
+        torch._foreach_addcmul_(v, grads, grads, value=1 - self.beta2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, bc2_sqrt)
+        torch._foreach_add_(denom, self.eps)
+        if isinstance(step_size, torch.Tensor):
+            update = torch._foreach_mul(m, [_like(-step_size, params[0])] * len(params))
+            torch._foreach_div_(update, denom)
+            torch._foreach_add_(params, update)
+        else:
+            torch._foreach_addcdiv_(params, m, denom, value=-step_size)
 
     def _denominator(self, v: torch.Tensor, p: torch.Tensor, bc2: Hyper, bc2_sqrt: Hyper) -> torch.Tensor:
         eps = _like(self.eps, p)
