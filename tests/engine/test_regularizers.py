@@ -46,6 +46,17 @@ def test_l2_gradient_is_lambda_w_and_matches_finite_differences(weights):
     assert torch.allclose(grad, fd, atol=1e-8)
 
 
+def test_penalty_gradients_of_a_list_of_layers_are_each_layers_own(weights):
+    layers = [weights, weights[:, :2, 1:].contiguous() * 3]
+    for add, lam in ((R.add_l2_grad_, 0.3), (R.add_l1_grad_, 0.07)):
+        grads = [torch.randn_like(w) for w in layers]
+        expected = [add(g.clone(), w, lam) for g, w in zip(grads, layers)]
+        add(grads, layers, lam)
+        for g, e in zip(grads, expected):
+            assert torch.equal(g, e)
+    assert torch.equal(R.add_l2_grad_(torch.zeros_like(weights), weights, 0.5), 0.5 * weights)
+
+
 def test_l1_penalty_is_lambda_sum_of_abs_and_its_gradient_is_lambda_sign(weights):
     lam = 0.07
     expected = [lam * float(weights[v].abs().sum()) for v in range(3)]

@@ -39,9 +39,13 @@ def l2_penalty(w: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
     return 0.5 * lam * sq
 
 
-def add_l2_grad_(grad: torch.Tensor, w: torch.Tensor, lam: float) -> torch.Tensor:
-    """grad += d/dw (lam/2 * sum w^2) = lam * w, in place (one pass)."""
-    return grad.add_(w, alpha=lam)
+Layers = torch.Tensor | list[torch.Tensor]   # one weight tensor, or every layer's (one multi-tensor call)
+
+
+def add_l2_grad_(grad: Layers, w: Layers, lam: float) -> Layers:
+    """grad += d/dw (lam/2 * sum w^2) = lam * w, in place (one pass), for one tensor or a list of layers."""
+    torch._foreach_add_(_as_list(grad), _as_list(w), alpha=lam)
+    return grad
 
 
 def l1_penalty(w: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
@@ -49,9 +53,15 @@ def l1_penalty(w: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
     return lam * torch.linalg.vector_norm(w.flatten(1), ord=1, dim=1)
 
 
-def add_l1_grad_(grad: torch.Tensor, w: torch.Tensor, lam: float) -> torch.Tensor:
-    """grad += lam * sign(w), in place; sign(0) = 0 (the subgradient autograd uses for |w|)."""
-    return grad.add_(torch.sign(w), alpha=lam)
+def add_l1_grad_(grad: Layers, w: Layers, lam: float) -> Layers:
+    """grad += lam * sign(w), in place; sign(0) = 0 (the subgradient autograd uses for |w|);
+    for one tensor or a list of layers."""
+    torch._foreach_add_(_as_list(grad), torch._foreach_sign(_as_list(w)), alpha=lam)
+    return grad
+
+
+def _as_list(x: Layers) -> list[torch.Tensor]:
+    return [x] if isinstance(x, torch.Tensor) else list(x)
 
 
 def l1_is_on(method: MethodConfig, step: int, total_steps: int) -> bool:

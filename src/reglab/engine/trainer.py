@@ -737,12 +737,10 @@ class Trainer:
     def _add_penalty_grads(self, weight_grads: list[torch.Tensor], t: int) -> None:
         W = self._net.weights
         for sl, lam in self._l2_runs:
-            for g, w in zip(weight_grads, W):
-                R.add_l2_grad_(g[sl], w[sl], lam)
+            R.add_l2_grad_([g[sl] for g in weight_grads], [w[sl] for w in W], lam)
         for sl, (lam, start) in self._l1_runs:
             if t > start * self.total_steps:
-                for g, w in zip(weight_grads, W):
-                    R.add_l1_grad_(g[sl], w[sl], lam)
+                R.add_l1_grad_([g[sl] for g in weight_grads], [w[sl] for w in W], lam)
 
     def _penalty_value(self, t: int) -> torch.Tensor:
         """(V,) penalty term at this step's weights (before the update), nats/example."""
