@@ -424,12 +424,8 @@ def test_variants_that_stop_leave_the_batch_and_every_variant_still_trains_as_if
                 assert _rel_err(p[v], q[i]) < 1e-6
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_resuming_after_the_batch_was_compacted_continues_bit_identically(optimizer):
-    ds = _overfitting_dataset()
-    cfg = _stopping_study(n_epochs=10).replace(optimizer=optimizer)
-    if optimizer == "adam":
-        cfg = cfg.replace(methods=tuple(dataclasses.replace(m, lr=0.01) for m in cfg.methods))
+def _train_saving_every_epoch(cfg: StudyConfig, ds: Dataset) -> tuple[Trainer, list, list[tuple[int, bytes]]]:
+    """A whole run, with (live variants, state_dict bytes) after every epoch."""
     straight = Trainer(cfg, ds)
     records, states = [], []
     while not straight.done:
@@ -437,17 +433,36 @@ def test_resuming_after_the_batch_was_compacted_continues_bit_identically(optimi
         buffer = io.BytesIO()
         torch.save(straight.state_dict(), buffer)
         states.append((len(straight.live_variants), buffer.getvalue()))
+    return straight, records, states
+
+
+def _assert_resume_continues_bit_identically(cfg, ds, straight: Trainer, records: list, state: bytes,
+                                             epoch: int) -> Trainer:
+    resumed = Trainer(cfg, ds)
+    resumed.load_state_dict(torch.load(io.BytesIO(state), weights_only=False))
+    for expected in records[epoch + 1:]:
+        assert _same_records(resumed.train_epoch(), expected)
+    for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
+        assert torch.equal(a, b)
+    assert resumed.final_summary() == straight.final_summary()
+    return resumed
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_resuming_after_the_batch_was_compacted_continues_bit_identically(optimizer):
+    ds = _overfitting_dataset()
+    cfg = _stopping_study(n_epochs=10).replace(optimizer=optimizer)
+    if optimizer == "adam":
+        cfg = cfg.replace(methods=tuple(dataclasses.replace(m, lr=0.01) for m in cfg.methods))
+    straight, records, states = _train_saving_every_epoch(cfg, ds)
     compacted = [e for e, (n_live, _) in enumerate(states) if n_live < straight.n_variants]
     assert compacted, "some early-stopping variants should stop"
     for epoch in (compacted[0], compacted[-1]):            # right after the first compaction, and later
+        n_live, state = states[epoch]
         resumed = Trainer(cfg, ds)
-        resumed.load_state_dict(torch.load(io.BytesIO(states[epoch][1]), weights_only=False))
-        assert len(resumed.live_variants) == states[epoch][0]
-        for expected in records[epoch + 1:]:
-            assert _same_records(resumed.train_epoch(), expected)
-        for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
-            assert torch.equal(a, b)
-        assert resumed.final_summary() == straight.final_summary()
+        resumed.load_state_dict(torch.load(io.BytesIO(state), weights_only=False))
+        assert len(resumed.live_variants) == n_live
+        _assert_resume_continues_bit_identically(cfg, ds, straight, records, state, epoch)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -478,21 +493,9 @@ def test_resuming_a_run_stepped_in_groups_continues_bit_identically(monkeypatch)
     ds = _overfitting_dataset()
     cfg = _stopping_study(n_epochs=8)
     monkeypatch.setattr(trainer_module, "GROUP_BYTES", 1)
-    straight = Trainer(cfg, ds)
-    records, states = [], []
-    while not straight.done:
-        records.append(straight.train_epoch())
-        buffer = io.BytesIO()
-        torch.save(straight.state_dict(), buffer)
-        states.append(buffer.getvalue())
+    straight, records, states = _train_saving_every_epoch(cfg, ds)
     for epoch in (1, 4):
-        resumed = Trainer(cfg, ds)
-        resumed.load_state_dict(torch.load(io.BytesIO(states[epoch]), weights_only=False))
-        for expected in records[epoch + 1:]:
-            assert _same_records(resumed.train_epoch(), expected)
-        for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
-            assert torch.equal(a, b)
-        assert resumed.final_summary() == straight.final_summary()
+        _assert_resume_continues_bit_identically(cfg, ds, straight, records, states[epoch][1], epoch)
 
 
 def test_step_groups_split_the_variants_in_order_by_their_state_size():
