@@ -68,7 +68,7 @@ def _check(key: str, value: Any, rule: tuple) -> None:
 INF = math.inf
 SCHEDULES = ("constant", "exponential", "inverse_t", "step")
 OPTIMIZERS = ("sgd", "adam")
-MATMUL_DTYPES = ("float32", "bfloat16")
+MATMUL_DTYPES = ("float32", "tf32", "bfloat16")
 INITS = ("he_normal", "he_uniform", "glorot_uniform", "torch_default")
 MONITORS = ("val_loss", "val_error")
 MOMENTUM_RAMPS = ("linear", "exponential")
@@ -218,7 +218,7 @@ class StudyConfig:
     checkpoint_every: int = 1                   # write a resumable checkpoint every this many epochs
     eval_batch_size: int = 2000                 # examples per evaluation chunk (memory only)
     device: str = "cpu"                         # "cpu" or "cuda"
-    matmul_dtype: str = "float32"               # float32 | bfloat16: the training products' operands (see engine.mlp)
+    matmul_dtype: str = "float32"               # float32 | tf32 (CUDA only) | bfloat16: the training products' operands
     tensorboard: bool = False                   # also write TensorBoard event files to RUN_DIR/tensorboard/
 
     def __post_init__(self) -> None:
@@ -233,6 +233,10 @@ class StudyConfig:
             raise ReglabError(f"'seeds' must be distinct whole numbers; got {list(self.seeds)}.")
         for w in self.hidden:
             _check("hidden[]", w, ("int", 1, 1_000_000))
+        if self.matmul_dtype == "tf32" and self.device != "cuda":
+            raise ReglabError(f"matmul_dtype 'tf32' (TensorFloat-32 products) exists only on CUDA GPUs; got device "
+                              f"'{self.device}'. Fix: train on a GPU (--device cuda, or device = \"cuda\" in a config), "
+                              "or use float32 or bfloat16 products.")
 
     @property
     def n_variants(self) -> int:

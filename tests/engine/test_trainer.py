@@ -342,6 +342,35 @@ def test_training_on_cuda_matches_the_cpu_for_variants_without_dropout(small_dat
     assert resumed.epoch == 2
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_tf32_products_on_cuda_train_close_to_float32_and_leave_the_global_setting_alone(small_dataset):
+    cfg = _all_methods_study(n_epochs=2).replace(device="cuda")
+    before = torch.backends.cuda.matmul.fp32_precision
+    exact, tf32 = Trainer(cfg, small_dataset), Trainer(cfg.replace(matmul_dtype="tf32"), small_dataset)
+    for _ in range(2):
+        re_, rt = exact.train_epoch(), tf32.train_epoch()
+    assert torch.backends.cuda.matmul.fp32_precision == before
+    assert np.allclose(re_.metrics["val_loss"], rt.metrics["val_loss"], rtol=2e-2)
+
+
+def test_tf32_products_are_switched_on_inside_the_steps_only():
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision
+    with trainer_module._tf32_products(True):
+        assert matmul.fp32_precision == "tf32"
+    assert matmul.fp32_precision == before
+    with trainer_module._tf32_products(False):
+        assert matmul.fp32_precision == before
+
+
+def test_tf32_products_are_refused_off_cuda_in_one_line():
+    with pytest.raises(ReglabError, match="exists only on CUDA GPUs.*Fix") as e:
+        _all_methods_study().replace(matmul_dtype="tf32")
+    assert "\n" not in str(e.value)
+    assert _all_methods_study().replace(matmul_dtype="tf32", device="cuda").matmul_dtype == "tf32"
+
+
 @pytest.mark.slow
 def test_the_six_table9_methods_train_together_on_mnist(data_dir):
     x, y, xs, ys = mnist_tensors(data_dir, n_train=12_000)

@@ -63,6 +63,7 @@ earlier, or diverged in or before it) are NaN: nothing is padded.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -85,7 +86,8 @@ STATE_VERSION = 1
 SPARSITY_THRESHOLD = 1e-3          # |w| below this counts as zero in the ``sparsity`` metric
 HIST_EDGES = np.concatenate([[0.0], np.logspace(-6, 1, 57)])  # |w| histogram: [0, 1e-6) then log bins to 10
 GRID_SIZE = 101                    # decision grid resolution for 2-D data
-MATMUL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}   # StudyConfig.matmul_dtype
+# StudyConfig.matmul_dtype -> the training products' operand dtype (tf32: float32 operands, TF32 tensor cores)
+MATMUL_DTYPES = {"float32": torch.float32, "tf32": torch.float32, "bfloat16": torch.bfloat16}
 GROUP_BYTES = 8 << 20              # CPU: training state (parameters + optimizer) per group of variants, see step_groups
 
 
@@ -375,7 +377,7 @@ class Trainer:
                 self._enter(group)
             _sync(self.device)
             t0 = time.perf_counter()
-            with torch.no_grad():
+            with torch.no_grad(), _tf32_products(self.cfg.matmul_dtype == "tf32" and self.dtype == torch.float32):
                 for i in range(self.steps_per_epoch):
                     self._train_step(i, perm[i * B:(i + 1) * B])
             _sync(self.device)
@@ -856,6 +858,31 @@ class Trainer:
 
 # ----------------------------------------------------------------------------
 # checks and small helpers
+
+@contextlib.contextmanager
+def _tf32_products(enabled: bool):
+    """CUDA float32 products on TensorFloat-32 tensor cores (10-bit mantissa operands, float32
+    accumulation) inside the block, the setting as it was after; evaluation stays full float32.
+    Uses the precision API of torch >= 2.9 where it exists (mixing it with the old flag is an error)."""
+    if not enabled:
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        before = matmul.fp32_precision
+        matmul.fp32_precision = "tf32"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision = before
+    else:
+        before = matmul.allow_tf32
+        matmul.allow_tf32 = True
+        try:
+            yield
+        finally:
+            matmul.allow_tf32 = before
+
 
 def _holds_exactly(dtype: torch.dtype, value: float, reference: torch.dtype) -> bool:
     """Does ``dtype`` hold ``value`` as ``reference`` does (1/(1-p) = 2 or 1.25: yes; 1/0.7 in bfloat16: no)?"""

@@ -63,7 +63,8 @@ def register(subparsers) -> None:
                    help="skip report.html (build it later with `reglab report RUN_DIR`)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="where to train (default: the study's)")
     p.add_argument("--matmul-dtype", choices=MATMUL_DTYPES,
-                   help="operands of the training products (default: the study's, float32). bfloat16: "
+                   help="operands of the training products (default: the study's, float32). tf32 (CUDA only): "
+                        "float32 operands rounded to TensorFloat-32 on the GPU's tensor cores. bfloat16: "
                         "weights, optimizer state and losses stay float32, the products read bfloat16 copies "
                         "(like torch.autocast). Up to 2.3x faster on CPUs with AVX512-BF16 or AMX, slower on "
                         "CPUs without (docs/performance.md)")
