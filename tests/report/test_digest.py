@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from reglab import stats
 from reglab.report.digest import band, digest
 from reglab.results import load_run
 
@@ -132,3 +133,17 @@ def test_with_one_seed_no_interval_and_no_comparison_is_claimed(tmp_path):
     assert [m.name for m in d.methods] == ["none", "l1", "l2", "early_stopping"]
     assert all(m.seeds == [4] and m.stats["test_error"]["ci95"] is None for m in d.methods)
     assert d.paired and all(p["test_error"]["n"] == 1 and p["test_error"]["ci95"] is None for p in d.paired)
+
+
+def test_a_run_written_before_p_holm_existed_gets_holms_correction_in_the_report(tmp_path):
+    from reglab.results import atomic_write_text
+    import json
+    write_synthetic_run(tmp_path, mnist_config())
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for c in summary["comparisons"]:
+        c.pop("p_holm"), c.pop("significant_holm")
+    atomic_write_text(tmp_path / "summary.json", json.dumps(summary))
+    d = digest(load_run(tmp_path))
+    raw = [p["test_error"]["p_value"] for p in d.paired]
+    assert len(raw) == 15
+    assert [p["test_error"]["p_holm"] for p in d.paired] == pytest.approx(stats.holm(raw))

@@ -163,6 +163,20 @@ def test_summary_statistics_are_the_mean_and_t_interval_over_seeds(tmp_path, sta
     assert summary["variants"][0]["last_val_error"] == pytest.approx(summary["variants"][0]["val_error"])
 
 
+def test_summary_json_keeps_the_raw_p_and_adds_holms_p_over_each_metrics_family(tmp_path, stand_in):
+    from reglab.stats import holm
+    methods = (MethodConfig("l2", l2=1e-3), MethodConfig("l1", l1=1e-4), MethodConfig("none"))
+    out = runner.run_study(_cfg(methods=methods), out_dir=tmp_path / "run", quiet=True)
+    summary = read_json(out / "summary.json")
+    for metric in ("test_error", "val_error"):
+        family = [c for c in summary["comparisons"] if c["metric"] == metric]
+        assert len(family) == 3
+        expected = holm([c["p_value"] for c in family])
+        for c, q in zip(family, expected):
+            assert c["p_holm"] == pytest.approx(q) and c["p_holm"] >= c["p_value"]
+            assert c["significant_holm"] == (c["p_holm"] < 0.05)
+
+
 def test_a_diverged_variant_is_listed_and_left_out_of_the_statistics(tmp_path, stand_in):
     cfg = _cfg(methods=(MethodConfig("l2", l2=1e-3), MethodConfig("hot", lr=1000.0)), seeds=(0, 1))
     out = runner.run_study(cfg, out_dir=tmp_path / "run", quiet=True)

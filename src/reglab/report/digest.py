@@ -14,7 +14,8 @@ Conventions:
   NaN, so means over seeds use the seeds that trained.
 * Every statistic over seeds comes from :mod:`reglab.stats`: mean, sample std
   and the two-sided 95% Student-t interval ``mean +- t_{0.975,n-1} s/sqrt(n)``;
-  paired comparisons use per-seed differences.
+  paired comparisons use per-seed differences, and the report judges them by the
+  Holm-adjusted p over all pairs on a metric (``p_holm < 0.05``), not the raw p.
 * Per-variant finals, per-method statistics and paired comparisons come from
   ``summary.json`` when the runner wrote it (see ``reglab.study.runner.build_summary``);
   for a partial run they are computed here, with the same definitions, from the
@@ -330,7 +331,8 @@ def _timing(run: Run) -> tuple[dict[str, list[float]], dict]:
 
 
 def _paired(methods: list[MethodData], stored: list | None) -> list[dict]:
-    """Every pair of methods on the returned model's test and val error, paired by seed (A - B, fractions).
+    """Every pair of methods on the returned model's test and val error, paired by seed (A - B, fractions),
+    each with its raw ``p_value`` and the Holm-adjusted ``p_holm`` over all pairs on that metric.
 
     The runner's comparisons are used when summary.json has them; otherwise (a partial run) they
     are computed with the same function, :func:`reglab.stats.paired_comparison`.
@@ -352,6 +354,13 @@ def _paired(methods: list[MethodData], stored: list | None) -> list[dict]:
                 xb = [_num(b.finals[b.seeds.index(s)].get(metric), math.nan) for s in common]
                 row[metric] = stats.paired_comparison(xa, xb)
             out.append(row)
+    # the pairs on one metric are one family: Holm-adjust it (summary.json of a run written before
+    # p_holm existed, or a partial run, gets it here with the runner's definition)
+    for metric in HEADLINE:
+        family = [row[metric] for row in out]
+        if not all("p_holm" in c for c in family):
+            for row, c in zip(out, stats.holm_adjust(family)):
+                row[metric] = c
     return out
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from reglab.config import IMAGE_DATASETS, MethodConfig
 from reglab.report.digest import FINALS, HEADLINE, PAPER_CITATION, Digest, MethodData
+from reglab.stats import ALPHA
 
 
 @dataclass
@@ -100,14 +101,18 @@ def headline(d: Digest) -> str:
             continue
         other = p["b"] if p["a"] == best else p["a"]
         c = p[key]
-        if c["significant"] and ((c["mean_difference"] < 0) == (p["a"] == best)):
+        sig = significant(c)
+        if sig and ((c["mean_difference"] < 0) == (p["a"] == best)):
             beats.append(other)
-        elif c["significant"] is not None and not c["significant"]:
+        elif sig is not None and not sig:
             ties.append(other)
+    n_family = sum(1 for p in d.paired if p[key].get("p_holm") is not None)
     if beats:
-        text += f" Significantly lower than {', '.join(beats)} (paired by seed, 95% CI of the difference excludes 0)."
+        text += (f" Significantly lower than {', '.join(beats)} (paired by seed; Holm-adjusted p < 0.05 over "
+                 f"the {n_family} pairwise comparisons).")
     if ties:
-        text += f" Not distinguishable from {', '.join(ties)} with these seeds."
+        text += (f" Not distinguishable from {', '.join(ties)} with these seeds (Holm-adjusted p ≥ 0.05 over the "
+                 f"{n_family} pairwise comparisons).")
     if d.paper and best in d.paper:
         paper_best = min(d.paper, key=d.paper.get)
         text += (f" In Srivastava et al. (2014), Table 9, the best is {paper_best} "
@@ -117,8 +122,17 @@ def headline(d: Digest) -> str:
     return text
 
 
+def significant(c: dict) -> bool | None:
+    """Is a paired comparison significant in its family: Holm-adjusted p < 0.05 (None: too few pairs)."""
+    if c.get("significant_holm") is not None:
+        return bool(c["significant_holm"])
+    q = c.get("p_holm")
+    return None if q is None else bool(q < ALPHA)
+
+
 def paired_table(d: Digest) -> Table:
-    columns = ["A", "B", "n pairs", "A − B, test error (pp)", "95% CI", "p", "A − B, val error (pp)", "95% CI", "p"]
+    columns = ["A", "B", "n pairs", "A − B, test error (pp)", "95% CI", "p", "p (Holm)",
+               "A − B, val error (pp)", "95% CI", "p", "p (Holm)"]
     rows, emphasis = [], []
     for p in d.paired:
         row = [p["a"], p["b"], str(p["test_error"]["n"])]
@@ -126,19 +140,25 @@ def paired_table(d: Digest) -> Table:
         for key in HEADLINE:
             c = p[key]
             if c["mean_difference"] is None or c["n"] < 2:
-                row += ["—", "—", "—"]
+                row += ["—", "—", "—", "—"]
                 continue
-            sig = sig or bool(c["significant"])
-            row.append(f"{100 * c['mean_difference']:+.2f}{' *' if c['significant'] else ''}")
+            s = bool(significant(c))
+            sig = sig or s
+            row.append(f"{100 * c['mean_difference']:+.2f}{' *' if s else ''}")
             row.append(f"[{100 * c['ci95'][0]:+.2f}, {100 * c['ci95'][1]:+.2f}]" if c["ci95"] else "—")
             row.append(_fmt_p(c["p_value"]))
+            row.append(_fmt_p(c.get("p_holm")))
         rows.append(row)
         emphasis.append(sig)
+    m = sum(1 for p in d.paired if p["test_error"].get("p_holm") is not None)
     notes = ["Differences in percentage points, A − B, of the returned model's test and validation error (the "
              "last epoch's, or the best-val epoch's for a method with early stopping), paired by seed (seed s of "
-             "A against seed s of B: same data order); 95% Student-t interval of the mean difference; p from the "
-             "two-sided paired t-test. * and highlighting mark a significant difference (the interval excludes "
-             "0). No correction for the number of comparisons is applied."]
+             "A against seed s of B: same data order); 95% Student-t interval of the mean difference (not "
+             "corrected); p from the two-sided paired t-test. The pairs on one metric are a family of "
+             f"{m} tests: p (Holm) is Holm's step-down adjusted p over that family, and * and highlighting mark "
+             "a difference significant after that correction (p (Holm) < 0.05), which keeps the chance of any "
+             "false 'significant' in the family at 5%. A raw p below 0.05 without a star is one that does not "
+             "survive the correction."]
     return Table(columns, rows, notes, emphasis=emphasis, text_columns=2)
 
 

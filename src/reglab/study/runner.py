@@ -42,7 +42,7 @@ from reglab.data.dataset import Dataset
 from reglab.errors import ReglabError
 from reglab.results import (MANIFEST, RunLock, RunWriter, atomic_write_bytes, atomic_write_text,
                             now_iso, read_csv_columns, read_json)
-from reglab.stats import describe, paired_comparison
+from reglab.stats import describe, holm_adjust, paired_comparison
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"                 # text file in checkpoints/ naming the newest complete checkpoint
@@ -435,12 +435,14 @@ def build_summary(cfg: StudyConfig, finals: dict, last_epoch: dict[int, dict]) -
     comparisons = []
     names = [m.name for m in cfg.methods]
     for metric in HEADLINE:
+        family = []   # every pair of methods on one metric: Holm-corrected together
         for i, a in enumerate(names):
             for b in names[i + 1:]:
                 va = [r[metric] for r in per_variant if r["method"] == a]
                 vb = [r[metric] for r in per_variant if r["method"] == b]
                 c = paired_comparison(va, vb)
-                comparisons.append({"metric": metric, "a": a, "b": b, "difference": f"{a} - {b}", **c})
+                family.append({"metric": metric, "a": a, "b": b, "difference": f"{a} - {b}", **c})
+        comparisons += holm_adjust(family)
 
     diverged = [{"variant": r["variant"], "method": r["method"], "seed": r["seed"],
                  "epoch": r.get("stop_epoch")} for r in per_variant if r["diverged"]]
@@ -451,7 +453,9 @@ def build_summary(cfg: StudyConfig, finals: dict, last_epoch: dict[int, dict]) -
         "seeds": list(cfg.seeds),
         "units": "errors are fractions in [0, 1]; losses are nats per example",
         "statistics": "mean and sample std over seeds; ci95 is the two-sided 95% Student-t interval "
-                      "of the mean; paired comparisons use per-seed differences a - b",
+                      "of the mean; paired comparisons use per-seed differences a - b; p_value is the raw "
+                      "two-sided paired t-test, p_holm the Holm step-down adjusted p over the family of "
+                      "all pairs on the same metric (significant_holm: p_holm < 0.05)",
         "headline": "test_error",
         "variants": per_variant,
         "methods": methods,
