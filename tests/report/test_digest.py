@@ -147,3 +147,26 @@ def test_a_run_written_before_p_holm_existed_gets_holms_correction_in_the_report
     raw = [p["test_error"]["p_value"] for p in d.paired]
     assert len(raw) == 15
     assert [p["test_error"]["p_holm"] for p in d.paired] == pytest.approx(stats.holm(raw))
+
+
+def test_training_time_samples_are_the_timing_repeats_and_old_per_epoch_samples_still_read(tmp_path, mnist_run):
+    from reglab.report.digest import median_range
+    run = load_run(mnist_run)
+    d = digest(run)
+    for m in d.methods:
+        entry = run.timing["methods_alone"][m.name]
+        assert m.time_s == entry["repeats_estimated_alone_s"] and len(m.time_s) == 3
+        med, lo, hi = median_range(m.time_s)
+        assert med == pytest.approx(entry["estimated_alone_s"])
+        assert [lo, hi] == pytest.approx(entry["estimated_alone_s_range"])
+    # a timing.json written before repeats existed: one sample per timed epoch
+    import json
+    from reglab.results import atomic_write_text
+    write_synthetic_run(tmp_path, mnist_config(n_epochs=4))
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    for entry in timing["methods_alone"].values():
+        for k in ("repeats", "repeats_estimated_alone_s", "estimated_alone_s_range"):
+            entry.pop(k)
+    atomic_write_text(tmp_path / "timing.json", json.dumps(timing))
+    old = digest(load_run(tmp_path))
+    assert all(len(m.time_s) == 4 for m in old.methods)

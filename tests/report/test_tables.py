@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from reglab import stats
-from reglab.report.tables import headline, paired_table
+from reglab.report.tables import fmt_median_range, headline, paired_table
 
 
 def _comparison(mean_difference: float, p: float) -> dict:
@@ -41,3 +41,10 @@ def test_the_headline_names_only_the_differences_that_survive_holm_and_says_so()
     text = headline(d)
     assert "Significantly lower than b (" in text and "Holm-adjusted p < 0.05 over the 3" in text
     assert "Not distinguishable from c, d" in text
+
+
+def test_training_time_is_shown_as_median_and_range():
+    assert fmt_median_range([3.0, 1.0, 2.5]) == "2.5 [1.0 – 3.0]"
+    assert fmt_median_range([4.0, 1.0, 2.0, 3.0]) == "2.5 [1.0 – 4.0]"
+    assert fmt_median_range([7.25]) == "7.2"
+    assert fmt_median_range([]) == "—"

@@ -272,7 +272,12 @@ def test_each_method_is_timed_alone(tmp_path, stand_in):
     assert set(timing["methods_alone"]) == {"l2", "l1"}
     for m in timing["methods_alone"].values():
         assert m["variants"] == 3 and m["timed_steps"] >= 1
+        assert m["repeats"] == runner.TIMING_REPEATS >= 3
+        assert len(m["repeats_estimated_alone_s"]) == m["repeats"]
+        assert m["seconds_per_step_alone"] == pytest.approx(float(np.median(m["repeats_seconds_per_step"])))
         assert m["estimated_alone_s"] == pytest.approx(m["seconds_per_step_alone"] * m["steps_in_study"])
+        lo, hi = m["estimated_alone_s_range"]
+        assert lo == min(m["repeats_estimated_alone_s"]) <= m["estimated_alone_s"] <= hi
     assert timing["study_wall_s"] >= timing["study_train_s"] > 0
     assert timing["study_train_s"] == pytest.approx(0.001 * 2)  # the engine's train-only times, summed
 

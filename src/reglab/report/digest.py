@@ -309,17 +309,21 @@ def _timing(run: Run) -> tuple[dict[str, list[float]], dict]:
     """Per-method training-time samples (seconds) and the study's times, from timing.json.
 
     The runner times each method's variants alone and estimates the time the method would have
-    taken alone in the study (``methods_alone[name].estimated_alone_s``); when it also records the
-    seconds of each timed epoch (``timed_epoch_s``), each epoch gives one sample of that estimate,
-    so the spread is the spread of the timing itself.
+    taken alone in the study (``methods_alone[name].estimated_alone_s``), once per timing repeat
+    (``repeats_estimated_alone_s``: each repeat is one sample). Runs written before repeats existed
+    give one sample per timed epoch (``timed_epoch_s``) or the single estimate. The report shows
+    the median and the range [min, max] of the samples (:func:`median_range`).
     """
     t = run.timing if isinstance(run.timing, dict) else {}
     out: dict[str, list[float]] = {}
     for name, entry in (t.get("methods_alone") or {}).items():
         if not isinstance(entry, dict) or entry.get("estimated_alone_s") is None:
             continue
+        repeats = entry.get("repeats_estimated_alone_s")
         per_epoch = entry.get("timed_epoch_s")
-        if isinstance(per_epoch, list) and len(per_epoch) > 1 and entry.get("timed_steps"):
+        if isinstance(repeats, list) and repeats:
+            out[name] = [float(x) for x in repeats]
+        elif isinstance(per_epoch, list) and len(per_epoch) > 1 and entry.get("timed_steps"):
             steps_per_timed_epoch = float(entry["timed_steps"]) / len(per_epoch)
             out[name] = [float(s) / steps_per_timed_epoch * float(entry["steps_in_study"]) for s in per_epoch]
         else:
@@ -362,6 +366,14 @@ def _paired(methods: list[MethodData], stored: list | None) -> list[dict]:
             for row, c in zip(out, stats.holm_adjust(family)):
                 row[metric] = c
     return out
+
+
+def median_range(samples: list[float]) -> tuple[float, float, float] | None:
+    """(median, min, max) of the finite samples; None when there are none."""
+    xs = [float(x) for x in samples if x is not None and math.isfinite(float(x))]
+    if not xs:
+        return None
+    return float(np.median(xs)), min(xs), max(xs)
 
 
 def band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from reglab.config import IMAGE_DATASETS, MethodConfig
-from reglab.report.digest import FINALS, HEADLINE, PAPER_CITATION, Digest, MethodData
+from reglab.report.digest import FINALS, HEADLINE, PAPER_CITATION, Digest, MethodData, median_range
 from reglab.stats import ALPHA
 
 
@@ -40,6 +40,17 @@ def fmt_stat(s: dict, scale: float = 1.0, digits: int = 2, *, counts: bool = Fal
     return f"{m:.{digits}f} ± {s['ci95_half_width'] * scale:.{digits}f}"
 
 
+def fmt_median_range(samples: list[float], digits: int = 1) -> str:
+    """``median [min – max]`` of timing samples, ``value`` for one, an em dash for none."""
+    mr = median_range(samples)
+    if mr is None:
+        return "—"
+    med, lo, hi = mr
+    if len(samples) == 1:
+        return f"{med:.{digits}f}"
+    return f"{med:.{digits}f} [{lo:.{digits}f} – {hi:.{digits}f}]"
+
+
 def _digits(key: str) -> int:
     return {"last_train_loss": 4, "epochs_run": 1, "last_sparsity": 1}.get(key, 2)
 
@@ -56,7 +67,7 @@ def results_table(d: Digest) -> Table:
     for m in d.methods:
         row = [m.name, str(max(m.stats[k]["n"] for k in ("test_error_last", "test_error_best_val")))]
         row += [fmt_stat(m.stats[k], FINALS[k][2], _digits(k), counts=k == "epochs_run") for k in keys]
-        row.append(fmt_stat(m.stats["time_s"], 1.0, 1) if m.time_s else "—")
+        row.append(fmt_median_range(m.time_s))
         if paper:
             row.append(f"{paper[m.name]:.2f}" if m.name in paper else "—")
         rows.append(row)
@@ -69,7 +80,9 @@ def results_table(d: Digest) -> Table:
              "Highlighted: the lowest mean test error of the returned model (the last epoch's, or the "
              "best-val epoch's for a method with early stopping)."]
     if any(m.time_s for m in d.methods):
-        notes.append("Training time: each method with all its seeds, estimated as if trained alone" +
+        n_rep = max(len(m.time_s) for m in d.methods)
+        notes.append("Training time: each method with all its seeds, estimated as if trained alone, median "
+                     f"[min – max] of {n_rep} timing{'s' if n_rep != 1 else ''}" +
                      (f" ({d.timing['note']})" if d.timing.get("note") else "") + ".")
     if paper:
         notes.append(f"Published column: {PAPER_CITATION}; about 1M updates of batch 100. Compare the ranking; "
