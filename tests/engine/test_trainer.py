@@ -371,3 +371,28 @@ def test_lr_and_momentum_metrics_are_each_variants_own_schedule_values(small_dat
     rec = Trainer(cfg, small_dataset).train_epoch()          # 10 steps: the last is step 10
     assert rec.metrics["lr"].tolist() == pytest.approx([0.05, 0.05, 0.1 / 1.9, 0.1 / 1.9])
     assert rec.metrics["momentum"].tolist() == pytest.approx([0.9, 0.9, 0.5 + 0.4 * 9 / 100, 0.5 + 0.4 * 9 / 100])
+
+
+def test_the_final_train_error_is_a_clean_pass_over_the_training_split_without_dropout(small_dataset):
+    methods = (MethodConfig("plain", lr=0.05), MethodConfig("drop", lr=0.05, dropout_input=0.2, dropout_hidden=0.5))
+    cfg = StudyConfig(name="gap", hidden=(16, 8), n_epochs=3, batch_size=24, seeds=(0, 1), methods=methods)
+    trainer = Trainer(cfg, small_dataset)
+    while not trainer.done:
+        trainer.train_epoch()
+    rows = trainer.final_summary()["variants"]
+    x, y = small_dataset.x_train, small_dataset.y_train.long()
+    for v in range(cfg.n_variants):
+        model = torch.nn.Sequential()
+        for l, (w, b) in enumerate(zip(trainer.model.weights, trainer.model.biases)):
+            linear = torch.nn.Linear(*w.shape[1:])
+            with torch.no_grad():
+                linear.weight.copy_(w[v].T)
+                linear.bias.copy_(b[v, 0])
+            model.append(linear)
+            if l < len(trainer.model.weights) - 1:
+                model.append(torch.nn.ReLU())
+        with torch.no_grad():
+            logits = model(x)
+        assert rows[v]["train_error_final"] == pytest.approx(float((logits.argmax(1) != y).double().mean()), abs=1e-12)
+        assert rows[v]["train_loss_final"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)),
+                                                            rel=1e-5)

@@ -311,8 +311,14 @@ class Trainer:
         at ``best_epoch``, the epoch with the best monitored validation value
         (the method's ``monitor``, improvement > ``min_delta``). ``stop_epoch``:
         the epoch in which it stopped early or diverged, None if it ran to the end.
+        ``train_error_final`` / ``train_loss_final``: a full pass over the training split
+        with the weights the variant ends with, without dropout (the train side of the
+        generalization gap; ``train_error`` in the epoch metrics is the running minibatch
+        error, dropout on). NaN if diverged.
         """
         best_epoch = self.early_stopping.best_epoch
+        with torch.no_grad():
+            train = self._evaluate(self.x_train, self.y_train)
         rows = []
         for v, method, seed in self.variants:
             restored = method.early_stopping and best_epoch[v] > 0
@@ -326,6 +332,8 @@ class Trainer:
                 "best_epoch": int(best_epoch[v]) if best_epoch[v] > 0 else None,
                 "stop_epoch": self.stop_epoch[v],
                 "diverged": bool(self.diverged[v]),
+                "train_error_final": math.nan if self.diverged[v] else float(train["error"][v]),
+                "train_loss_final": math.nan if self.diverged[v] else float(train["loss"][v]),
             })
         return {"variants": rows}
 
