@@ -7,7 +7,11 @@ from reglab.errors import ReglabError
 from reglab.study import presets
 
 
-@pytest.mark.parametrize("study,preset", [(s, p) for s, ps in presets.STUDIES.items() for p in ps])
+# presets that are one StudyConfig (the data-size preset is a sweep of them: tested below)
+SINGLE = [(s, p) for s, ps in presets.STUDIES.items() for p, make in ps.items() if isinstance(make(), StudyConfig)]
+
+
+@pytest.mark.parametrize("study,preset", SINGLE)
 def test_every_preset_builds_a_valid_study_and_a_smoke_version(study, preset):
     cfg = presets.get(study, preset)
     assert isinstance(cfg, StudyConfig)
@@ -23,6 +27,11 @@ def test_every_preset_builds_a_valid_study_and_a_smoke_version(study, preset):
 @pytest.mark.parametrize("preset", list(presets.STUDIES["mnist"]))
 def test_mnist_presets_have_the_six_table9_methods_in_order(preset):
     cfg = presets.get("mnist", preset)
+    cfg = getattr(cfg, "base", cfg)       # the data-size study: its base study, less its reference "none"
+    if preset == "datasize":
+        assert cfg.methods[0].name == "none" and cfg.methods[0].l2 == cfg.methods[0].l1 == 0
+        assert not cfg.methods[0].uses_dropout and not cfg.methods[0].uses_max_norm and cfg.methods[0].kl_beta == 0
+        cfg = cfg.replace(methods=cfg.methods[1:])
     assert [m.name for m in cfg.methods] == ["l2", "l2+l1_late", "l2+kl", "max_norm", "dropout+l2",
                                              "dropout+max_norm"]
     by = {m.name: m for m in cfg.methods}
@@ -83,3 +92,34 @@ def test_bad_overrides_are_one_line_naming_the_option(kwargs, message):
     with pytest.raises(ReglabError) as e:
         presets.get(**kwargs)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_datasize_preset_trains_every_size_for_the_same_number_of_updates():
+    ds = presets.get("mnist", "datasize")
+    assert ds.base.seeds == (0, 1, 2) and ds.reference == "none"
+    sizes = {}
+    for k in ds.train_per_class:
+        cfg = ds.size_config(k, 50_000, 10)
+        n_distinct = k * 10 if k else 50_000
+        per_epoch = n_distinct * cfg.data.train_repeat
+        sizes[n_distinct] = cfg.n_epochs * per_epoch // cfg.batch_size
+        assert cfg.data.train_per_class == k and cfg.data.subset_per_class == 0
+    assert sorted(sizes) == [500, 1000, 2000, 5000, 10_000, 50_000]
+    assert set(sizes.values()) == {ds.n_steps}
+
+
+def test_the_datasize_preset_takes_dataset_and_seeds_and_refuses_epochs():
+    ds = presets.get("mnist", "datasize", dataset="fashion-mnist", seeds=2)
+    assert ds.name == "fashion-mnist-datasize" and ds.base.data.name == "fashion-mnist" and ds.base.seeds == (0, 1)
+    with pytest.raises(ReglabError, match="--epochs does not apply"):
+        presets.get("mnist", "datasize", epochs=3)
+    smoke = presets.get("mnist", "datasize", smoke=True)
+    assert smoke.base.data.subset_per_class == 30 and max(smoke.train_per_class) <= 30
+
+
+def test_a_size_that_does_not_fit_the_epoch_is_one_clear_error():
+    ds = presets.get("mnist", "datasize")
+    with pytest.raises(ReglabError, match="multiple of the subset size"):
+        ds.size_config(7, 50_000, 10)
+    with pytest.raises(ReglabError, match="not a whole number of epochs"):
+        ds.replace(n_steps=3001).size_config(0, 50_000, 10)

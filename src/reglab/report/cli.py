@@ -26,6 +26,10 @@ def register(subparsers) -> None:
 
 
 def _report(args) -> int:
+    from reglab.report.datasize import build_datasize_report, is_datasize_dir
+    if is_datasize_dir(args.run_dir):   # a data-size study: one report over its sizes' run directories
+        print(build_datasize_report(args.run_dir))
+        return 0
     run = load_run(args.run_dir)
     path = write_report(run)
     if not run.complete:

@@ -123,6 +123,7 @@ class Digest:
     paired: list[dict]                       # {"a", "b", "test_error": cmp, "val_error": cmp}, cmp in fractions
     timing: dict                             # study_train_s, study_wall_s, sum_of_methods_alone_s, note (any None)
     warnings: list[str]                      # what could not be shown, and why
+    schedule_flags: list[dict] = field(default_factory=list)  # see schedule_flags(): harmful schedule switches
 
     @property
     def complete(self) -> bool:
@@ -198,10 +199,82 @@ def digest(run: Run) -> Digest:
     if not times and run.complete:
         warnings.append("timing.json has no per-method training times.")
 
+    steps_per_epoch = _steps_per_epoch(run.iter_rows)
+    ds = run.dataset if isinstance(run.dataset, dict) else {}
+    if steps_per_epoch is None and isinstance(ds.get("n_train"), int) and int(cfg.get("batch_size", 0) or 0) > 0:
+        steps_per_epoch = math.ceil(ds["n_train"] / min(int(cfg["batch_size"]), ds["n_train"]))
+    flags = schedule_flags(methods, steps_per_epoch, n_epochs) if steps_per_epoch else []
     return Digest(run=run, study=str(cfg.get("name", run.manifest.get("study", "?"))),
                   dataset=str((cfg.get("data") or {}).get("name", "?")), methods=methods, n_epochs=n_epochs,
-                  epochs_done=epochs_done, steps_per_epoch=_steps_per_epoch(run.iter_rows),
-                  paired=_paired(methods, summary.get("comparisons")), timing=timing, warnings=warnings)
+                  epochs_done=epochs_done, steps_per_epoch=steps_per_epoch,
+                  paired=_paired(methods, summary.get("comparisons")), timing=timing, warnings=warnings,
+                  schedule_flags=flags)
+
+
+# ----------------------------------------------------------------------------
+# schedule switches: did validation error rise after one?
+
+def schedule_switches(hp: dict, steps_per_epoch: int, n_epochs: int) -> list[tuple[int, int, str]]:
+    """The discrete schedule switches of a method: ``[(first step, its epoch, label)]``, in order.
+
+    * late L1 (``0 < l1_start < 1``): on from the first step t > l1_start * T, T = all steps
+      (as the engine);
+    * a ``step`` learning-rate schedule: update t = k * lr_decay_steps + 1 is the first at
+      lr0 * d^k, for every k with that step inside the run.
+    Smooth schedules (exponential, inverse_t, momentum ramps) have no switch.
+    """
+    total = steps_per_epoch * n_epochs
+    out = []
+    l1, start = _num(hp.get("l1")), _num(hp.get("l1_start"))
+    if l1 > 0 and 0.0 < start < 1.0:
+        first = math.floor(start * total) + 1
+        out.append((first, math.ceil(first / steps_per_epoch), f"L1 (λ₁ = {l1:g}) switched on at step {first:,}"))
+    if hp.get("lr_schedule") == "step":
+        T, d, lr = int(_num(hp.get("lr_decay_steps"), 0)), _num(hp.get("lr_decay"), 1.0), _num(hp.get("lr"), 0.0)
+        k = 1
+        while T > 0 and d != 1.0 and k * T + 1 <= total:
+            first = k * T + 1
+            out.append((first, math.ceil(first / steps_per_epoch),
+                        f"learning-rate step to {lr * d ** k:.3g} at step {first:,}"))
+            k += 1
+    return sorted(out)
+
+
+def schedule_flags(methods: list[MethodData], steps_per_epoch: int, n_epochs: int) -> list[dict]:
+    """Methods whose validation error rose by more than its seed noise after a schedule switch.
+
+    For a switch in epoch e (its first step inside epoch e), *before* is each seed's validation
+    error at epoch e - 1 (the last one entirely before it) and *after* at the end of the window
+    the switch governs: the epoch before the next switch's epoch, or the last epoch written. The
+    rise is the mean over seeds of after - before (paired by seed); the seed noise is the sample
+    standard deviation over seeds of the validation error at epoch e - 1. Flagged when the rise
+    exceeds the noise; with one seed there is no noise estimate and nothing is flagged.
+    Errors are fractions; the dicts: method, switch (label), epoch, before_epoch, after_epoch,
+    rise, noise, n.
+    """
+    out = []
+    for m in methods:
+        val = m.curves["val_error"]                       # (n_seeds, n_epochs)
+        switches = [sw for sw in schedule_switches(m.hyperparameters, steps_per_epoch, n_epochs) if sw[1] >= 2]
+        written = np.flatnonzero(np.isfinite(val).any(axis=0))
+        if not switches or len(written) == 0:
+            continue
+        last = int(written[-1]) + 1
+        for i, (_, epoch, label) in enumerate(switches):
+            following = [e for _, e, _ in switches[i + 1:] if e > epoch]
+            after_epoch = min(following[0] - 1 if following else last, last)
+            if after_epoch < epoch:
+                continue
+            before, after = val[:, epoch - 2], val[:, after_epoch - 1]
+            ok = np.isfinite(before) & np.isfinite(after)
+            if ok.sum() < 2:
+                continue
+            rise = float(np.mean(after[ok] - before[ok]))
+            noise = float(np.std(before[ok], ddof=1))
+            if rise > noise:
+                out.append({"method": m.name, "switch": label, "epoch": epoch, "before_epoch": epoch - 1,
+                            "after_epoch": after_epoch, "rise": rise, "noise": noise, "n": int(ok.sum())})
+    return out
 
 
 def _num(x, default: float = 0.0) -> float:

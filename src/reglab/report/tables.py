@@ -143,6 +143,18 @@ def significant(c: dict) -> bool | None:
     return None if q is None else bool(q < ALPHA)
 
 
+def schedule_flag_texts(d: Digest) -> list[str]:
+    """One sentence per schedule switch after which a method's validation error rose beyond its seed noise."""
+    out = []
+    for f in d.schedule_flags:
+        out.append(f"Schedule switch hurt {f['method']}: after {f['switch']} (epoch {f['epoch']}), its validation "
+                   f"error rose by {100 * f['rise']:.2f} pp from epoch {f['before_epoch']} to epoch {f['after_epoch']} "
+                   f"(mean of {f['n']} seeds, paired), more than its seed noise ({100 * f['noise']:.2f} pp, the "
+                   f"standard deviation over seeds at epoch {f['before_epoch']}). The coefficient or rate may not fit "
+                   "this net.")
+    return out
+
+
 def paired_table(d: Digest) -> Table:
     columns = ["A", "B", "n pairs", "A − B, test error (pp)", "95% CI", "p", "p (Holm)",
                "A − B, val error (pp)", "95% CI", "p", "p (Holm)"]

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from reglab.config import IMAGE_DATASETS, POINTCLOUDS, DataConfig, MethodConfig, StudyConfig
 from reglab.errors import ReglabError
+from reglab.study.datasize import DataSizeStudy
 
 METHODS_TABLE9 = ("l2", "l2+l1_late", "l2+kl", "max_norm", "dropout+l2", "dropout+max_norm")
 # Srivastava et al. 2014, Table 9: test error % of the 784-1024-1024-2048-10 ReLU net
@@ -143,6 +144,35 @@ def mnist_paper() -> StudyConfig:
 PAPER_L1 = QUICK["l1"]  # deepnet's examples set no value: the quick preset's validated coefficient
 
 
+def mnist_datasize() -> DataSizeStudy:
+    """When does a regularizer pay off: ``none`` and the six Table 9 methods, 3 seeds, on class-balanced
+    training subsets of 500, 1,000, 2,000, 5,000, 10,000 and 50,000 (the whole split) examples.
+
+    784-128-128-10 ReLU (half the quick net's width: the six sizes x 21 variants fit the 10-minute
+    CPU budget), SGD momentum 0.9 at batch 100, the quick preset's lr 0.1 halved every 3,000 steps;
+    every size trains ``n_steps`` = 3,000 updates (6 epochs of 50,000; 60 passes over 500 examples)
+    and is evaluated every 300 updates (a subset is tiled to 30,000 examples per epoch). The
+    methods' values are the validation search's at 1,000 and 10,000 examples (DATASIZE below,
+    docs/studies.md "The data-size study").
+    """
+    q = DATASIZE
+    none = MethodConfig(name="none", lr=q["lr"], momentum=0.9, lr_schedule="exponential", lr_decay=q["lr_decay"],
+                        lr_decay_steps=q["lr_decay_steps"])
+    base = StudyConfig(name="mnist-datasize", data=DataConfig(name="mnist"), hidden=q["hidden"], init="he_normal",
+                       optimizer="sgd", n_epochs=1, batch_size=100, seeds=DEFAULT_SEEDS,
+                       methods=(none, *_sgd_table9_methods(q)), log_every=10, checkpoint_every=2)
+    return DataSizeStudy(name="mnist-datasize", base=base, train_per_class=DATASIZE_PER_CLASS,
+                         n_steps=q["n_steps"], epoch_examples=q["epoch_examples"])
+
+
+DATASIZE_PER_CLASS = (50, 100, 200, 500, 1000, 0)   # x 10 classes; 0 = the whole training split (50,000)
+# net and budget: measured to fit 10 minutes on 2 CPU cores (docs/studies.md); the methods' values:
+# validation search (1 seed, at 1,000 and 10,000 examples, n_steps updates; docs/studies.md)
+DATASIZE = dict(
+    QUICK, hidden=(128, 128), n_steps=3000, epoch_examples=30_000,
+)
+
+
 # ----------------------------------------------------------------------------
 # point cloud
 
@@ -179,8 +209,8 @@ POINTCLOUD = dict(n_points=400, noise=0.25, flip=0.1, lr=3e-3, batch_size=20, n_
 # ----------------------------------------------------------------------------
 # registry and overrides
 
-STUDIES: dict[str, dict[str, Callable[[], StudyConfig]]] = {
-    "mnist": {"quick": mnist_quick, "seed": mnist_seed, "paper": mnist_paper},
+STUDIES: dict[str, dict[str, Callable[[], StudyConfig | DataSizeStudy]]] = {
+    "mnist": {"quick": mnist_quick, "seed": mnist_seed, "paper": mnist_paper, "datasize": mnist_datasize},
     "pointcloud": {"default": pointcloud},
 }
 DEFAULT_STUDY = "mnist"
@@ -212,8 +242,32 @@ def get(study: str = DEFAULT_STUDY, preset: str | None = None, *, seeds: int | N
     if preset not in STUDIES[study]:
         raise ReglabError(f"unknown preset {preset!r} for study {study!r}; allowed: {', '.join(STUDIES[study])}.")
     cfg = STUDIES[study][preset]()
+    if isinstance(cfg, DataSizeStudy):
+        return datasize_overrides(cfg, study=study, seeds=seeds, dataset=dataset, resolution=resolution,
+                                  epochs=epochs, smoke=smoke, device=device, matmul_dtype=matmul_dtype)
     return apply_overrides(cfg, study=study, seeds=seeds, dataset=dataset, resolution=resolution,
                            epochs=epochs, smoke=smoke, device=device, matmul_dtype=matmul_dtype)
+
+
+def datasize_overrides(ds: DataSizeStudy, *, study: str | None = None, epochs: int | None = None,
+                       smoke: bool = False, **overrides) -> DataSizeStudy:
+    """A data-size study with the command-line overrides applied to its base study.
+
+    ``--epochs`` does not apply (every size trains the study's ``n_steps`` updates). Smoke: the
+    images' 30-per-class splits, sizes of 5, 10 and 30 per class, 12 updates.
+    """
+    if epochs is not None:
+        raise ReglabError("--epochs does not apply to a data-size study: every size trains the same number of "
+                          f"updates ({ds.n_steps}). Fix: drop --epochs.")
+    base = apply_overrides(ds.base, study=study, **overrides)
+    name = base.name
+    if smoke:
+        base = smoke_version(base)
+        name = base.name
+        if base.data.is_image:
+            return ds.replace(name=name, base=base, train_per_class=(5, 10, 0), n_steps=12, epoch_examples=200)
+        return ds.replace(name=name, base=base, n_steps=12)
+    return ds.replace(name=name, base=base)
 
 
 def apply_overrides(cfg: StudyConfig, *, study: str | None = None, seeds: int | None = None,
