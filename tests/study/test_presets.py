@@ -123,3 +123,21 @@ def test_a_size_that_does_not_fit_the_epoch_is_one_clear_error():
         ds.size_config(7, 50_000, 10)
     with pytest.raises(ReglabError, match="not a whole number of epochs"):
         ds.replace(n_steps=3001).size_config(0, 50_000, 10)
+
+
+def test_the_l1_mass_at_init_is_the_sum_of_abs_weights_the_engine_initialises():
+    from reglab.engine.mlp import init_parameters
+    sizes = (784, 256, 256, 10)
+    weights, _ = init_parameters(list(sizes), 0, "he_normal")
+    sampled = sum(float(w.abs().sum()) for w in weights)
+    assert presets.l1_mass_at_init(sizes) == pytest.approx(sampled, rel=5e-3)
+
+
+def test_the_paper_presets_l1_is_the_quick_value_carried_by_the_weight_mass_rule():
+    quick, paper = (784, 256, 256, 10), (784, 1024, 1024, 2048, 10)
+    # E sum|w| ratio: (256*28 + 256*16 + 10*16) / (1024*28 + 1024*32 + 2048*32 + 10*sqrt(2048)) = 0.0897
+    ratio = (256 * 28 + 256 * 16 + 10 * 16) / (1024 * 28 + 1024 * 32 + 2048 * 32 + 10 * 2048 ** 0.5)
+    assert presets.l1_for_net(1e-4, quick, paper) == float(f"{1e-4 * ratio:.0e}") == 9e-6
+    by = {m.name: m for m in presets.get("mnist", "paper").methods}
+    assert by["l2+l1_late"].l1 == presets.PAPER_L1 == 9e-6
+    assert presets.get("mnist", "quick").methods[1].l1 == 1e-4     # the quick net keeps its validated value
