@@ -141,3 +141,16 @@ def test_the_paper_presets_l1_is_the_quick_value_carried_by_the_weight_mass_rule
     by = {m.name: m for m in presets.get("mnist", "paper").methods}
     assert by["l2+l1_late"].l1 == presets.PAPER_L1 == 9e-6
     assert presets.get("mnist", "quick").methods[1].l1 == 1e-4     # the quick net keeps its validated value
+
+
+def test_the_pointcloud_datasize_preset_varies_the_number_of_training_points_at_equal_updates():
+    ds = presets.get("pointcloud", "datasize")
+    assert ds.reference == "no_penalty" and ds.base.data.n_points == 4000 and len(ds.base.seeds) == 5
+    steps = {}
+    for k in ds.train_per_class:
+        cfg = ds.size_config(k, 2000, 2)
+        n = k * 2 if k else 2000
+        steps[n] = cfg.n_epochs * n * cfg.data.train_repeat // cfg.batch_size
+    assert sorted(steps) == [50, 100, 200, 500, 2000] and set(steps.values()) == {5000}
+    es = next(m for m in ds.base.methods if m.early_stopping)
+    assert es.patience * 2000 // ds.base.batch_size == 500   # the default study's 50 epochs x 10 updates

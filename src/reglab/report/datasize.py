@@ -25,6 +25,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from reglab.config import IMAGE_DATASETS
 from reglab.errors import ReglabError
 from reglab.report.digest import PALETTE
 from reglab.report.figures import STYLE, FigureSpec, _log_y, save
@@ -329,11 +330,13 @@ def render_html(meta: dict, summary: dict, figures_png: list[tuple[FigureSpec, b
 def setup_text(meta: dict, summary: dict) -> str:
     study = meta["study"]
     base = study["base"]
-    layers = "-".join(str(x) for x in [784 if base["data"].get("resolution", 28) == 28 else 49, *base["hidden"], 10])
+    image = base["data"]["name"] in IMAGE_DATASETS
+    d_in, n_classes = (784 if base["data"].get("resolution", 28) == 28 else 49, 10) if image else (2, 2)
+    layers = "-".join(str(x) for x in [d_in, *base["hidden"], n_classes])
     return (f"{layers} ReLU net, {base['optimizer']} at batch {base['batch_size']}; every method's settings are "
             f"those of the base study (config.toml in each size's directory). Every size trains "
             f"{study['n_steps']:,} updates (not to early stopping: the same compute at every size, and no stopping "
-            f"rule regularizes the reference); a subset of n examples is the first n/10 of each class of the "
+            f"rule regularizes the reference); a subset of n examples is the first n/{n_classes} of each class of the "
             f"training split, tiled to {study['epoch_examples']:,} examples per epoch so that every size is "
             f"evaluated every {study['epoch_examples'] // base['batch_size']:,} updates; the largest size is the "
             "whole training split. Validation and test splits are the same whole splits at every size.")
