@@ -25,7 +25,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from reglab.config import IMAGE_DATASETS
+from reglab.config import IMAGE_DATASETS, MethodConfig
 from reglab.errors import ReglabError
 from reglab.report.digest import PALETTE
 from reglab.report.figures import STYLE, FigureSpec, _log_y, save
@@ -249,7 +249,7 @@ def error_table(summary: dict) -> Table:
                 row.append(f"{100 * d['mean']:.2f} ± {100 * d['ci95_half_width']:.2f}")
         rows.append(row)
     notes = [f"Test error (%), mean ± half-width of the 95% Student-t interval over {_n_seeds(summary)} seeds, of the "
-             "model after the last update."]
+             "model each method returns (after the last update; for early stopping, at its best validation epoch)."]
     return Table(columns, rows, notes, row_colors=[colors[m] for m in methods],
                  emphasis=[m == summary["reference"] for m in methods])
 
@@ -266,9 +266,9 @@ def significance_sentences(summary: dict) -> list[str]:
                 continue
             label = f"{s['n_train']:,}"
             if g["significant_holm"] and g["mean_difference"] > 0:
-                better.append(f"{label} ({100 * g['mean_difference']:+.2f} pp)")
+                better.append(f"{label} (by {100 * g['mean_difference']:.2f} pp)")
             elif g["significant_holm"]:
-                worse.append(f"{label} ({100 * g['mean_difference']:+.2f} pp)")
+                worse.append(f"{label} (by {-100 * g['mean_difference']:.2f} pp)")
             else:
                 neither.append(label)
         parts = []
@@ -317,7 +317,8 @@ def render_html(meta: dict, summary: dict, figures_png: list[tuple[FigureSpec, b
                      f'alt="{escape(spec.title)}"><figcaption>{escape(spec.caption)} '
                      f'<a href="figures/{spec.name}.svg">SVG</a> · <a href="figures/{spec.name}.png">PNG</a>'
                      "</figcaption></figure>")
-    parts += ['<h2 id="setup">Setup</h2>', f"<p>{escape(setup_text(meta, summary))}</p>"]
+    parts += ['<h2 id="setup">Setup</h2>', f"<p>{escape(setup_text(meta, summary))}</p>",
+              '<ul class="formulas">' + "".join(f"<li>{escape(x)}</li>" for x in method_lines(meta)) + "</ul>"]
     if meta.get("command"):
         parts.append(f"<pre>{escape(str(meta['command']))}</pre>")
     parts.append("<p>Each size is an ordinary run directory (config, metrics, summary.json, checkpoints); "
@@ -342,11 +343,23 @@ def setup_text(meta: dict, summary: dict) -> str:
             "whole training split. Validation and test splits are the same whole splits at every size.")
 
 
+def method_lines(meta: dict) -> list[str]:
+    """Each method's settings that differ from MethodConfig's defaults (the same at every size)."""
+    defaults = MethodConfig(name="-").__dict__
+    out = []
+    for m in meta["study"]["base"]["methods"]:
+        changed = [f"{k} = {v}" for k, v in m.items() if k != "name" and k in defaults and v != defaults[k]
+                   and not (v == "inf" and defaults[k] == math.inf)]
+        out.append(f"{m['name']}: " + (", ".join(changed) or "defaults"))
+    return out
+
+
 def render_markdown(meta: dict, summary: dict) -> str:
     lines = [f"# reglab report: {summary['study']}", "", _lead(summary), ""]
     lines += [f"- {x}" for x in significance_sentences(summary)]
     lines += ["", "## Gain over no regularization (pp of test error)", "", _md_table(gain_table(summary)),
-              "## Test error (%)", "", _md_table(error_table(summary)), "## Setup", "", setup_text(meta, summary)]
+              "## Test error (%)", "", _md_table(error_table(summary)), "## Setup", "", setup_text(meta, summary), ""]
+    lines += [f"- {x}" for x in method_lines(meta)]
     if meta.get("command"):
         lines += ["", "```", str(meta["command"]), "```"]
     return "\n".join(lines) + "\n"
