@@ -324,3 +324,14 @@ def test_paired_comparison_drops_pairs_with_a_diverged_member():
 def test_identical_methods_are_not_significantly_different():
     c = stats.paired_comparison([0.1, 0.2, 0.3], [0.1, 0.2, 0.3])
     assert c["mean_difference"] == 0.0 and c["significant"] is False
+
+
+def test_differences_equal_but_for_float_rounding_have_no_spread_and_no_scipy_warning():
+    import warnings
+    # 150/10000 - 156/10000 and 153/10000 - 159/10000 are both -6/10000, but not in float
+    a, b = [0.0150, 0.0153], [0.0156, 0.0159]
+    assert a[0] - b[0] != a[1] - b[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = stats.paired_comparison(a, b)
+    assert c["ci95"][0] == c["ci95"][1] == pytest.approx(-0.0006) and c["p_value"] == 0.0

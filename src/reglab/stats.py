@@ -35,6 +35,7 @@ from scipy import stats as _scipy_stats
 
 CONFIDENCE = 0.95  # every interval in reglab is a two-sided 95% interval
 ALPHA = 1.0 - CONFIDENCE  # the level every test is judged at (after Holm for a family)
+ROUNDING_SPREAD = 1e-12   # a spread of paired differences below this x the values' magnitude is float rounding
 
 
 # ----------------------------------------------------------------------------
@@ -156,8 +157,9 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], confidence: float 
     test's (scipy.stats.ttest_rel), ``t = mean(d) / (s_d / sqrt(n))`` with n - 1 degrees
     of freedom. This is one test: across a family of comparisons judge by
     :func:`holm_adjust`'s ``p_holm``.
-    With a zero spread of differences the interval collapses to a point and the
-    difference is significant exactly when it is non-zero.
+    With a zero spread of differences (below ``ROUNDING_SPREAD`` times the values'
+    magnitude: float rounding of equal differences) the interval collapses to a point
+    and the difference is significant exactly when it is non-zero.
     """
     if len(a) != len(b):
         raise ValueError(f"paired comparison needs equal lengths; got {len(a)} and {len(b)}")
@@ -171,7 +173,11 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], confidence: float 
     if n < 2:
         return out
     m, s = mean(d), std(d)
-    if s == 0.0:
+    # errors are multiples of 1/n_examples, so per-seed differences that are equal in exact arithmetic
+    # differ in float by a few ulps; a spread that small is rounding, and t = m / (s / sqrt n) of it
+    # would be an artefact (scipy warns of catastrophic cancellation): it is treated as no spread
+    scale = max(abs(v) for pair in pairs for v in pair)
+    if s <= ROUNDING_SPREAD * scale:
         out.update(ci95=[m, m], significant=m != 0.0, p_value=0.0 if m != 0.0 else 1.0,
                    t=None if m == 0.0 else math.copysign(math.inf, m))
         return out
