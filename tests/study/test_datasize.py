@@ -47,6 +47,13 @@ def test_every_size_is_a_run_directory_with_the_same_number_of_updates(study_dir
         assert np.bincount(np.asarray(run.iter_rows["variant"], dtype=int)).size == 9
 
 
+def test_a_sizes_own_report_counts_its_distinct_examples_not_the_tiled_epoch(study_dir):
+    from reglab.report.digest import digest
+    from reglab.report.tables import data_text
+    text = data_text(digest(load_run(study_dir / "n00020")))
+    assert "20 distinct training (each seen 2 times per epoch, 40 per epoch)" in text
+
+
 def test_a_size_inside_the_study_trains_exactly_as_that_size_alone(study_dir, tmp_path):
     alone = runner.run_study(_study().size_config(20, 120, 2), out_dir=tmp_path / "alone", quiet=True,
                              time_methods=False, report=False)

@@ -327,7 +327,12 @@ def data_text(d: Digest) -> str:
     ds = d.run.dataset or {}
     text = f"{d.dataset}"
     if all(k in ds for k in ("n_train", "n_val", "n_test")):
-        text += (f": {ds['n_train']:,} training, {ds['n_val']:,} validation and {ds['n_test']:,} test examples "
+        info = ds.get("info") or {}
+        train = f"{ds['n_train']:,} training"
+        if info.get("train_repeat", 1) > 1 and "n_train_distinct" in info:   # a tiled data-size subset
+            train = (f"{info['n_train_distinct']:,} distinct training (each seen {info['train_repeat']} times per "
+                     f"epoch, {ds['n_train']:,} per epoch)")
+        text += (f": {train}, {ds['n_val']:,} validation and {ds['n_test']:,} test examples "
                  f"(validation picks the best-val epoch and stops early; test is only reported)")
     if "n_features" in ds and "n_classes" in ds:
         text += f"; {ds['n_features']} inputs, {ds['n_classes']} classes"
