@@ -22,8 +22,8 @@ in the family when its adjusted p is below 0.05. That controls the chance of
 any false "significant" in the family at 5%, whatever the dependence between
 the tests, and is uniformly more powerful than Bonferroni.
 
-Student-t quantiles and CDF come from :mod:`scipy.stats` (``t.ppf``, ``t.cdf``,
-``t.sf``).
+Student-t quantiles and CDF and the paired t-test come from :mod:`scipy.stats`
+(``t.ppf``, ``t.cdf``, ``ttest_rel``).
 """
 
 from __future__ import annotations
@@ -48,15 +48,6 @@ def t_cdf(t: float, df: float) -> float:
     if math.isinf(df):
         return float(_scipy_stats.norm.cdf(t))
     return float(_scipy_stats.t.cdf(t, df))
-
-
-def t_sf(t: float, df: float) -> float:
-    """P(T > t) = 1 - t_cdf(t, df), computed without cancellation in the upper tail."""
-    if not df > 0:
-        raise ValueError(f"degrees of freedom must be > 0; got {df}")
-    if math.isinf(df):
-        return float(_scipy_stats.norm.sf(t))
-    return float(_scipy_stats.t.sf(t, df))
 
 
 def t_quantile(p: float, df: float) -> float:
