@@ -110,6 +110,11 @@ def test_a_fresh_study_refuses_a_directory_that_holds_one(study_dir):
         datasize.run_datasize(_study(), out_dir=study_dir, quiet=True)
 
 
+def test_a_data_size_study_refuses_a_directory_that_holds_an_ordinary_run(study_dir):
+    with pytest.raises(ReglabError, match="already holds a run"):
+        datasize.run_datasize(_study(), out_dir=study_dir / "n00020", quiet=True)
+
+
 def test_a_study_without_its_reference_method_is_refused():
     with pytest.raises(ReglabError, match="reference method 'none'"):
         _study(base=_study().base.replace(methods=METHODS[1:]))

@@ -128,6 +128,8 @@ def run_datasize(study: DataSizeStudy | None, *, out_dir: str | Path | None = No
         if (root / DATASIZE_FILE).exists():
             raise ReglabError(f"{root} already holds a data-size study. Fix: --resume {root} to continue it, "
                               "or choose another --out.")
+        if (root / "manifest.json").exists():
+            raise ReglabError(f"{root} already holds a run. Fix: choose another --out for the data-size study.")
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
     full = load_dataset(study.base.data, data_dir=data_dir, cache_dir=cache_dir,
