@@ -173,6 +173,11 @@ class DataConfig:
     train_on_all: bool = False      # train on all 60,000 (validation split then still the last 10,000)
     standardize: bool = False       # subtract the training mean pixel, divide by its std
     subset_per_class: int = 0       # class-balanced subset of n per class for every split; 0 = all
+    train_per_class: int = 0        # training split only: its first n examples of each class; 0 = all
+                                    # (the data-size study; validation and test stay whole)
+    train_repeat: int = 1           # the training split tiled this many times into one epoch, >= 1: each
+                                    # example is seen train_repeat times per epoch, in one random order,
+                                    # so a small subset gets as many updates per epoch as a large one
     n_points: int = 600             # point clouds: total points over train/val/test
     noise: float = 0.2              # point clouds: Gaussian noise std (in units of the shape's scale)
     flip: float = 0.05              # point clouds: label-flip rate in [0, 0.5)
@@ -193,6 +198,8 @@ DATA_CONSTRAINTS: dict[str, tuple] = {
     "train_on_all": ("bool",),
     "standardize": ("bool",),
     "subset_per_class": ("int", 0, 10**7),
+    "train_per_class": ("int", 0, 10**7),
+    "train_repeat": ("int", 1, 10**6),
     "n_points": ("int", 12, 10**8),
     "noise": ("float", 0.0, INF, False, True),
     "flip": ("float", 0.0, 0.5, False, True),

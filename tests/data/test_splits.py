@@ -56,3 +56,28 @@ def test_a_constant_feature_is_centred_but_not_divided_by_zero():
     s = {"train": (x, y), "val": (x, y), "test": (x, y)}
     ds = assemble("d", s, 2, DataConfig(name="moons", standardize=True), {}, per_feature_scale=True)
     assert torch.equal(ds.x_train[:, 1], torch.zeros(6))
+
+
+def test_train_per_class_subsets_the_training_split_only_and_repeat_tiles_it():
+    s = _splits()
+    ds = assemble("d", s, 3, DataConfig(name="moons", train_per_class=2, train_repeat=3), {}, per_feature_scale=True)
+    assert ds.y_train.tolist() == [2, 0, 0, 1, 2, 1] * 3          # items 0, 1, 2, 3, 4, 6, three times
+    assert ds.x_train[:6, 0].tolist() == [0, 1, 2, 3, 4, 6]
+    assert torch.equal(ds.x_val, s["val"][0]) and torch.equal(ds.x_test, s["test"][0])
+    assert ds.info["n_train_distinct"] == 6 and ds.info["train_repeat"] == 3
+    assert ds.info["split_sizes"]["train"] == 18
+
+
+def test_standardizing_a_repeated_subset_uses_the_distinct_examples():
+    s = _splits()
+    once = assemble("d", s, 3, DataConfig(name="moons", train_per_class=2, standardize=True), {},
+                    per_feature_scale=True)
+    tiled = assemble("d", s, 3, DataConfig(name="moons", train_per_class=2, train_repeat=4, standardize=True), {},
+                     per_feature_scale=True)
+    assert torch.equal(tiled.x_train[:6], once.x_train) and torch.equal(tiled.x_val, once.x_val)
+
+
+def test_train_per_class_beyond_the_smallest_class_names_its_own_option():
+    with pytest.raises(ReglabError) as e:
+        assemble("d", _splits(), 3, DataConfig(name="moons", train_per_class=4), {}, per_feature_scale=True)
+    assert_clean_error(e, "data.train_per_class=4", "train split of d", "train_per_class <= 3")

@@ -449,6 +449,9 @@ def test_variants_that_stop_leave_the_batch_and_every_variant_still_trains_as_if
             v = 2 * k + i
             assert summary[v]["stop_epoch"] == row["stop_epoch"] and summary[v]["best_epoch"] == row["best_epoch"]
             assert summary[v]["test_error_last"] == pytest.approx(row["test_error_last"], abs=1e-12)
+            # the final pass over the training split covers the variants that left the batch too
+            assert summary[v]["train_error_final"] == pytest.approx(row["train_error_final"], abs=1e-12)
+            assert np.isfinite(summary[v]["train_error_final"])
             for p, q in zip(trainer.model.parameters(), alone.model.parameters()):
                 assert _rel_err(p[v], q[i]) < 1e-6
 
@@ -542,3 +545,28 @@ def test_several_torch_threads_step_one_batch(small_dataset, monkeypatch):
     assert len(Trainer(_all_methods_study(), small_dataset).step_groups) > 1
     torch.set_num_threads(2)                              # the autouse fixture restores the count
     assert len(Trainer(_all_methods_study(), small_dataset).step_groups) == 1
+
+
+def test_the_final_train_error_is_a_clean_pass_over_the_training_split_without_dropout(small_dataset):
+    methods = (MethodConfig("plain", lr=0.05), MethodConfig("drop", lr=0.05, dropout_input=0.2, dropout_hidden=0.5))
+    cfg = StudyConfig(name="gap", hidden=(16, 8), n_epochs=3, batch_size=24, seeds=(0, 1), methods=methods)
+    trainer = Trainer(cfg, small_dataset)
+    while not trainer.done:
+        trainer.train_epoch()
+    rows = trainer.final_summary()["variants"]
+    x, y = small_dataset.x_train, small_dataset.y_train.long()
+    for v in range(cfg.n_variants):
+        model = torch.nn.Sequential()
+        for l, (w, b) in enumerate(zip(trainer.model.weights, trainer.model.biases)):
+            linear = torch.nn.Linear(*w.shape[1:])
+            with torch.no_grad():
+                linear.weight.copy_(w[v].T)
+                linear.bias.copy_(b[v, 0])
+            model.append(linear)
+            if l < len(trainer.model.weights) - 1:
+                model.append(torch.nn.ReLU())
+        with torch.no_grad():
+            logits = model(x)
+        assert rows[v]["train_error_final"] == pytest.approx(float((logits.argmax(1) != y).double().mean()), abs=1e-12)
+        assert rows[v]["train_loss_final"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)),
+                                                            rel=1e-5)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from reglab import stats
 from reglab.report.digest import band, digest
 from reglab.results import load_run
 
@@ -132,3 +133,82 @@ def test_with_one_seed_no_interval_and_no_comparison_is_claimed(tmp_path):
     assert [m.name for m in d.methods] == ["none", "l1", "l2", "early_stopping"]
     assert all(m.seeds == [4] and m.stats["test_error"]["ci95"] is None for m in d.methods)
     assert d.paired and all(p["test_error"]["n"] == 1 and p["test_error"]["ci95"] is None for p in d.paired)
+
+
+def test_a_run_written_before_p_holm_existed_gets_holms_correction_in_the_report(tmp_path):
+    from reglab.results import atomic_write_text
+    import json
+    write_synthetic_run(tmp_path, mnist_config())
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for c in summary["comparisons"]:
+        c.pop("p_holm"), c.pop("significant_holm")
+    atomic_write_text(tmp_path / "summary.json", json.dumps(summary))
+    d = digest(load_run(tmp_path))
+    raw = [p["test_error"]["p_value"] for p in d.paired]
+    assert len(raw) == 15
+    assert [p["test_error"]["p_holm"] for p in d.paired] == pytest.approx(stats.holm(raw))
+
+
+def test_training_time_samples_are_the_timing_repeats_and_old_per_epoch_samples_still_read(tmp_path, mnist_run):
+    from reglab.report.digest import median_range
+    run = load_run(mnist_run)
+    d = digest(run)
+    for m in d.methods:
+        entry = run.timing["methods_alone"][m.name]
+        assert m.time_s == entry["repeats_estimated_alone_s"] and len(m.time_s) == 3
+        med, lo, hi = median_range(m.time_s)
+        assert med == pytest.approx(entry["estimated_alone_s"])
+        assert [lo, hi] == pytest.approx(entry["estimated_alone_s_range"])
+    # a timing.json written before repeats existed: one sample per timed epoch
+    import json
+    from reglab.results import atomic_write_text
+    write_synthetic_run(tmp_path, mnist_config(n_epochs=4))
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    for entry in timing["methods_alone"].values():
+        for k in ("repeats", "repeats_estimated_alone_s", "estimated_alone_s_range"):
+            entry.pop(k)
+    atomic_write_text(tmp_path / "timing.json", json.dumps(timing))
+    old = digest(load_run(tmp_path))
+    assert all(len(m.time_s) == 4 for m in old.methods)
+
+
+def test_the_switches_of_late_l1_and_a_step_schedule_are_found_with_their_epochs():
+    from reglab.report.digest import schedule_switches
+    # 10 steps per epoch, 12 epochs = 120 steps; L1 from step floor(0.75 * 120) + 1 = 91 (epoch 10)
+    assert schedule_switches({"l1": 1e-4, "l1_start": 0.75}, 10, 12) == [
+        (91, 10, "L1 (λ₁ = 0.0001) switched on at step 91")]
+    # lr 0.1 halved every 50 steps: steps 51 (epoch 6) and 101 (epoch 11)
+    sw = schedule_switches({"lr": 0.1, "lr_schedule": "step", "lr_decay": 0.5, "lr_decay_steps": 50}, 10, 12)
+    assert [(s, e) for s, e, _ in sw] == [(51, 6), (101, 11)]
+    assert "learning-rate step to 0.05 at step 51" in sw[0][2]
+    assert schedule_switches({"lr": 0.1, "lr_schedule": "exponential", "lr_decay": 0.5}, 10, 12) == []
+    assert schedule_switches({"l1": 1e-4, "l1_start": 0.0}, 10, 12) == []
+
+
+def test_a_validation_error_that_rises_beyond_seed_noise_after_l1_switches_on_is_flagged(mnist_run):
+    # the synthetic l2+l1_late's validation error climbs 0.4 pp per epoch after epoch 8; its L1 starts
+    # at 0.75 of 12 epochs (epoch 10), so from epoch 9 to 12 it rose ~1.2 pp against ~0.1 pp seed noise
+    d = digest(load_run(mnist_run))
+    flags = {f["method"]: f for f in d.schedule_flags}
+    assert set(flags) == {"l2+l1_late"}
+    f = flags["l2+l1_late"]
+    assert f["epoch"] == 10 and f["before_epoch"] == 9 and f["after_epoch"] == 12 and "L1" in f["switch"]
+    m = next(x for x in d.methods if x.name == "l2+l1_late")
+    val = m.curves["val_error"]
+    assert f["rise"] == pytest.approx(float(np.mean(val[:, 11] - val[:, 8])))
+    assert f["noise"] == pytest.approx(float(np.std(val[:, 8], ddof=1))) and f["rise"] > f["noise"]
+
+
+def test_a_switch_after_which_validation_error_stays_within_seed_noise_is_not_flagged(tmp_path):
+    import dataclasses
+    cfg = mnist_config()
+    quiet = tuple(dataclasses.replace(m, l1=1e-5, l1_start=0.75) if m.name == "l2" else m for m in cfg.methods)
+    write_synthetic_run(tmp_path, cfg.replace(methods=quiet))   # l2's curve keeps falling after its switch
+    d = digest(load_run(tmp_path))
+    assert "l2" not in {f["method"] for f in d.schedule_flags}
+    assert any(f["method"] == "l2+l1_late" for f in d.schedule_flags)
+
+
+def test_the_report_names_the_method_and_the_switch_that_hurt_it(mnist_report):
+    page = mnist_report.read_text()
+    assert "Schedule switch hurt l2+l1_late: after L1 (λ₁ = 1e-05) switched on at step" in page

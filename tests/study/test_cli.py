@@ -126,6 +126,27 @@ def test_every_mnist_preset_runs_in_smoke_mode_on_the_shared_copy(tmp_path, pres
     assert all(m["stats"]["test_error"]["n"] == 2 for m in summary["methods"].values())
 
 
+@needs_mnist
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+def test_the_datasize_preset_runs_in_smoke_mode_and_reports_over_its_sizes(tmp_path, capsys, dataset):
+    from reglab.study.datasize import DATASIZE_FILE, DATASIZE_SUMMARY
+    out = tmp_path / "run"
+    assert main(["run", "mnist", "--preset", "datasize", "--dataset", dataset, "--smoke", "--seeds", "2",
+                 "--out", str(out), "--data-dir", DATA_DIR, "--quiet"]) == 0
+    meta = read_json(out / DATASIZE_FILE)
+    assert meta["status"] == "complete" and [s["n_train"] for s in meta["sizes"]] == [50, 100, 300]
+    for s in meta["sizes"]:
+        run = load_run(out / s["run"])
+        assert run.complete and run.methods[0] == "none" and len(run.methods) == 7
+        assert read_json(out / s["run"] / "dataset.json")["name"] == dataset
+    summary = read_json(out / DATASIZE_SUMMARY)
+    assert all(len(s["gains"]) == 6 and all("p_holm" in g for g in s["gains"]) for s in summary["sizes"])
+    assert (out / "report.html").is_file() and (out / "figures" / "test_error_vs_size.svg").is_file()
+    assert main(["report", str(out)]) == 0                    # rebuilt from the files alone
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0  # complete: nothing to do
+
+
 def test_matmul_dtype_reaches_the_config_the_report_and_the_reproduce_command(tmp_path):
     out = tmp_path / "run"
     assert main(["run", "pointcloud", "--smoke", "--seeds", "2", "--matmul-dtype", "bfloat16", "--out", str(out),

@@ -7,7 +7,11 @@ from reglab.errors import ReglabError
 from reglab.study import presets
 
 
-@pytest.mark.parametrize("study,preset", [(s, p) for s, ps in presets.STUDIES.items() for p in ps])
+# presets that are one StudyConfig (the data-size preset is a sweep of them: tested below)
+SINGLE = [(s, p) for s, ps in presets.STUDIES.items() for p, make in ps.items() if isinstance(make(), StudyConfig)]
+
+
+@pytest.mark.parametrize("study,preset", SINGLE)
 def test_every_preset_builds_a_valid_study_and_a_smoke_version(study, preset):
     cfg = presets.get(study, preset)
     assert isinstance(cfg, StudyConfig)
@@ -23,6 +27,11 @@ def test_every_preset_builds_a_valid_study_and_a_smoke_version(study, preset):
 @pytest.mark.parametrize("preset", list(presets.STUDIES["mnist"]))
 def test_mnist_presets_have_the_six_table9_methods_in_order(preset):
     cfg = presets.get("mnist", preset)
+    cfg = getattr(cfg, "base", cfg)       # the data-size study: its base study, less its reference "none"
+    if preset == "datasize":
+        assert cfg.methods[0].name == "none" and cfg.methods[0].l2 == cfg.methods[0].l1 == 0
+        assert not cfg.methods[0].uses_dropout and not cfg.methods[0].uses_max_norm and cfg.methods[0].kl_beta == 0
+        cfg = cfg.replace(methods=cfg.methods[1:])
     assert [m.name for m in cfg.methods] == ["l2", "l2+l1_late", "l2+kl", "max_norm", "dropout+l2",
                                              "dropout+max_norm"]
     by = {m.name: m for m in cfg.methods}
@@ -83,3 +92,65 @@ def test_bad_overrides_are_one_line_naming_the_option(kwargs, message):
     with pytest.raises(ReglabError) as e:
         presets.get(**kwargs)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_datasize_preset_trains_every_size_for_the_same_number_of_updates():
+    ds = presets.get("mnist", "datasize")
+    assert ds.base.seeds == (0, 1, 2) and ds.reference == "none"
+    sizes = {}
+    for k in ds.train_per_class:
+        cfg = ds.size_config(k, 50_000, 10)
+        n_distinct = k * 10 if k else 50_000
+        per_epoch = n_distinct * cfg.data.train_repeat
+        sizes[n_distinct] = cfg.n_epochs * per_epoch // cfg.batch_size
+        assert cfg.data.train_per_class == k and cfg.data.subset_per_class == 0
+    assert sorted(sizes) == [500, 1000, 2000, 5000, 10_000, 50_000]
+    assert set(sizes.values()) == {ds.n_steps}
+
+
+def test_the_datasize_preset_takes_dataset_and_seeds_and_refuses_epochs():
+    ds = presets.get("mnist", "datasize", dataset="fashion-mnist", seeds=2)
+    assert ds.name == "fashion-mnist-datasize" and ds.base.data.name == "fashion-mnist" and ds.base.seeds == (0, 1)
+    with pytest.raises(ReglabError, match="--epochs does not apply"):
+        presets.get("mnist", "datasize", epochs=3)
+    smoke = presets.get("mnist", "datasize", smoke=True)
+    assert smoke.base.data.subset_per_class == 30 and max(smoke.train_per_class) <= 30
+
+
+def test_a_size_that_does_not_fit_the_epoch_is_one_clear_error():
+    ds = presets.get("mnist", "datasize")
+    with pytest.raises(ReglabError, match="multiple of the subset size"):
+        ds.size_config(7, 50_000, 10)
+    with pytest.raises(ReglabError, match="not a whole number of epochs"):
+        ds.replace(n_steps=3001).size_config(0, 50_000, 10)
+
+
+def test_the_l1_mass_at_init_is_the_sum_of_abs_weights_the_engine_initialises():
+    from reglab.engine.mlp import init_parameters
+    sizes = (784, 256, 256, 10)
+    weights, _ = init_parameters(list(sizes), 0, "he_normal")
+    sampled = sum(float(w.abs().sum()) for w in weights)
+    assert presets.l1_mass_at_init(sizes) == pytest.approx(sampled, rel=5e-3)
+
+
+def test_the_paper_presets_l1_is_the_quick_value_carried_by_the_weight_mass_rule():
+    quick, paper = (784, 256, 256, 10), (784, 1024, 1024, 2048, 10)
+    # E sum|w| ratio: (256*28 + 256*16 + 10*16) / (1024*28 + 1024*32 + 2048*32 + 10*sqrt(2048)) = 0.0897
+    ratio = (256 * 28 + 256 * 16 + 10 * 16) / (1024 * 28 + 1024 * 32 + 2048 * 32 + 10 * 2048 ** 0.5)
+    assert presets.l1_for_net(1e-4, quick, paper) == float(f"{1e-4 * ratio:.0e}") == 9e-6
+    by = {m.name: m for m in presets.get("mnist", "paper").methods}
+    assert by["l2+l1_late"].l1 == presets.PAPER_L1 == 9e-6
+    assert presets.get("mnist", "quick").methods[1].l1 == 1e-4     # the quick net keeps its validated value
+
+
+def test_the_pointcloud_datasize_preset_varies_the_number_of_training_points_at_equal_updates():
+    ds = presets.get("pointcloud", "datasize")
+    assert ds.reference == "no_penalty" and ds.base.data.n_points == 4000 and len(ds.base.seeds) == 5
+    steps = {}
+    for k in ds.train_per_class:
+        cfg = ds.size_config(k, 2000, 2)
+        n = k * 2 if k else 2000
+        steps[n] = cfg.n_epochs * n * cfg.data.train_repeat // cfg.batch_size
+    assert sorted(steps) == [50, 100, 200, 500, 2000] and set(steps.values()) == {5000}
+    es = next(m for m in ds.base.methods if m.early_stopping)
+    assert es.patience * 2000 // ds.base.batch_size == 500   # the default study's 50 epochs x 10 updates

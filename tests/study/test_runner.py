@@ -163,6 +163,20 @@ def test_summary_statistics_are_the_mean_and_t_interval_over_seeds(tmp_path, sta
     assert summary["variants"][0]["last_val_error"] == pytest.approx(summary["variants"][0]["val_error"])
 
 
+def test_summary_json_keeps_the_raw_p_and_adds_holms_p_over_each_metrics_family(tmp_path, stand_in):
+    from reglab.stats import holm
+    methods = (MethodConfig("l2", l2=1e-3), MethodConfig("l1", l1=1e-4), MethodConfig("none"))
+    out = runner.run_study(_cfg(methods=methods), out_dir=tmp_path / "run", quiet=True)
+    summary = read_json(out / "summary.json")
+    for metric in ("test_error", "val_error"):
+        family = [c for c in summary["comparisons"] if c["metric"] == metric]
+        assert len(family) == 3
+        expected = holm([c["p_value"] for c in family])
+        for c, q in zip(family, expected):
+            assert c["p_holm"] == pytest.approx(q) and c["p_holm"] >= c["p_value"]
+            assert c["significant_holm"] == (c["p_holm"] < 0.05)
+
+
 def test_a_diverged_variant_is_listed_and_left_out_of_the_statistics(tmp_path, stand_in):
     cfg = _cfg(methods=(MethodConfig("l2", l2=1e-3), MethodConfig("hot", lr=1000.0)), seeds=(0, 1))
     out = runner.run_study(cfg, out_dir=tmp_path / "run", quiet=True)
@@ -258,7 +272,12 @@ def test_each_method_is_timed_alone(tmp_path, stand_in):
     assert set(timing["methods_alone"]) == {"l2", "l1"}
     for m in timing["methods_alone"].values():
         assert m["variants"] == 3 and m["timed_steps"] >= 1
+        assert m["repeats"] == runner.TIMING_REPEATS >= 3
+        assert len(m["repeats_estimated_alone_s"]) == m["repeats"]
+        assert m["seconds_per_step_alone"] == pytest.approx(float(np.median(m["repeats_seconds_per_step"])))
         assert m["estimated_alone_s"] == pytest.approx(m["seconds_per_step_alone"] * m["steps_in_study"])
+        lo, hi = m["estimated_alone_s_range"]
+        assert lo == min(m["repeats_estimated_alone_s"]) <= m["estimated_alone_s"] <= hi
     assert timing["study_wall_s"] >= timing["study_train_s"] > 0
     assert timing["study_train_s"] == pytest.approx(0.001 * 2)  # the engine's train-only times, summed
 

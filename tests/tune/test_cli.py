@@ -66,6 +66,7 @@ def test_an_mnist_smoke_tune_on_the_shared_copy_reads_the_data_folder_from_the_e
     (["tune", "pointcloud", "--smoke", "--address", "auto"], "--address applies to --executor ray only"),
     (["tune", "pointcloud", "--smoke", "--shard-by", "layer"], "--shard-by must list"),
     (["tune", "pointcloud", "--trials", "0"], "--trials must be a whole number >= 1"),
+    (["tune", "pointcloud", "--preset", "datasize", "--smoke"], "is a data-size sweep"),
 ])
 def test_bad_arguments_are_one_line_and_exit_status_2(tmp_path, capsys, argv, expected):
     assert main(argv + ["--out", str(tmp_path / "t")]) == 2

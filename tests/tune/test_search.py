@@ -60,6 +60,7 @@ def test_scale_parameters_are_log_uniform_and_fractions_uniform():
 @pytest.mark.parametrize("study,preset", [(s, p) for s in presets.STUDIES for p in presets.STUDIES[s]])
 def test_every_presets_own_values_lie_inside_its_search_space(study, preset):
     cfg = presets.get(study, preset)
+    cfg = getattr(cfg, "base", cfg)   # a data-size sweep: the methods of its base study
     for m in cfg.methods:
         for name, p in search_space(m, cfg.optimizer).items():
             assert p.low <= getattr(m, name) <= p.high, (m.name, name)

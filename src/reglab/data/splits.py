@@ -21,7 +21,7 @@ def class_counts(y: torch.Tensor, n_classes: int) -> list[int]:
 
 
 def balanced_subset(x: torch.Tensor, y: torch.Tensor, n_per_class: int, n_classes: int, *,
-                    split: str, dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
+                    split: str, dataset: str, key: str = "subset_per_class") -> tuple[torch.Tensor, torch.Tensor]:
     """The first `n_per_class` examples of each class, kept in their original order.
 
     Deterministic (no randomness: the files' own order decides), and each
@@ -31,8 +31,8 @@ def balanced_subset(x: torch.Tensor, y: torch.Tensor, n_per_class: int, n_classe
     short = [(c, k) for c, k in enumerate(counts) if k < n_per_class]
     if short:
         c, k = min(short, key=lambda ck: ck[1])
-        raise ReglabError(f"data.subset_per_class={n_per_class} but the {split} split of {dataset} has only {k} "
-                          f"examples of class {c}. Fix: use subset_per_class <= {min(counts)} (0 = all).")
+        raise ReglabError(f"data.{key}={n_per_class} but the {split} split of {dataset} has only {k} "
+                          f"examples of class {c}. Fix: use {key} <= {min(counts)} (0 = all).")
     keep = torch.zeros_like(y, dtype=torch.bool)
     for c in range(n_classes):
         keep[torch.nonzero(y == c).flatten()[:n_per_class]] = True
@@ -46,6 +46,10 @@ def assemble(name: str, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], n_
     * train_on_all: train = train followed by val (val stays as it is, so it
       then overlaps train and is no longer a held-out estimate).
     * subset_per_class = n: the first n of each class in every split.
+    * train_per_class = n: the first n of each class in the training split only (nested: the
+      subset for n is part of the subset for any larger n).
+    * train_repeat = k: the training split tiled k times (after standardizing), so that one epoch
+      is k passes in one random order; ``info["n_train_distinct"]`` keeps the distinct count.
     * standardize: x <- (x - mean) / std with mean and std of the final
       training split -- one scalar over all pixels for images
       (``per_feature_scale=False``), one per coordinate for point clouds.
@@ -57,6 +61,10 @@ def assemble(name: str, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], n_
     if cfg.subset_per_class:
         splits = {s: balanced_subset(*splits[s], cfg.subset_per_class, n_classes, split=s, dataset=name)
                   for s in SPLITS}
+    if cfg.train_per_class:
+        splits["train"] = balanced_subset(*splits["train"], cfg.train_per_class, n_classes, split="train",
+                                          dataset=name, key="train_per_class")
+    n_train_distinct = int(splits["train"][1].shape[0])
     scale = None
     if cfg.standardize:
         x_train = splits["train"][0]
@@ -69,6 +77,9 @@ def assemble(name: str, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], n_
         scale = {"mean": mean.tolist(), "std": std.tolist(),
                  "over": "each feature of the training split" if per_feature_scale
                  else "all pixels of the training split"}
+    if cfg.train_repeat > 1:   # after standardizing: the statistics are those of the distinct examples
+        x, y = splits["train"]
+        splits["train"] = (x.repeat(cfg.train_repeat, 1), y.repeat(cfg.train_repeat))
     info = dict(info)
     info.update(
         n_classes=n_classes,
@@ -80,6 +91,12 @@ def assemble(name: str, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], n_
         subset_per_class=cfg.subset_per_class,
         standardize=scale,
     )
+    if cfg.train_per_class or cfg.train_repeat > 1:
+        info.update(train_per_class=cfg.train_per_class, train_repeat=cfg.train_repeat,
+                    n_train_distinct=n_train_distinct,
+                    train_note=(f"{n_train_distinct} distinct training examples"
+                                + (f" (the first {cfg.train_per_class} of each class)" if cfg.train_per_class else "")
+                                + (f", each seen {cfg.train_repeat} times per epoch" if cfg.train_repeat > 1 else "")))
     if cfg.train_on_all:
         info["note"] = ("train_on_all: the training split includes the validation split, so validation "
                         "scores overlap training and are not a held-out estimate")

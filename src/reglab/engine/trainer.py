@@ -443,8 +443,14 @@ class Trainer:
         at ``best_epoch``, the epoch with the best monitored validation value
         (the method's ``monitor``, improvement > ``min_delta``). ``stop_epoch``:
         the epoch in which it stopped early or diverged, None if it ran to the end.
+        ``train_error_final`` / ``train_loss_final``: a full pass over the training split
+        with the weights the variant ends with, without dropout (the train side of the
+        generalization gap; ``train_error`` in the epoch metrics is the running minibatch
+        error, dropout on). NaN if diverged.
         """
         best_epoch = self.early_stopping.best_epoch
+        with torch.no_grad():
+            train = self._evaluate(self.x_train, self.y_train, self.model)   # every variant, stopped ones too
         rows = []
         for v, method, seed in self.variants:
             restored = method.early_stopping and best_epoch[v] > 0
@@ -458,6 +464,8 @@ class Trainer:
                 "best_epoch": int(best_epoch[v]) if best_epoch[v] > 0 else None,
                 "stop_epoch": self.stop_epoch[v],
                 "diverged": bool(self.diverged[v]),
+                "train_error_final": math.nan if self.diverged[v] else float(train["error"][v]),
+                "train_loss_final": math.nan if self.diverged[v] else float(train["loss"][v]),
             })
         return {"variants": rows}
 
@@ -781,19 +789,24 @@ class Trainer:
 
     # ------------------------------------------------------------ epoch helpers
 
-    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor, model: BatchedMLP | None = None) -> dict:
+        """Loss, error and mean activation per variant (V,) on a split, no dropout; by default of the
+        step's batch (the variants it holds; NaN for the others), or of ``model`` (all variants)."""
         n = int(x.shape[0])
         if n == 0:
             nan = np.full(self.n_variants, np.nan)
             return {"loss": nan, "error": nan.copy(), "mean_activation": nan.copy()}
-        sums = self._net.evaluate(x, y, self.cfg.eval_batch_size)   # the live variants: the others did not train
+        if model is None:
+            model, full = self._net, self._full
+        else:
+            full = lambda t: t.detach().double().cpu().numpy()  # noqa: E731  (already one value per variant)
+        sums = model.evaluate(x, y, self.cfg.eval_batch_size)
         hidden_units = sum(self.sizes[1:-1])
         if hidden_units:
-            act = self._full(sum(h.sum(1) for h in sums["hidden_sum"]) / (n * hidden_units))
+            act = full(sum(h.sum(1) for h in sums["hidden_sum"]) / (n * hidden_units))
         else:
             act = np.full(self.n_variants, np.nan)
-        return {"loss": self._full(sums["loss_sum"] / n),
-                "error": self._full(sums["error_count"].double() / n),
+        return {"loss": full(sums["loss_sum"] / n), "error": full(sums["error_count"].double() / n),
                 "mean_activation": act}
 
     def _group_results(self, logged: list[int], val: dict, test: dict) -> dict[str, np.ndarray]:

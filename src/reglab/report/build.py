@@ -20,8 +20,12 @@ def build_report(run_dir: str | Path) -> Path:
     """Write the report of the run in `run_dir`; returns the path of report.html.
 
     A missing, empty or foreign directory raises ReglabError (via load_run);
-    a partial run gives a partial report that says so.
+    a partial run gives a partial report that says so. A data-size study's directory
+    (``datasize.json``) gets its own report (:mod:`reglab.report.datasize`).
     """
+    from reglab.report.datasize import build_datasize_report, is_datasize_dir
+    if is_datasize_dir(run_dir):
+        return build_datasize_report(run_dir)
     return write_report(load_run(run_dir))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from reglab.errors import ReglabError
 from reglab.report.build import write_report
 from reglab.results import load_run
 
@@ -32,6 +33,14 @@ def register(subparsers) -> None:
 
 
 def _report(args) -> int:
+    from reglab.report.datasize import build_datasize_report, is_datasize_dir
+    if is_datasize_dir(args.run_dir):   # a data-size study: one report over its sizes' run directories
+        if args.tensorboard or args.parquet:
+            raise ReglabError(f"{args.run_dir} is a data-size study, one run directory per training-set size; "
+                              "--tensorboard and --parquet work on one run directory. Fix: give one size's "
+                              "folder inside it.")
+        print(build_datasize_report(args.run_dir))
+        return 0
     if args.tensorboard:
         from reglab.report.tensorboard import require_tensorboard
         require_tensorboard()

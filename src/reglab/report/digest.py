@@ -14,7 +14,8 @@ Conventions:
   NaN, so means over seeds use the seeds that trained.
 * Every statistic over seeds comes from :mod:`reglab.stats`: mean, sample std
   and the two-sided 95% Student-t interval ``mean +- t_{0.975,n-1} s/sqrt(n)``;
-  paired comparisons use per-seed differences.
+  paired comparisons use per-seed differences, and the report judges them by the
+  Holm-adjusted p over all pairs on a metric (``p_holm < 0.05``), not the raw p.
 * Per-variant finals, per-method statistics and paired comparisons come from
   ``summary.json`` when the runner wrote it (see ``reglab.study.runner.build_summary``);
   for a partial run they are computed here, with the same definitions, from the
@@ -122,6 +123,7 @@ class Digest:
     paired: list[dict]                       # {"a", "b", "test_error": cmp, "val_error": cmp}, cmp in fractions
     timing: dict                             # study_train_s, study_wall_s, sum_of_methods_alone_s, note (any None)
     warnings: list[str]                      # what could not be shown, and why
+    schedule_flags: list[dict] = field(default_factory=list)  # see schedule_flags(): harmful schedule switches
 
     @property
     def complete(self) -> bool:
@@ -197,10 +199,82 @@ def digest(run: Run) -> Digest:
     if not times and run.complete:
         warnings.append("timing.json has no per-method training times.")
 
+    steps_per_epoch = _steps_per_epoch(run.iter_rows)
+    ds = run.dataset if isinstance(run.dataset, dict) else {}
+    if steps_per_epoch is None and isinstance(ds.get("n_train"), int) and int(cfg.get("batch_size", 0) or 0) > 0:
+        steps_per_epoch = math.ceil(ds["n_train"] / min(int(cfg["batch_size"]), ds["n_train"]))
+    flags = schedule_flags(methods, steps_per_epoch, n_epochs) if steps_per_epoch else []
     return Digest(run=run, study=str(cfg.get("name", run.manifest.get("study", "?"))),
                   dataset=str((cfg.get("data") or {}).get("name", "?")), methods=methods, n_epochs=n_epochs,
-                  epochs_done=epochs_done, steps_per_epoch=_steps_per_epoch(run.iter_rows),
-                  paired=_paired(methods, summary.get("comparisons")), timing=timing, warnings=warnings)
+                  epochs_done=epochs_done, steps_per_epoch=steps_per_epoch,
+                  paired=_paired(methods, summary.get("comparisons")), timing=timing, warnings=warnings,
+                  schedule_flags=flags)
+
+
+# ----------------------------------------------------------------------------
+# schedule switches: did validation error rise after one?
+
+def schedule_switches(hp: dict, steps_per_epoch: int, n_epochs: int) -> list[tuple[int, int, str]]:
+    """The discrete schedule switches of a method: ``[(first step, its epoch, label)]``, in order.
+
+    * late L1 (``0 < l1_start < 1``): on from the first step t > l1_start * T, T = all steps
+      (as the engine);
+    * a ``step`` learning-rate schedule: update t = k * lr_decay_steps + 1 is the first at
+      lr0 * d^k, for every k with that step inside the run.
+    Smooth schedules (exponential, inverse_t, momentum ramps) have no switch.
+    """
+    total = steps_per_epoch * n_epochs
+    out = []
+    l1, start = _num(hp.get("l1")), _num(hp.get("l1_start"))
+    if l1 > 0 and 0.0 < start < 1.0:
+        first = math.floor(start * total) + 1
+        out.append((first, math.ceil(first / steps_per_epoch), f"L1 (λ₁ = {l1:g}) switched on at step {first:,}"))
+    if hp.get("lr_schedule") == "step":
+        T, d, lr = int(_num(hp.get("lr_decay_steps"), 0)), _num(hp.get("lr_decay"), 1.0), _num(hp.get("lr"), 0.0)
+        k = 1
+        while T > 0 and d != 1.0 and k * T + 1 <= total:
+            first = k * T + 1
+            out.append((first, math.ceil(first / steps_per_epoch),
+                        f"learning-rate step to {lr * d ** k:.3g} at step {first:,}"))
+            k += 1
+    return sorted(out)
+
+
+def schedule_flags(methods: list[MethodData], steps_per_epoch: int, n_epochs: int) -> list[dict]:
+    """Methods whose validation error rose by more than its seed noise after a schedule switch.
+
+    For a switch in epoch e (its first step inside epoch e), *before* is each seed's validation
+    error at epoch e - 1 (the last one entirely before it) and *after* at the end of the window
+    the switch governs: the epoch before the next switch's epoch, or the last epoch written. The
+    rise is the mean over seeds of after - before (paired by seed); the seed noise is the sample
+    standard deviation over seeds of the validation error at epoch e - 1. Flagged when the rise
+    exceeds the noise; with one seed there is no noise estimate and nothing is flagged.
+    Errors are fractions; the dicts: method, switch (label), epoch, before_epoch, after_epoch,
+    rise, noise, n.
+    """
+    out = []
+    for m in methods:
+        val = m.curves["val_error"]                       # (n_seeds, n_epochs)
+        switches = [sw for sw in schedule_switches(m.hyperparameters, steps_per_epoch, n_epochs) if sw[1] >= 2]
+        written = np.flatnonzero(np.isfinite(val).any(axis=0))
+        if not switches or len(written) == 0:
+            continue
+        last = int(written[-1]) + 1
+        for i, (_, epoch, label) in enumerate(switches):
+            following = [e for _, e, _ in switches[i + 1:] if e > epoch]
+            after_epoch = min(following[0] - 1 if following else last, last)
+            if after_epoch < epoch:
+                continue
+            before, after = val[:, epoch - 2], val[:, after_epoch - 1]
+            ok = np.isfinite(before) & np.isfinite(after)
+            if ok.sum() < 2:
+                continue
+            rise = float(np.mean(after[ok] - before[ok]))
+            noise = float(np.std(before[ok], ddof=1))
+            if rise > noise:
+                out.append({"method": m.name, "switch": label, "epoch": epoch, "before_epoch": epoch - 1,
+                            "after_epoch": after_epoch, "rise": rise, "noise": noise, "n": int(ok.sum())})
+    return out
 
 
 def _num(x, default: float = 0.0) -> float:
@@ -308,17 +382,21 @@ def _timing(run: Run) -> tuple[dict[str, list[float]], dict]:
     """Per-method training-time samples (seconds) and the study's times, from timing.json.
 
     The runner times each method's variants alone and estimates the time the method would have
-    taken alone in the study (``methods_alone[name].estimated_alone_s``); when it also records the
-    seconds of each timed epoch (``timed_epoch_s``), each epoch gives one sample of that estimate,
-    so the spread is the spread of the timing itself.
+    taken alone in the study (``methods_alone[name].estimated_alone_s``), once per timing repeat
+    (``repeats_estimated_alone_s``: each repeat is one sample). Runs written before repeats existed
+    give one sample per timed epoch (``timed_epoch_s``) or the single estimate. The report shows
+    the median and the range [min, max] of the samples (:func:`median_range`).
     """
     t = run.timing if isinstance(run.timing, dict) else {}
     out: dict[str, list[float]] = {}
     for name, entry in (t.get("methods_alone") or {}).items():
         if not isinstance(entry, dict) or entry.get("estimated_alone_s") is None:
             continue
+        repeats = entry.get("repeats_estimated_alone_s")
         per_epoch = entry.get("timed_epoch_s")
-        if isinstance(per_epoch, list) and len(per_epoch) > 1 and entry.get("timed_steps"):
+        if isinstance(repeats, list) and repeats:
+            out[name] = [float(x) for x in repeats]
+        elif isinstance(per_epoch, list) and len(per_epoch) > 1 and entry.get("timed_steps"):
             steps_per_timed_epoch = float(entry["timed_steps"]) / len(per_epoch)
             out[name] = [float(s) / steps_per_timed_epoch * float(entry["steps_in_study"]) for s in per_epoch]
         else:
@@ -330,7 +408,8 @@ def _timing(run: Run) -> tuple[dict[str, list[float]], dict]:
 
 
 def _paired(methods: list[MethodData], stored: list | None) -> list[dict]:
-    """Every pair of methods on the returned model's test and val error, paired by seed (A - B, fractions).
+    """Every pair of methods on the returned model's test and val error, paired by seed (A - B, fractions),
+    each with its raw ``p_value`` and the Holm-adjusted ``p_holm`` over all pairs on that metric.
 
     The runner's comparisons are used when summary.json has them; otherwise (a partial run) they
     are computed with the same function, :func:`reglab.stats.paired_comparison`.
@@ -352,7 +431,22 @@ def _paired(methods: list[MethodData], stored: list | None) -> list[dict]:
                 xb = [_num(b.finals[b.seeds.index(s)].get(metric), math.nan) for s in common]
                 row[metric] = stats.paired_comparison(xa, xb)
             out.append(row)
+    # the pairs on one metric are one family: Holm-adjust it (summary.json of a run written before
+    # p_holm existed, or a partial run, gets it here with the runner's definition)
+    for metric in HEADLINE:
+        family = [row[metric] for row in out]
+        if not all("p_holm" in c for c in family):
+            for row, c in zip(out, stats.holm_adjust(family)):
+                row[metric] = c
     return out
+
+
+def median_range(samples: list[float]) -> tuple[float, float, float] | None:
+    """(median, min, max) of the finite samples; None when there are none."""
+    xs = [float(x) for x in samples if x is not None and math.isfinite(float(x))]
+    if not xs:
+        return None
+    return float(np.median(xs)), min(xs), max(xs)
 
 
 def band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-from reglab.report.digest import Digest, MethodData, band
+from reglab.report.digest import Digest, MethodData, band, median_range
 from reglab.results import atomic_write_bytes
 
 PNG_DPI = 110
@@ -451,12 +451,12 @@ def training_time(d: Digest) -> FigureSpec | None:
     x = np.arange(len(methods))
     spread = False
     for i, m in enumerate(methods):
-        s = m.stats["time_s"]
+        med, lo, hi = median_range(m.time_s)
         err = None
-        if s["ci95"] is not None:
+        if len(m.time_s) > 1:
             spread = True
-            err = [[s["mean"] - s["ci95"][0]], [s["ci95"][1] - s["mean"]]]
-        ax.bar(x[i], s["mean"], 0.6, color=m.color, alpha=0.85, edgecolor="black", lw=0.6, yerr=err, capsize=3)
+            err = [[med - lo], [hi - med]]
+        ax.bar(x[i], med, 0.6, color=m.color, alpha=0.85, edgecolor="black", lw=0.6, yerr=err, capsize=3)
         if len(m.time_s) > 1:
             ax.plot(np.full(len(m.time_s), x[i]), m.time_s, "o", ms=3, color="black", alpha=0.6)
     _method_ticks(ax, methods)
@@ -472,7 +472,8 @@ def training_time(d: Digest) -> FigureSpec | None:
             ax_all.annotate(_fmt_seconds(v), (i, v), ha="center", va="bottom", xytext=(0, 2),
                             textcoords="offset points")
     cap = "Training time of each method with all its seeds, estimated as if it had been trained alone"
-    cap += (": bars are the mean over timed epochs (dots), error bars the 95% t-interval." if spread
+    n_rep = max(len(m.time_s) for m in methods)
+    cap += (f": bars are the median of {n_rep} timings (dots), error bars their range [min, max]." if spread
             else " (one measurement per method, so no spread).")
     if t.get("note"):
         cap += f" How: {t['note']}."

@@ -15,7 +15,7 @@ from reglab.report.digest import Digest
 from reglab.report.figures import FigureSpec
 from reglab.report.tables import (Table, architecture_text, data_rows, data_text, environment_rows, headline,
                                   hyperparameter_table, optimizer_text, paired_table, regularizer_formulas,
-                                  reproduce_command, results_table, training_rows)
+                                  reproduce_command, results_table, schedule_flag_texts, training_rows)
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -82,6 +82,8 @@ def render_html(d: Digest, figures: list[tuple[FigureSpec, bytes]]) -> str:
 
     parts.append('<h2 id="results">Results</h2>')
     parts.append(f'<p class="headline">{escape(headline(d))}</p>')
+    for text in schedule_flag_texts(d):
+        parts.append(f'<div class="banner incomplete">{escape(text)}</div>')
     parts.append(_table(results_table(d)))
     parts += [_figure(s, png) for s, png in by_section.get("results", [])]
 
@@ -172,7 +174,8 @@ def render_markdown(d: Digest, figure_names: list[str]) -> str:
                  f"status {d.run.manifest.get('status', '?')}.")
     if not d.complete:
         lines += ["", "**This run is incomplete: the numbers below are not final.**"]
-    lines += ["", headline(d), "", "## Results", "", _md_table(results_table(d))]
+    lines += ["", headline(d), ""] + [f"**{t}**\n" for t in schedule_flag_texts(d)]
+    lines += ["## Results", "", _md_table(results_table(d))]
     paired = paired_table(d)
     if paired.rows:
         lines += ["## Paired comparisons", "", _md_table(paired)]

@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass, field
 
 from reglab.config import IMAGE_DATASETS, MethodConfig
-from reglab.report.digest import FINALS, HEADLINE, PAPER_CITATION, Digest, MethodData
+from reglab.report.digest import FINALS, HEADLINE, PAPER_CITATION, Digest, MethodData, median_range
+from reglab.stats import ALPHA
 
 
 @dataclass
@@ -39,6 +40,17 @@ def fmt_stat(s: dict, scale: float = 1.0, digits: int = 2, *, counts: bool = Fal
     return f"{m:.{digits}f} ± {s['ci95_half_width'] * scale:.{digits}f}"
 
 
+def fmt_median_range(samples: list[float], digits: int = 1) -> str:
+    """``median [min – max]`` of timing samples, ``value`` for one, an em dash for none."""
+    mr = median_range(samples)
+    if mr is None:
+        return "—"
+    med, lo, hi = mr
+    if len(samples) == 1:
+        return f"{med:.{digits}f}"
+    return f"{med:.{digits}f} [{lo:.{digits}f} – {hi:.{digits}f}]"
+
+
 def _digits(key: str) -> int:
     return {"last_train_loss": 4, "epochs_run": 1, "last_sparsity": 1}.get(key, 2)
 
@@ -55,7 +67,7 @@ def results_table(d: Digest) -> Table:
     for m in d.methods:
         row = [m.name, str(max(m.stats[k]["n"] for k in ("test_error_last", "test_error_best_val")))]
         row += [fmt_stat(m.stats[k], FINALS[k][2], _digits(k), counts=k == "epochs_run") for k in keys]
-        row.append(fmt_stat(m.stats["time_s"], 1.0, 1) if m.time_s else "—")
+        row.append(fmt_median_range(m.time_s))
         if paper:
             row.append(f"{paper[m.name]:.2f}" if m.name in paper else "—")
         rows.append(row)
@@ -68,7 +80,9 @@ def results_table(d: Digest) -> Table:
              "Highlighted: the lowest mean test error of the returned model (the last epoch's, or the "
              "best-val epoch's for a method with early stopping)."]
     if any(m.time_s for m in d.methods):
-        notes.append("Training time: each method with all its seeds, estimated as if trained alone" +
+        n_rep = max(len(m.time_s) for m in d.methods)
+        notes.append("Training time: each method with all its seeds, estimated as if trained alone, median "
+                     f"[min – max] of {n_rep} timing{'s' if n_rep != 1 else ''}" +
                      (f" ({d.timing['note']})" if d.timing.get("note") else "") + ".")
     if paper:
         notes.append(f"Published column: {PAPER_CITATION}; about 1M updates of batch 100. Compare the ranking; "
@@ -100,14 +114,18 @@ def headline(d: Digest) -> str:
             continue
         other = p["b"] if p["a"] == best else p["a"]
         c = p[key]
-        if c["significant"] and ((c["mean_difference"] < 0) == (p["a"] == best)):
+        sig = significant(c)
+        if sig and ((c["mean_difference"] < 0) == (p["a"] == best)):
             beats.append(other)
-        elif c["significant"] is not None and not c["significant"]:
+        elif sig is not None and not sig:
             ties.append(other)
+    n_family = sum(1 for p in d.paired if p[key].get("p_holm") is not None)
     if beats:
-        text += f" Significantly lower than {', '.join(beats)} (paired by seed, 95% CI of the difference excludes 0)."
+        text += (f" Significantly lower than {', '.join(beats)} (paired by seed; Holm-adjusted p < 0.05 over "
+                 f"the {n_family} pairwise comparisons).")
     if ties:
-        text += f" Not distinguishable from {', '.join(ties)} with these seeds."
+        text += (f" Not distinguishable from {', '.join(ties)} with these seeds (Holm-adjusted p ≥ 0.05 over the "
+                 f"{n_family} pairwise comparisons).")
     if d.paper and best in d.paper:
         paper_best = min(d.paper, key=d.paper.get)
         text += (f" In Srivastava et al. (2014), Table 9, the best is {paper_best} "
@@ -117,8 +135,29 @@ def headline(d: Digest) -> str:
     return text
 
 
+def significant(c: dict) -> bool | None:
+    """Is a paired comparison significant in its family: Holm-adjusted p < 0.05 (None: too few pairs)."""
+    if c.get("significant_holm") is not None:
+        return bool(c["significant_holm"])
+    q = c.get("p_holm")
+    return None if q is None else bool(q < ALPHA)
+
+
+def schedule_flag_texts(d: Digest) -> list[str]:
+    """One sentence per schedule switch after which a method's validation error rose beyond its seed noise."""
+    out = []
+    for f in d.schedule_flags:
+        out.append(f"Schedule switch hurt {f['method']}: after {f['switch']} (epoch {f['epoch']}), its validation "
+                   f"error rose by {100 * f['rise']:.2f} pp from epoch {f['before_epoch']} to epoch {f['after_epoch']} "
+                   f"(mean of {f['n']} seeds, paired), more than its seed noise ({100 * f['noise']:.2f} pp, the "
+                   f"standard deviation over seeds at epoch {f['before_epoch']}). The coefficient or rate may not fit "
+                   "this net.")
+    return out
+
+
 def paired_table(d: Digest) -> Table:
-    columns = ["A", "B", "n pairs", "A − B, test error (pp)", "95% CI", "p", "A − B, val error (pp)", "95% CI", "p"]
+    columns = ["A", "B", "n pairs", "A − B, test error (pp)", "95% CI", "p", "p (Holm)",
+               "A − B, val error (pp)", "95% CI", "p", "p (Holm)"]
     rows, emphasis = [], []
     for p in d.paired:
         row = [p["a"], p["b"], str(p["test_error"]["n"])]
@@ -126,19 +165,25 @@ def paired_table(d: Digest) -> Table:
         for key in HEADLINE:
             c = p[key]
             if c["mean_difference"] is None or c["n"] < 2:
-                row += ["—", "—", "—"]
+                row += ["—", "—", "—", "—"]
                 continue
-            sig = sig or bool(c["significant"])
-            row.append(f"{100 * c['mean_difference']:+.2f}{' *' if c['significant'] else ''}")
+            s = bool(significant(c))
+            sig = sig or s
+            row.append(f"{100 * c['mean_difference']:+.2f}{' *' if s else ''}")
             row.append(f"[{100 * c['ci95'][0]:+.2f}, {100 * c['ci95'][1]:+.2f}]" if c["ci95"] else "—")
             row.append(_fmt_p(c["p_value"]))
+            row.append(_fmt_p(c.get("p_holm")))
         rows.append(row)
         emphasis.append(sig)
+    m = sum(1 for p in d.paired if p["test_error"].get("p_holm") is not None)
     notes = ["Differences in percentage points, A − B, of the returned model's test and validation error (the "
              "last epoch's, or the best-val epoch's for a method with early stopping), paired by seed (seed s of "
-             "A against seed s of B: same data order); 95% Student-t interval of the mean difference; p from the "
-             "two-sided paired t-test. * and highlighting mark a significant difference (the interval excludes "
-             "0). No correction for the number of comparisons is applied."]
+             "A against seed s of B: same data order); 95% Student-t interval of the mean difference (not "
+             "corrected); p from the two-sided paired t-test. The pairs on one metric are a family of "
+             f"{m} tests: p (Holm) is Holm's step-down adjusted p over that family, and * and highlighting mark "
+             "a difference significant after that correction (p (Holm) < 0.05), which keeps the chance of any "
+             "false 'significant' in the family at 5%. A raw p below 0.05 without a star is one that does not "
+             "survive the correction."]
     return Table(columns, rows, notes, emphasis=emphasis, text_columns=2)
 
 
@@ -282,7 +327,12 @@ def data_text(d: Digest) -> str:
     ds = d.run.dataset or {}
     text = f"{d.dataset}"
     if all(k in ds for k in ("n_train", "n_val", "n_test")):
-        text += (f": {ds['n_train']:,} training, {ds['n_val']:,} validation and {ds['n_test']:,} test examples "
+        info = ds.get("info") or {}
+        train = f"{ds['n_train']:,} training"
+        if info.get("train_repeat", 1) > 1 and "n_train_distinct" in info:   # a tiled data-size subset
+            train = (f"{info['n_train_distinct']:,} distinct training (each seen {info['train_repeat']} times per "
+                     f"epoch, {ds['n_train']:,} per epoch)")
+        text += (f": {train}, {ds['n_val']:,} validation and {ds['n_test']:,} test examples "
                  f"(validation picks the best-val epoch and stops early; test is only reported)")
     if "n_features" in ds and "n_classes" in ds:
         text += f"; {ds['n_features']} inputs, {ds['n_classes']} classes"

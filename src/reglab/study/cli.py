@@ -22,6 +22,7 @@ EPILOG = """examples:
   reglab run                                  the default study: mnist, preset quick, 3 seeds
   reglab run mnist --preset seed --resolution 7
   reglab run pointcloud --seeds 5
+  reglab run mnist --preset datasize          when does a regularizer pay off: 500 ... 50,000 training examples
   reglab run --config study.toml --out runs/mine
   reglab run mnist --set methods.dropout+l2.dropout_hidden=0.3 --set n_epochs=30
   reglab run pointcloud --smoke --tensorboard   then: tensorboard --logdir RUN_DIR/tensorboard
@@ -115,17 +116,26 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     if cfg is not None and args.tensorboard:
         cfg = cfg.replace(tensorboard=True)
     torch.set_num_threads(resolve_threads(args.threads, args.resume))
-    if cfg is not None and cfg.device == "cuda":
+    settings = getattr(cfg, "base", cfg)   # a data-size study's device and dtype are its base study's
+    if settings is not None and settings.device == "cuda":
         if not torch.cuda.is_available():
             raise ReglabError("this study trains on 'cuda' but no CUDA device is available. "
                               "Fix: add --device cpu (slow for the paper preset) or run on a GPU machine.")
 
-    if cfg is not None and cfg.matmul_dtype == "bfloat16" and cfg.device == "cpu" and not _native_bfloat16_cpu():
+    if settings is not None and settings.matmul_dtype == "bfloat16" and settings.device == "cpu" \
+            and not _native_bfloat16_cpu():
         print("reglab: warning: this CPU has no bfloat16 matrix instructions (AVX512-BF16 or AMX); "
               "--matmul-dtype bfloat16 will likely train slower than float32.", file=sys.stderr)
 
     # a polite kill (SIGTERM) ends like Ctrl-C: the manifest says "interrupted", the lock is released
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    from reglab.study.datasize import DATASIZE_FILE, DataSizeStudy, run_datasize
+    if isinstance(cfg, DataSizeStudy) or (args.resume and (Path(args.resume) / DATASIZE_FILE).exists()):
+        run_datasize(cfg, out_dir=args.resume or args.out, data_dir=data_dir, cache_dir=cache_dir,
+                     resume=bool(args.resume), quiet=args.quiet, progress=not args.quiet,
+                     allow_checksum_mismatch=args.allow_checksum_mismatch, command=command_line(args),
+                     report=not args.no_report)
+        return 0
     run_study(cfg, out_dir=args.resume or args.out, data_dir=data_dir, cache_dir=cache_dir,
               resume=bool(args.resume), quiet=args.quiet, progress=not args.quiet,
               allow_checksum_mismatch=args.allow_checksum_mismatch,

@@ -42,12 +42,13 @@ from reglab.data.dataset import Dataset
 from reglab.errors import ReglabError
 from reglab.results import (MANIFEST, RunLock, RunWriter, atomic_write_bytes, atomic_write_text,
                             now_iso, read_csv_columns, read_json)
-from reglab.stats import describe, paired_comparison
+from reglab.stats import describe, holm_adjust, paired_comparison
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"                 # text file in checkpoints/ naming the newest complete checkpoint
 CHECKPOINT_FORMAT = "reglab-checkpoint"
-TIMING_MIN_SECONDS = 0.5          # each method is timed alone for at least this long ...
+TIMING_REPEATS = 3                # each method is timed alone this many times (median and range reported) ...
+TIMING_MIN_SECONDS = 0.5          # ... each time for at least this long ...
 TIMING_MAX_EPOCHS = 50            # ... or this many short epochs, whichever comes first
 TIMING_STEPS_PER_EPOCH = 20       # minibatches per epoch of the short timing run
 TIMING_EVAL_EXAMPLES = 200        # val/test examples of the timing run (evaluation is not what is timed)
@@ -446,12 +447,14 @@ def build_summary(cfg: StudyConfig, finals: dict, last_epoch: dict[int, dict]) -
     comparisons = []
     names = [m.name for m in cfg.methods]
     for metric in HEADLINE:
+        family = []   # every pair of methods on one metric: Holm-corrected together
         for i, a in enumerate(names):
             for b in names[i + 1:]:
                 va = [r[metric] for r in per_variant if r["method"] == a]
                 vb = [r[metric] for r in per_variant if r["method"] == b]
                 c = paired_comparison(va, vb)
-                comparisons.append({"metric": metric, "a": a, "b": b, "difference": f"{a} - {b}", **c})
+                family.append({"metric": metric, "a": a, "b": b, "difference": f"{a} - {b}", **c})
+        comparisons += holm_adjust(family)
 
     diverged = [{"variant": r["variant"], "method": r["method"], "seed": r["seed"],
                  "epoch": r.get("stop_epoch")} for r in per_variant if r["diverged"]]
@@ -462,7 +465,9 @@ def build_summary(cfg: StudyConfig, finals: dict, last_epoch: dict[int, dict]) -
         "seeds": list(cfg.seeds),
         "units": "errors are fractions in [0, 1]; losses are nats per example",
         "statistics": "mean and sample std over seeds; ci95 is the two-sided 95% Student-t interval "
-                      "of the mean; paired comparisons use per-seed differences a - b",
+                      "of the mean; paired comparisons use per-seed differences a - b; p_value is the raw "
+                      "two-sided paired t-test, p_holm the Holm step-down adjusted p over the family of "
+                      "all pairs on the same metric (significant_holm: p_holm < 0.05)",
         "headline": "test_error",
         "variants": per_variant,
         "methods": methods,
@@ -514,15 +519,18 @@ def _pct(d: dict, ci: bool = True) -> str:
 # timing: the whole study, and each method alone
 
 def time_each_method(cfg: StudyConfig, dataset: Dataset, summary: dict, trainer_cls) -> dict:
-    """Seconds per optimizer step of each method's variants (all its seeds) trained alone.
+    """Seconds per optimizer step of each method's variants (all its seeds) trained alone, measured
+    ``TIMING_REPEATS`` times; the median and the range of the repeats are reported.
 
     A fresh Trainer gets only that method, on the first ``TIMING_STEPS_PER_EPOCH * batch_size``
     training examples and ``TIMING_EVAL_EXAMPLES`` validation/test examples. One warm-up epoch
-    is not counted; then epochs run until ``TIMING_MIN_SECONDS`` of training time or
-    ``TIMING_MAX_EPOCHS``. Only the training steps are timed (the engine's ``epoch_time_s``,
-    which excludes evaluation), the same quantity as the study's ``study_train_s``. Late L1
-    is switched on from the first step, so its cost is included. The cost of the method alone
-    in the study is estimated as seconds-per-step x the steps its variants took there.
+    is not counted; then each repeat runs epochs until ``TIMING_MIN_SECONDS`` of training time or
+    ``TIMING_MAX_EPOCHS`` epochs, and gives one seconds-per-step. Only the training steps are timed
+    (the engine's ``epoch_time_s``, which excludes evaluation), the same quantity as the study's
+    ``study_train_s``. Late L1 is switched on from the first step, so its cost is included. The
+    cost of the method alone in the study is estimated as seconds-per-step x the steps its variants
+    took there: ``repeats_estimated_alone_s`` per repeat, ``estimated_alone_s`` their median and
+    ``estimated_alone_s_range`` their [min, max] (on a shared machine the spread is mostly load).
     """
     n_train = min(int(dataset.x_train.shape[0]), TIMING_STEPS_PER_EPOCH * cfg.batch_size)
     n_eval = TIMING_EVAL_EXAMPLES
@@ -535,23 +543,35 @@ def time_each_method(cfg: StudyConfig, dataset: Dataset, summary: dict, trainer_
     out = {}
     for m in cfg.methods:
         timed_method = dataclasses.replace(m, l1_start=0.0) if m.l1 > 0 else m
-        alone = cfg.replace(methods=(timed_method,), n_epochs=TIMING_MAX_EPOCHS + 1)
+        alone = cfg.replace(methods=(timed_method,), n_epochs=TIMING_REPEATS * TIMING_MAX_EPOCHS + 1)
         trainer = trainer_cls(alone, small)
         trainer.train_epoch()  # warm-up: allocations, first-call kernel selection
-        seconds, epochs = 0.0, 0
-        while not trainer.done and epochs < TIMING_MAX_EPOCHS:
-            rec = trainer.train_epoch()
-            seconds += float(np.asarray(rec.metrics["epoch_time_s"])[0])
-            epochs += 1
-            if seconds >= TIMING_MIN_SECONDS:
-                break
-        steps = epochs * steps_per_epoch_small
-        s_per_step = seconds / steps if steps else math.nan
+        repeats = []           # (seconds, epochs) of each repeat
+        for _ in range(TIMING_REPEATS):
+            seconds, epochs = 0.0, 0
+            while not trainer.done and epochs < TIMING_MAX_EPOCHS:
+                rec = trainer.train_epoch()
+                seconds += float(np.asarray(rec.metrics["epoch_time_s"])[0])
+                epochs += 1
+                if seconds >= TIMING_MIN_SECONDS:
+                    break
+            if epochs:
+                repeats.append((seconds, epochs))
         stop_epochs = [r.get("stop_epoch") or cfg.n_epochs for r in summary["variants"] if r["method"] == m.name]
         steps_in_study = int(max(stop_epochs)) * steps_per_epoch_study
-        out[m.name] = {"variants": len(cfg.seeds), "timed_epochs": epochs, "timed_steps": steps,
-                       "timed_s": seconds, "seconds_per_step_alone": s_per_step,
-                       "steps_in_study": steps_in_study, "estimated_alone_s": s_per_step * steps_in_study}
+        s_per_step = [sec / (ep * steps_per_epoch_small) for sec, ep in repeats]
+        estimates = [x * steps_in_study for x in s_per_step]
+        median = float(np.median(s_per_step)) if s_per_step else math.nan
+        out[m.name] = {"variants": len(cfg.seeds), "repeats": len(repeats),
+                       "timed_epochs": sum(ep for _, ep in repeats),
+                       "timed_steps": sum(ep for _, ep in repeats) * steps_per_epoch_small,
+                       "timed_s": sum(sec for sec, _ in repeats),
+                       "repeats_seconds_per_step": s_per_step,
+                       "seconds_per_step_alone": median,
+                       "steps_in_study": steps_in_study,
+                       "repeats_estimated_alone_s": estimates,
+                       "estimated_alone_s": median * steps_in_study,
+                       "estimated_alone_s_range": [min(estimates), max(estimates)] if estimates else None}
     return out
 
 
@@ -581,7 +601,9 @@ def timing_table(cfg: StudyConfig, book: dict, sessions: list[dict], method_time
         "methods_alone_note": (
             "each method's variants (all seeds) timed alone in a fresh Trainer on a "
             f"{TIMING_STEPS_PER_EPOCH}-step slice of the training data after one warm-up epoch, training "
-            "steps only; estimated_alone_s = seconds_per_step_alone x the steps that method took in the study"),
+            f"steps only, {TIMING_REPEATS} times (at least {TIMING_MIN_SECONDS:g} s each); "
+            "estimated_alone_s = median seconds_per_step_alone x the steps that method took in the study, "
+            "estimated_alone_s_range = [min, max] over the repeats"),
         "sum_of_methods_alone_s": total_alone,
         "batching_speedup": (total_alone / train_s) if train_s > 0 and total_alone else None,
     }

@@ -12,7 +12,7 @@ import shlex
 from datetime import datetime
 from pathlib import Path
 
-from reglab.config import MATMUL_DTYPES
+from reglab.config import MATMUL_DTYPES, StudyConfig
 from reglab.errors import ReglabError
 from reglab.study import presets
 from reglab.tune.executors import DEFAULT_MAX_RETRIES, EXECUTORS
@@ -99,6 +99,9 @@ def tune_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     data_dir = args.data_dir or environ.get("REGLAB_DATA_DIR") or None
     cfg = presets.get(args.study, args.preset, dataset=args.dataset, resolution=args.resolution,
                       epochs=args.epochs, smoke=args.smoke, device=args.device, matmul_dtype=args.matmul_dtype)
+    if not isinstance(cfg, StudyConfig):   # the datasize preset: a sweep of studies, one per training-set size
+        raise ReglabError(f"reglab tune searches one study; preset {args.preset!r} is a data-size sweep. "
+                          "Fix: tune a single-study preset (e.g. --preset quick) or a --config TOML at one size.")
     cfg = select_methods(cfg, args.methods)
     if cfg.device == "cuda":
         import torch

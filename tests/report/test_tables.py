@@ -1,0 +1,50 @@
+"""The report's tables judge a family of paired comparisons by Holm's adjusted p, not the raw p."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from reglab import stats
+from reglab.report.tables import fmt_median_range, headline, paired_table
+
+
+def _comparison(mean_difference: float, p: float) -> dict:
+    return {"n": 3, "mean_difference": mean_difference, "ci95": [mean_difference - 0.001, mean_difference + 0.001],
+            "p_value": p, "significant": p < 0.05}
+
+
+def _digest(raw: dict[tuple[str, str], float]):
+    """A stand-in Digest: only what paired_table and headline read."""
+    pairs = list(raw)
+    family = stats.holm_adjust([_comparison(-0.002, raw[k]) for k in pairs])
+    paired = [{"a": a, "b": b, "test_error": c, "val_error": c} for (a, b), c in zip(pairs, family)]
+    best = SimpleNamespace(name="a", returned_model="last epoch",
+                           stats={"test_error": {"n": 3, "mean": 0.01, "ci95_half_width": 0.001}})
+    others = [SimpleNamespace(name=n, returned_model="last epoch",
+                              stats={"test_error": {"n": 3, "mean": 0.02, "ci95_half_width": 0.001}})
+              for n in ("b", "c", "d")]
+    return SimpleNamespace(paired=paired, methods=[best, *others], paper={}, complete=True)
+
+
+def test_a_raw_p_below_five_percent_that_holm_rejects_gets_no_star_and_no_highlight():
+    # family of 3: 0.001 -> 0.003 (significant); 0.03 -> 0.06 (not, though raw p < 0.05); 0.04 -> 0.06
+    d = _digest({("a", "b"): 0.001, ("a", "c"): 0.03, ("a", "d"): 0.04})
+    t = paired_table(d)
+    assert t.emphasis == [True, False, False]
+    assert t.rows[0][3].endswith(" *") and not t.rows[1][3].endswith("*")
+    assert t.rows[1][5] == "0.030" and t.rows[1][6] == "0.060"   # raw p and Holm's p side by side
+    assert "Holm" in t.notes[0]
+
+
+def test_the_headline_names_only_the_differences_that_survive_holm_and_says_so():
+    d = _digest({("a", "b"): 0.001, ("a", "c"): 0.03, ("a", "d"): 0.04})
+    text = headline(d)
+    assert "Significantly lower than b (" in text and "Holm-adjusted p < 0.05 over the 3" in text
+    assert "Not distinguishable from c, d" in text
+
+
+def test_training_time_is_shown_as_median_and_range():
+    assert fmt_median_range([3.0, 1.0, 2.5]) == "2.5 [1.0 – 3.0]"
+    assert fmt_median_range([4.0, 1.0, 2.0, 3.0]) == "2.5 [1.0 – 4.0]"
+    assert fmt_median_range([7.25]) == "7.2"
+    assert fmt_median_range([]) == "—"
