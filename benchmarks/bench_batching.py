@@ -1,14 +1,16 @@
-"""Benchmark: what the engine's batch layout buys on this CPU, each choice against its alternative in one run.
+"""Benchmark: what batching buys on this CPU, each choice against its alternative in one run.
 
     .venv/bin/python benchmarks/bench_batching.py [--data-dir DIR] [--repeats 5] [--json OUT.json]
 
-1. Cache-sized groups (``reglab.engine.trainer.step_groups``): the quick
-   preset's net, 6 methods x 3 and x 5 seeds, stepped as one batch against
-   groups of ``GROUP_BYTES`` of training state stepped through the epoch one
-   after the other; and each method trained alone (its seeds only), the
-   reference the study's ``batching_speedup`` compares with. Seconds per
-   variant-step of training (``--steps`` minibatches of 100, after a warm-up
-   epoch), alternating, medians, per-repeat ratios min..max.
+1. One batch against each method alone: the quick preset's net, 6 methods x
+   3 and x 5 seeds, all variants in one Trainer against each method's seeds
+   in a Trainer of its own, one method after the other (the reference of the
+   study's ``batching_speedup``). The second is also what stepping the batch
+   in cache-sized groups through the epoch would cost (3 variants' weights and
+   momentum are 6 MB, 18 variants' 38 MB): measured and not taken
+   (docs/performance.md). Seconds per variant-step of training (``--steps``
+   minibatches of 100, after a warm-up epoch), alternating, medians,
+   per-repeat ratios min..max.
 2. Compaction (stopped variants leave the batch): the point-cloud preset (its
    early-stopping method stops after ~90-120 of 500 epochs) trained whole,
    with compaction and with it switched off, and each method alone; training
@@ -36,24 +38,14 @@ from bench_study import ReglabPath, load_mnist, quick_preset, study_config  # no
 
 from reglab.data import load_dataset  # noqa: E402
 from reglab.engine import Trainer  # noqa: E402
-from reglab.engine import trainer as trainer_module  # noqa: E402
 from reglab.study import presets  # noqa: E402
 
-ONE_BATCH = 1 << 62   # a GROUP_BYTES no study reaches: every live variant in one group
-
-
-def groups_vs_one_batch(data_dir: str | None, seeds: int, steps: int, repeats: int, log) -> dict:
+def batch_vs_alone(data_dir: str | None, seeds: int, steps: int, repeats: int, log) -> dict:
     preset, _ = quick_preset()
     cfg = study_config(preset, preset.hidden, seeds, n_epochs=10_000)
     dataset, _ = load_mnist(data_dir, cfg.data)
-    budget = trainer_module.GROUP_BYTES
-    paths = {}
-    for name, group_bytes in (("one_batch", ONE_BATCH), ("groups", budget)):
-        trainer_module.GROUP_BYTES = group_bytes
-        paths[name] = [ReglabPath(cfg, dataset, steps)]
-    trainer_module.GROUP_BYTES = budget
-    paths["alone"] = [ReglabPath(cfg.replace(methods=(m,)), dataset, steps) for m in cfg.methods]
-    groups = [len(g) for g in paths["groups"][0].trainer.step_groups]
+    paths = {"one_batch": [ReglabPath(cfg, dataset, steps)],
+             "alone": [ReglabPath(cfg.replace(methods=(m,)), dataset, steps) for m in cfg.methods]}
     for ps in paths.values():          # warm-up epoch
         for p in ps:
             p.train()
@@ -63,11 +55,11 @@ def groups_vs_one_batch(data_dir: str | None, seeds: int, steps: int, repeats: i
             per_variant_step[name].append(sum(p.train() for p in ps) / (steps * cfg.n_variants))
     med = {k: statistics.median(v) for k, v in per_variant_step.items()}
     ratios = {f"{a}/{b}": [x / y for x, y in zip(per_variant_step[a], per_variant_step[b])]
-              for a, b in (("one_batch", "groups"), ("alone", "one_batch"), ("alone", "groups"))}
+              for a, b in (("alone", "one_batch"),)}
     row = {"net": "784-" + "-".join(map(str, preset.hidden)) + "-10", "n_variants": cfg.n_variants,
-           "groups": groups, "group_bytes": budget, "ms_per_variant_step": {k: 1e3 * v for k, v in med.items()},
+           "ms_per_variant_step": {k: 1e3 * v for k, v in med.items()},
            "ratios": {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in ratios.items()}}
-    log(f"{row['net']}, {cfg.n_variants} variants, groups {groups}: ms per variant-step "
+    log(f"{row['net']}, {cfg.n_variants} variants: ms per variant-step "
         + ", ".join(f"{k} {v:.3f}" for k, v in row["ms_per_variant_step"].items()))
     for k, r in row["ratios"].items():
         log(f"    {k:20s} {r['median']:.3f}x ({r['min']:.3f}..{r['max']:.3f})")
@@ -122,11 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write every number to this JSON file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), load average {os.getloadavg()[0]:.2f}, "
-          f"GROUP_BYTES {trainer_module.GROUP_BYTES >> 20} MiB", flush=True)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), load average {os.getloadavg()[0]:.2f}", flush=True)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     result = {"threads": args.threads, "load_average": os.getloadavg(),
-              "groups": [groups_vs_one_batch(args.data_dir, s, args.steps, args.repeats, log) for s in args.seeds],
+              "batch_vs_alone": [batch_vs_alone(args.data_dir, s, args.steps, args.repeats, log) for s in args.seeds],
               "compaction": compaction(args.repeats, args.pointcloud_epochs, log)}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -75,13 +75,6 @@ def test_bfloat16_products_train_like_plain_torch_under_autocast(name, optimizer
     assert CLOSER * _distance(mixed, autocast) <= _distance(single, autocast)
 
 
-@pytest.mark.parametrize("name", ["l2", "hidden_dropout_inexact_scale", "nesterov"])
-def test_bfloat16_products_in_groups_of_one_train_like_autocast_too(name, small_dataset, monkeypatch):
-    from reglab.engine import trainer as trainer_module
-    monkeypatch.setattr(trainer_module, "GROUP_BYTES", 1)      # every variant its own group (CPU cache blocking)
-    test_bfloat16_products_train_like_plain_torch_under_autocast(name, "sgd", small_dataset)
-
-
 def test_a_net_without_hidden_layers_in_bfloat16_trains_like_autocast(small_dataset):
     cfg = _study(MethodConfig("softmax-regression", l2=1e-2), "sgd", hidden=()).replace(
         n_epochs=STEPS, batch_size=small_dataset.x_train.shape[0])

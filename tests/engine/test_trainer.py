@@ -75,23 +75,10 @@ def _dataset_as(ds: Dataset, dtype: torch.dtype) -> Dataset:
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("name,optimizer", CASES)
 def test_variant_k_of_a_batched_run_equals_a_plain_torch_run(name, optimizer, dtype, small_dataset):
-    _check_against_plain_torch(name, optimizer, dtype, small_dataset)
-
-
-@pytest.mark.parametrize("name,optimizer", CASES)
-def test_stepping_the_variants_in_groups_of_one_still_equals_a_plain_torch_run(name, optimizer, small_dataset,
-                                                                              monkeypatch):
-    monkeypatch.setattr(trainer_module, "GROUP_BYTES", 1)      # every variant its own group (CPU cache blocking)
-    _check_against_plain_torch(name, optimizer, torch.float64, small_dataset, groups=2 * len(SEEDS))
-
-
-def _check_against_plain_torch(name: str, optimizer: str, dtype: torch.dtype, small_dataset: Dataset,
-                               groups: int = 1) -> None:
     cfg = _study(EXAMPLES[name], optimizer)
     method = cfg.methods[1]
     ds = _dataset_as(small_dataset, dtype)
     trainer = Trainer(cfg, ds, dtype=dtype)
-    assert len(trainer.step_groups) == groups
     records = [trainer.train_epoch() for _ in range(N_EPOCHS)]
     assert trainer.done and trainer.step == 60
     tol = TOLERANCE[dtype]
@@ -495,56 +482,6 @@ def test_resuming_after_the_batch_was_compacted_continues_bit_identically(optimi
         resumed.load_state_dict(torch.load(io.BytesIO(state), weights_only=False))
         assert len(resumed.live_variants) == n_live
         _assert_resume_continues_bit_identically(cfg, ds, straight, records, state, epoch)
-
-
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_groups_stepped_one_after_the_other_give_the_numbers_of_one_batch(optimizer, monkeypatch):
-    ds = _overfitting_dataset()
-    cfg = _stopping_study(n_epochs=10).replace(optimizer=optimizer)
-    if optimizer == "adam":
-        cfg = cfg.replace(methods=tuple(dataclasses.replace(m, lr=0.01) for m in cfg.methods))
-    batch = Trainer(cfg, ds)
-    per_variant = sum(p[0].numel() * p.element_size() for p in batch.model.parameters())
-    monkeypatch.setattr(trainer_module, "GROUP_BYTES", 7 * per_variant)   # groups of a few variants
-    grouped = Trainer(cfg, ds)
-    assert len(batch.step_groups) == 1 and len(grouped.step_groups) > 2
-    while not batch.done:
-        a, b = batch.train_epoch(), grouped.train_epoch()
-        assert np.allclose(a.loss_data, b.loss_data, rtol=1e-6, atol=1e-7, equal_nan=True)
-        for k in ("train_loss", "val_loss", "test_error", "lr", "momentum", "active", "diverged"):
-            assert np.allclose(a.metrics[k], b.metrics[k], rtol=1e-6, atol=1e-7, equal_nan=True), k
-        assert batch.live_variants.tolist() == grouped.live_variants.tolist()
-    assert grouped.done
-    for p, q in zip(batch.model.parameters(), grouped.model.parameters()):
-        assert _rel_err(q, p) < 1e-6
-    assert [r["stop_epoch"] for r in batch.final_summary()["variants"]] == \
-        [r["stop_epoch"] for r in grouped.final_summary()["variants"]]
-
-
-def test_resuming_a_run_stepped_in_groups_continues_bit_identically(monkeypatch):
-    ds = _overfitting_dataset()
-    cfg = _stopping_study(n_epochs=8)
-    monkeypatch.setattr(trainer_module, "GROUP_BYTES", 1)
-    straight, records, states = _train_saving_every_epoch(cfg, ds)
-    for epoch in (1, 4):
-        _assert_resume_continues_bit_identically(cfg, ds, straight, records, states[epoch][1], epoch)
-
-
-def test_step_groups_split_the_variants_in_order_by_their_state_size():
-    from reglab.engine.trainer import step_groups
-    v = np.arange(18)
-    assert [g.tolist() for g in step_groups(v, 2_150_000, 8 << 20)] == [list(range(i, i + 3)) for i in range(0, 18, 3)]
-    assert len(step_groups(v, 200_000, 8 << 20)) == 1              # small nets: one batch
-    assert [len(g) for g in step_groups(v, 40_000_000, 8 << 20)] == [1] * 18   # a variant larger than the budget
-    for n in (1, 5, 18, 30):
-        assert np.concatenate(step_groups(np.arange(n), 2_150_000, 8 << 20)).tolist() == list(range(n))
-
-
-def test_several_torch_threads_step_one_batch(small_dataset, monkeypatch):
-    monkeypatch.setattr(trainer_module, "GROUP_BYTES", 1)
-    assert len(Trainer(_all_methods_study(), small_dataset).step_groups) > 1
-    torch.set_num_threads(2)                              # the autouse fixture restores the count
-    assert len(Trainer(_all_methods_study(), small_dataset).step_groups) == 1
 
 
 def test_the_final_train_error_is_a_clean_pass_over_the_training_split_without_dropout(small_dataset):

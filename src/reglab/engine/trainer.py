@@ -88,7 +88,6 @@ HIST_EDGES = np.concatenate([[0.0], np.logspace(-6, 1, 57)])  # |w| histogram: [
 GRID_SIZE = 101                    # decision grid resolution for 2-D data
 # StudyConfig.matmul_dtype -> the training products' operand dtype (tf32: float32 operands, TF32 tensor cores)
 MATMUL_DTYPES = {"float32": torch.float32, "tf32": torch.float32, "bfloat16": torch.bfloat16}
-GROUP_BYTES = 8 << 20              # CPU: training state (parameters + optimizer) per group of variants, see step_groups
 
 
 @dataclass
@@ -199,13 +198,11 @@ class Trainer:
         self._last = {k: np.full(V, np.nan) for k in ("val_loss", "val_error", "test_loss", "test_error")}
         self._nan = torch.tensor(float("nan"), dtype=dtype, device=self.device)
 
-        # the step's batch: every variant until some stop training, then only the live ones; on the CPU
-        # split into groups whose state stays in cache, stepped through the epoch one after the other
+        # the step's batch: every variant until some stop training, then only the live ones
         self._live = np.arange(V)
         self._kl_parked: dict[tuple[int, int], torch.Tensor] = {}   # (variant, layer) -> (H,) outside the batch
         self._kl_running: dict[tuple[int, int], torch.Tensor] = {}  # (run, layer) -> (Vr, H) moving average
         self._build_step()
-        self._groups = self._plan_groups(self._live)
 
     def _make_optimizer(self, params: list[torch.Tensor], ms: list[MethodConfig]) -> SGD | Adam:
         lr = torch.zeros(len(ms), dtype=torch.float64, device=self.device)
@@ -301,28 +298,16 @@ class Trainer:
         Each live variant's numbers stay those of a variant trained alone.
         """
         active = np.flatnonzero(self._training.cpu().numpy())
-        if len(active) == 0 or np.array_equal(active, np.concatenate(self._groups)):
+        if len(active) == 0 or np.array_equal(active, self._live):
             return
-        self._groups = self._plan_groups(active)
-        if len(self._groups) == 1:
-            self._enter(self._groups[0])
+        self._enter(active)
 
-    def _plan_groups(self, variants: np.ndarray) -> list[np.ndarray]:
-        """The groups an epoch steps through, one after the other (see ``step_groups``); one on a GPU
-        and with several torch threads (there each group's products and passes are shared among the
-        threads, and the gain was not there: 0.74-0.87x one batch at 2 threads on a loaded 2-core box)."""
-        if self.device.type != "cpu" or torch.get_num_threads() > 1:
-            return [variants]
-        n_state = {"sgd": 1 if self._fused else 2, "adam": 3}[self.cfg.optimizer]   # + grads unless fused
-        per_variant = (1 + n_state) * sum(p[0].numel() * p.element_size() for p in self.model.parameters())
-        return step_groups(variants, per_variant, GROUP_BYTES)
-
-    def _enter(self, group: np.ndarray) -> None:
-        """Make ``group`` the step's batch (the study's tensors must be up to date)."""
+    def _enter(self, variants: np.ndarray) -> None:
+        """Make ``variants`` the step's batch (the study's tensors must be up to date)."""
         rows = self._kl_rows()
-        members = set(group.tolist())
+        members = set(variants.tolist())
         self._kl_parked = {k: t for k, t in rows.items() if k[0] not in members}
-        self._live = group
+        self._live = variants
         self._build_step()
         self._kl_running = _kl_stack(self._kl_runs, self._live, rows)
 
@@ -349,12 +334,7 @@ class Trainer:
     def live_variants(self) -> np.ndarray:
         """Indices of the variants the training steps compute: those still training (stopped and
         diverged variants leave the batch between epochs and cost nothing after)."""
-        return np.concatenate(self._groups)
-
-    @property
-    def step_groups(self) -> list[np.ndarray]:
-        """The groups of live variants an epoch steps through one after the other (see ``step_groups``)."""
-        return [g.copy() for g in self._groups]
+        return self._live.copy()
 
     @property
     def done(self) -> bool:
@@ -369,29 +349,23 @@ class Trainer:
         first_step = self.step + 1
         B = self.batch_size
         logged = [i for i in range(self.steps_per_epoch) if (first_step + i) % self.cfg.log_every == 0]
-        rec = _EpochRecords(self.n_variants, len(logged))
-        train_time = eval_time = 0.0
-        # group by group (one group unless the variants' state would not stay in cache, see step_groups):
-        # the epoch's steps, then the evaluation (no dropout) of the weights they end with
-        for group in self._groups:
-            self.step = first_step - 1
-            if not np.array_equal(group, self._live):
-                self._enter(group)
-            _sync(self.device)
-            t0 = time.perf_counter()
-            with torch.no_grad(), _tf32_products(self.cfg.matmul_dtype == "tf32" and self.dtype == torch.float32):
-                for i in range(self.steps_per_epoch):
-                    self._train_step(i, perm[i * B:(i + 1) * B])
-            _sync(self.device)
-            t1 = time.perf_counter()
-            self._write_back()
-            val = self._evaluate(self.x_val, self.y_val)
-            test = self._evaluate(self.x_test, self.y_test)
-            _sync(self.device)
-            train_time += t1 - t0
-            eval_time += time.perf_counter() - t1
-            with torch.no_grad():
-                rec.add(self._live, self._group_results(logged, val, test))
+        _sync(self.device)
+        t0 = time.perf_counter()
+        with torch.no_grad(), _tf32_products(self.cfg.matmul_dtype == "tf32" and self.dtype == torch.float32):
+            for i in range(self.steps_per_epoch):
+                self._train_step(i, perm[i * B:(i + 1) * B])
+        _sync(self.device)
+        train_time = time.perf_counter() - t0
+        self._write_back()
+
+        # evaluation (no dropout) of the live variants: the others did not train
+        t1 = time.perf_counter()
+        val = self._evaluate(self.x_val, self.y_val)
+        test = self._evaluate(self.x_test, self.y_test)
+        _sync(self.device)
+        eval_time = time.perf_counter() - t1
+        with torch.no_grad():
+            values = self._batch_results(logged, val, test)
 
         # divergence: a non-finite loss during the epoch, or non-finite weights
         with torch.no_grad():
@@ -405,7 +379,7 @@ class Trainer:
             self.stop_epoch[v] = epoch
         ok = trained_np & ~self.diverged                       # trained and still sound
 
-        split = {k: rec.values[k] for k in ("val_loss", "val_error", "test_loss", "test_error")}
+        split = {k: values[k] for k in ("val_loss", "val_error", "test_loss", "test_error")}
         for k, x in split.items():
             self._last[k] = np.where(ok, x, self._last[k])
 
@@ -427,10 +401,10 @@ class Trainer:
 
         # the record
         with torch.no_grad():
-            metrics = self._epoch_metrics(trained_np, ok, rec.values, train_time, eval_time)
+            metrics = self._epoch_metrics(trained_np, ok, values, train_time, eval_time)
         steps = np.array([first_step + i for i in logged], dtype=np.int64)
-        record = EpochRecord(epoch=epoch, steps=steps, loss_data=rec.loss_data, loss_penalty=rec.loss_penalty,
-                             metrics=metrics)
+        record = EpochRecord(epoch=epoch, steps=steps, loss_data=values["loss_data"],
+                             loss_penalty=values["loss_penalty"], metrics=metrics)
         self._compact()
         return record
 
@@ -565,7 +539,6 @@ class Trainer:
         # the step's batch as the original run had it after this epoch: every variant, then compacted
         self._live, self._kl_parked = np.arange(self.n_variants), {}
         self._build_step()
-        self._groups = self._plan_groups(self._live)
         self._kl_running = {k: t.to(self.device).clone() for k, t in state["kl_running"].items()}
         self._compact()
 
@@ -809,8 +782,8 @@ class Trainer:
         return {"loss": full(sums["loss_sum"] / n), "error": full(sums["error_count"].double() / n),
                 "mean_activation": act}
 
-    def _group_results(self, logged: list[int], val: dict, test: dict) -> dict[str, np.ndarray]:
-        """The current group's share of the epoch record, (..., V) with NaN outside the group."""
+    def _batch_results(self, logged: list[int], val: dict, test: dict) -> dict[str, np.ndarray]:
+        """The epoch's per-variant results, (..., V), NaN for variants outside the step's batch."""
         batch = torch.full((self.steps_per_epoch, 1), float(self.batch_size), dtype=torch.float64,
                            device=self.device)
         batch[-1] = self.n_train - (self.steps_per_epoch - 1) * self.batch_size
@@ -934,47 +907,6 @@ def _nan_rows(x: torch.Tensor, bad: torch.Tensor) -> np.ndarray:
     out = x.detach().double().cpu().numpy().copy()
     out[bad.cpu().numpy()] = np.nan
     return out
-
-
-class _EpochRecords:
-    """An epoch's per-variant results, (..., V), filled group by group."""
-
-    def __init__(self, n_variants: int, n_logged: int):
-        self.n_variants, self.n_logged = n_variants, n_logged
-        self.values: dict[str, np.ndarray] = {}
-
-    def add(self, group: np.ndarray, results: dict[str, np.ndarray]) -> None:
-        for k, x in results.items():
-            if k not in self.values:
-                self.values[k] = np.full(x.shape, np.nan)
-            self.values[k][..., group] = x[..., group]
-
-    @property
-    def loss_data(self) -> np.ndarray:
-        return self.values.get("loss_data", np.full((self.n_logged, self.n_variants), np.nan))
-
-    @property
-    def loss_penalty(self) -> np.ndarray:
-        return self.values.get("loss_penalty", np.full((self.n_logged, self.n_variants), np.nan))
-
-
-def step_groups(variants: np.ndarray, bytes_per_variant: int, budget: int = GROUP_BYTES) -> list[np.ndarray]:
-    """Consecutive groups of ``variants`` (study order) of at most ``budget`` bytes of training state each.
-
-    Why: a step passes over every variant's weights and optimizer state several
-    times (forward, backward, penalties, update, max-norm). Once the whole
-    study's state outgrows the cache, every pass comes from memory, and the
-    study's per-variant step costs more than a few variants' alone (the quick
-    net: 18 variants, 38 MB, cost 1.06-1.11x per variant-step what 3 cost,
-    measured on the 2-core EPYC). Stepping a cache-sized group through the
-    whole epoch, then the next, keeps each group's state in cache from step to
-    step; the variants are independent, so the numbers are those of one batch.
-    At least one variant per group; small nets stay one group, keeping the
-    batching of the per-step overheads. Measured (1 thread, quick net, 18 and
-    30 variants in groups of 3): 1.05-1.11x one batch per repeat.
-    """
-    per_group = max(1, budget // max(1, bytes_per_variant))
-    return [variants[i:i + per_group] for i in range(0, len(variants), per_group)]
 
 
 def _optimizer_state(optimizer: SGD | Adam) -> list[torch.Tensor]:
