@@ -45,18 +45,35 @@ def test_csv_floats_read_back_bit_identical(tmp_path):
     assert cols["i"].tolist() == list(range(50))
 
 
-def test_lock_refuses_a_second_live_owner(tmp_path):
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+_HOLDER = ("import sys, time; from reglab.results import RunLock\n"
+           "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)")
+
+
+def test_lock_refuses_a_second_live_owner_and_is_free_once_the_owner_is_killed(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
-        (tmp_path / ".lock").write_text(f"{child.pid} {os.uname().nodename}\n")
-        with pytest.raises(ReglabError, match="in use"):
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ReglabError, match=f"in use by another reglab process \\({holder.pid} "):
             RunLock(tmp_path).acquire()
     finally:
-        child.kill()
-        child.wait()
+        holder.kill()  # SIGKILL: the lock file stays behind, the kernel drops the flock
+        holder.wait()
+    assert (tmp_path / ".lock").read_text().startswith(f"{holder.pid} ")
     with RunLock(tmp_path):  # the owner is dead now: the stale lock is taken over
-        assert (tmp_path / ".lock").exists()
+        assert (tmp_path / ".lock").read_text().startswith(f"{os.getpid()} ")
     assert not (tmp_path / ".lock").exists()
+
+
+def test_a_lock_file_naming_a_live_process_that_holds_no_lock_is_taken_over(tmp_path):
+    # a killed run's pid reused by an unrelated process must not block --resume forever
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".lock").write_text(f"{other.pid} {os.uname().nodename}\n")
+        with RunLock(tmp_path):
+            assert (tmp_path / ".lock").read_text().startswith(f"{os.getpid()} ")
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_resumed_epoch_overwrites_its_shards_and_later_ones_are_dropped(tmp_path):

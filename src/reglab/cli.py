@@ -21,6 +21,7 @@ COMMANDS = {
     "data": "reglab.data.cli",
     "adam": "reglab.adam.cli",
     "tune": "reglab.tune.cli",
+    "verify": "reglab.verify",
 }
 
 

@@ -312,6 +312,9 @@ def method_from_dict(d: dict, *, where: str = "methods[]", defaults: dict | None
 
 
 def study_from_dict(d: dict, *, where: str = "config") -> StudyConfig:
+    if not isinstance(d, dict):
+        raise ReglabError(f"{where} must be a table of study settings; got {type(d).__name__}. "
+                          "Fix: give a study written by reglab (config.json) or as TOML (docs/studies.md).")
     d = dict(d)
     _reject_unknown(d, StudyConfig, where)
     if "name" not in d:

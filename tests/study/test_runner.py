@@ -142,7 +142,9 @@ def test_a_run_directory_describes_itself(tmp_path, stand_in):
     assert len(run.epoch_rows["epoch"]) == 5 * 6
     assert len(run.iter_rows["step"]) == 5 * 3 * 6
     assert list(np.unique(run.epoch_rows["epoch"])) == [1, 2, 3, 4, 5]
-    assert len(list((out / "checkpoints").glob("epoch-*.pt"))) == 1
+    # the newest two checkpoints, each with its digest
+    assert sorted(p.name for p in (out / "checkpoints").glob("epoch-*")) == [
+        "epoch-00004.pt", "epoch-00004.pt.sha256", "epoch-00005.pt", "epoch-00005.pt.sha256"]
 
 
 def test_summary_statistics_are_the_mean_and_t_interval_over_seeds(tmp_path, stand_in):
