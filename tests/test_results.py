@@ -128,3 +128,21 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     old = os.umask(0)
     os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~old
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT", "EFBIG"])
+def test_a_full_disk_quota_or_file_size_limit_names_the_file_and_the_fix(tmp_path, monkeypatch, code):
+    import errno
+    atomic_write_json(tmp_path / "a.json", {"k": 1})
+
+    def full(fd):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(ReglabError) as e:
+        atomic_write_json(tmp_path / "a.json", {"k": 2})
+    msg = str(e.value)
+    assert msg.startswith(f"cannot write {tmp_path / 'a.json'}: {os.strerror(getattr(errno, code))}; "
+                          "the files written before it are intact. Fix: free space")
+    assert "reglab run --resume RUN_DIR" in msg
+    assert read_json(tmp_path / "a.json") == {"k": 1}  # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # and no temp file stays

@@ -427,6 +427,12 @@ class RunWriter:
             atomic_write_text(self.dir / f"metrics_{kind}.csv", rows_to_csv(rows, list(cols)))
 
 
+    def remove_temp_files(self) -> None:
+        """Delete the temp files of atomic writes a killed process left (call with the lock held)."""
+        for p in self.dir.rglob(".*.tmp"):
+            if p.is_file():
+                p.unlink()
+
     def remove_shards(self) -> None:
         """Delete the per-epoch shards; call only after the manifest says complete."""
         for p in _shards(self.dir, "epoch") + _shards(self.dir, "iter"):

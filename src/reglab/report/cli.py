@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from reglab.errors import ReglabError
 from reglab.report.build import write_report
-from reglab.results import load_run
+from reglab.results import RunLock, RunWriter, load_run
 
 EXIT_INCOMPLETE = 3  # the report was built, but from a run that is still running or was interrupted
 
@@ -35,5 +36,11 @@ def _report(args) -> int:
               "Fix: rebuild it when the run has finished (or resume it with `reglab run --resume`).",
               file=sys.stderr)
         return EXIT_INCOMPLETE
+    if "sha256" in run.manifest:  # the rebuilt files' digests, so `reglab verify` still holds
+        try:
+            with RunLock(run.dir):
+                RunWriter(run.dir).update_manifest(report=path.name)
+        except ReglabError:
+            pass  # another reglab process holds the run; it records the files itself
     print(path)
     return 0

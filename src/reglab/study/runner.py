@@ -107,7 +107,10 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
             except BaseException:
                 if (run_dir / MANIFEST).exists():
                     try:
-                        RunWriter(run_dir).update_manifest(status="interrupted")
+                        # a failure after "complete" (in the report build) leaves the results complete:
+                        # the shards are gone by then, and a resume only builds the report again
+                        if read_json(run_dir / MANIFEST).get("status") != "complete":
+                            RunWriter(run_dir).update_manifest(status="interrupted")
                     except ReglabError:
                         pass  # e.g. the disk is still full: the error being raised says so already
                 raise
@@ -139,6 +142,8 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     session_start = time.perf_counter()
     started = now_iso()
     writer = RunWriter(run_dir)
+    if resume:
+        writer.remove_temp_files()
 
     if resume and (run_dir / MANIFEST).exists() and read_json(run_dir / MANIFEST).get("status") == "complete":
         _finish(writer, run_dir, report, say)  # a kill after "complete" may have left shards or no report
