@@ -471,6 +471,30 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def recorded_digests(run_dir: str | Path) -> dict[str, str]:
+    """The sha256 digests manifest.json holds ({} for a run written before they were recorded)."""
+    p = Path(run_dir) / MANIFEST
+    manifest = read_json(p) if p.exists() else {}
+    digests = manifest.get("sha256") if isinstance(manifest, dict) else None
+    return {k: v for k, v in digests.items() if isinstance(v, str)} if isinstance(digests, dict) else {}
+
+
+def check_unchanged(run_dir: str | Path, digests: dict[str, str], names: Iterable[str]) -> None:
+    """Raise a ReglabError when a file of `names` that `digests` records is missing or differs from it.
+
+    A resume calls this on the files it keeps before it records new digests, so damage to
+    them is reported instead of being written into the manifest as if reglab had made it.
+    """
+    d = Path(run_dir)
+    bad = [n for n in sorted(set(names)) if n in digests
+           and (not (d / n).is_file() or file_sha256(d / n) != digests[n])]
+    if bad:
+        raise ReglabError(f"{', '.join(str(d / n) for n in bad)} changed or went missing after reglab wrote "
+                          f"{'it' if len(bad) == 1 else 'them'} (sha256 differs from {MANIFEST}; `reglab verify "
+                          f"{d}` lists every such file). Fix: restore the file from a copy, or start the study "
+                          "again with a new --out.")
+
+
 @dataclass
 class Verification:
     """What `reglab verify` found: files missing, changed or extra against manifest.json."""

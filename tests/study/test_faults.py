@@ -9,7 +9,8 @@ so a start costs milliseconds, not the seconds of importing torch.
 
 Environment (docs/reliability.md):
     REGLAB_FAULT_KILLS   SIGKILLs in the kill test (default 20)
-    REGLAB_FAULT_SEED    seeds the kill schedule (default 14); a failure prints the seed and the schedule
+    REGLAB_FAULT_SEED    seeds the kill schedule (default 14); a failure prints the seed and the moment
+    REGLAB_FAULT_DISK    "fsize": fill the "disk" with RLIMIT_FSIZE even where a tmpfs could be mounted
 """
 
 from __future__ import annotations
@@ -227,6 +228,8 @@ def _tree_digest(d: Path) -> dict[str, str]:
 # a full disk
 
 def _can_mount_tmpfs(where: Path) -> bool:
+    if os.environ.get("REGLAB_FAULT_DISK") == "fsize":  # exercise the fallback where tmpfs would work
+        return False
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False
     where.mkdir(exist_ok=True)

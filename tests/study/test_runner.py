@@ -286,3 +286,26 @@ def test_a_run_that_fails_before_writing_anything_leaves_no_folder(tmp_path, sta
     with pytest.raises(ReglabError):
         runner.run_study(cfg, out_dir=tmp_path / "run", data_dir=tmp_path / "no-data-here", quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_files_it_keeps_that_changed_after_they_were_written(tmp_path, stand_in):
+    cfg = _cfg(n_epochs=6, checkpoint_every=2)
+    stand_in.interrupt_after = 3  # checkpoint at epoch 2; shard 3 is dropped by the resume anyway
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_study(cfg, out_dir=tmp_path / "cut", quiet=True)
+    stand_in.interrupt_after = None
+    shard = tmp_path / "cut" / "metrics" / "epoch-00002.csv"
+    damaged = shard.read_text().replace("0.", "1.", 1)
+    shard.write_text(damaged)
+    with pytest.raises(ReglabError, match=r"epoch-00002.csv changed or went missing after reglab wrote it"):
+        runner.run_study(None, out_dir=tmp_path / "cut", resume=True, quiet=True)
+    assert shard.read_text() == damaged  # reported, not overwritten, and not recorded as if reglab wrote it
+    assert read_json(tmp_path / "cut" / "manifest.json")["sha256"]["metrics/epoch-00002.csv"] != \
+        __import__("reglab.results", fromlist=["file_sha256"]).file_sha256(shard)
+
+
+def test_resume_of_a_complete_run_refuses_changed_results_and_rebuilds_nothing_from_them(tmp_path, stand_in):
+    out = runner.run_study(_cfg(n_epochs=2), out_dir=tmp_path / "run", quiet=True)
+    (out / "summary.json").write_text((out / "summary.json").read_text() + " ")
+    with pytest.raises(ReglabError, match=r"summary.json changed or went missing"):
+        runner.run_study(None, out_dir=out, resume=True, quiet=True)

@@ -42,12 +42,13 @@ from reglab.config import MethodConfig, StudyConfig, study_from_dict, to_toml
 from reglab.data.dataset import Dataset
 from reglab.errors import ReglabError
 from reglab.results import (MANIFEST, RunLock, RunWriter, atomic_write_bytes, atomic_write_text, check_out_dir,
-                            now_iso, read_csv_columns, read_json)
+                            check_unchanged, now_iso, read_csv_columns, read_json, recorded_digests, run_files)
 from reglab.stats import describe, paired_comparison
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"                 # text file in checkpoints/ naming the newest complete checkpoint
 CHECKPOINT_FORMAT = "reglab-checkpoint"
+REBUILT = ("figures/", "report.html", "summary.md", CHECKPOINT_DIR + "/")  # may differ after "complete"
 CHECKPOINTS_KEPT = 2              # the newest and the one before: a damaged newest one falls back to it
 TIMING_MIN_SECONDS = 0.5          # each method is timed alone for at least this long ...
 TIMING_MAX_EPOCHS = 50            # ... or this many short epochs, whichever comes first
@@ -142,10 +143,14 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     session_start = time.perf_counter()
     started = now_iso()
     writer = RunWriter(run_dir)
+    recorded: dict[str, str] = {}
     if resume:
         writer.remove_temp_files()
+        recorded = recorded_digests(run_dir)  # before this session records digests of its own
 
     if resume and (run_dir / MANIFEST).exists() and read_json(run_dir / MANIFEST).get("status") == "complete":
+        # the results are final; only the report (rebuilt) and the checkpoints (no longer used) may differ
+        check_unchanged(run_dir, recorded, [n for n in run_files(run_dir) if not n.startswith(REBUILT)])
         _finish(writer, run_dir, report, say)  # a kill after "complete" may have left shards or no report
         say(f"reglab: {run_dir} is already complete; nothing to resume.")
         return run_dir
@@ -172,6 +177,9 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     if resume:
         book = _load_checkpoint(run_dir, trainer, cfg) or book
         writer.drop_epochs_after(trainer.epoch)
+        # what the resumed run builds on: its config and the metrics up to the checkpoint
+        check_unchanged(run_dir, recorded, ["config.json", "config.toml", "variants.json"] +
+                        [n for n in run_files(run_dir) if n.startswith("metrics/")])
         say(f"reglab: resumed after epoch {trainer.epoch} of {cfg.n_epochs}")
     earlier_sessions = book["sessions"]  # killed sessions, each up to its last checkpoint
     first_epoch = trainer.epoch
@@ -192,9 +200,12 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
             val = np.asarray(rec.metrics["val_error"], dtype=np.float64)
             if np.isfinite(val).any():
                 book["best_val_error"] = min(book["best_val_error"], float(np.nanmin(np.where(np.isfinite(val), val, np.nan))))
+            # the shards' digests are recorded before a checkpoint covers them, so a resume from that
+            # checkpoint can check every shard it keeps
+            writer.update_manifest(epochs_done=rec.epoch)
             if rec.epoch % cfg.checkpoint_every == 0 or trainer.done:
                 _save_checkpoint(run_dir, trainer, dict(book, sessions=earlier_sessions + [this_session()]), cfg)
-            writer.update_manifest(epochs_done=rec.epoch)
+                writer.update_manifest()
             if bar is not None:
                 bar.set_postfix_str(f"best val error {100 * book['best_val_error']:.2f}%")
                 bar.update(1)
