@@ -389,7 +389,7 @@ class RunWriter:
         if not mdir.is_dir():
             return
         for p in mdir.glob("*.csv"):
-            if _shard_epoch(p) > epoch:
+            if shard_epoch(p) > epoch:
                 p.unlink()
 
     def update_manifest(self, **fields: Any) -> dict:
@@ -443,7 +443,7 @@ class RunWriter:
             pass
 
 
-def _shard_epoch(p: Path) -> int:
+def shard_epoch(p: Path) -> int:
     try:
         return int(p.stem.split("-")[1])
     except (IndexError, ValueError):
@@ -454,7 +454,7 @@ def _shards(run_dir: Path, kind: str) -> list[Path]:
     mdir = run_dir / "metrics"
     if not mdir.is_dir():
         return []
-    return sorted((p for p in mdir.glob(f"{kind}-*.csv") if _shard_epoch(p) >= 0), key=_shard_epoch)
+    return sorted((p for p in mdir.glob(f"{kind}-*.csv") if shard_epoch(p) >= 0), key=shard_epoch)
 
 
 def run_files(run_dir: Path) -> list[str]:
@@ -479,6 +479,10 @@ def recorded_digests(run_dir: str | Path) -> dict[str, str]:
     return {k: v for k, v in digests.items() if isinstance(v, str)} if isinstance(digests, dict) else {}
 
 
+class DamagedFiles(ReglabError):
+    """Files a run keeps differ from the digests recorded when they were written."""
+
+
 def check_unchanged(run_dir: str | Path, digests: dict[str, str], names: Iterable[str]) -> None:
     """Raise a ReglabError when a file of `names` that `digests` records is missing or differs from it.
 
@@ -489,7 +493,7 @@ def check_unchanged(run_dir: str | Path, digests: dict[str, str], names: Iterabl
     bad = [n for n in sorted(set(names)) if n in digests
            and (not (d / n).is_file() or file_sha256(d / n) != digests[n])]
     if bad:
-        raise ReglabError(f"{', '.join(str(d / n) for n in bad)} changed or went missing after reglab wrote "
+        raise DamagedFiles(f"{', '.join(str(d / n) for n in bad)} changed or went missing after reglab wrote "
                           f"{'it' if len(bad) == 1 else 'them'} (sha256 differs from {MANIFEST}; `reglab verify "
                           f"{d}` lists every such file). Fix: restore the file from a copy, or start the study "
                           "again with a new --out.")

@@ -41,8 +41,9 @@ from reglab import __version__
 from reglab.config import MethodConfig, StudyConfig, study_from_dict, to_toml
 from reglab.data.dataset import Dataset
 from reglab.errors import ReglabError
-from reglab.results import (MANIFEST, RunLock, RunWriter, atomic_write_bytes, atomic_write_text, check_out_dir,
-                            check_unchanged, now_iso, read_csv_columns, read_json, recorded_digests, run_files)
+from reglab.results import (MANIFEST, DamagedFiles, RunLock, RunWriter, shard_epoch, atomic_write_bytes,
+                            atomic_write_text, check_out_dir, check_unchanged, now_iso, read_csv_columns, read_json,
+                            recorded_digests, run_files)
 from reglab.stats import describe, paired_comparison
 
 CHECKPOINT_DIR = "checkpoints"
@@ -105,8 +106,9 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
                                    show_progress=progress and not quiet,
                                    allow_checksum_mismatch=allow_checksum_mismatch, command=command,
                                    time_methods=time_methods, report=report)
-            except BaseException:
-                if (run_dir / MANIFEST).exists():
+            except BaseException as e:
+                # damaged files are left as they are found: recording their digests now would hide them
+                if (run_dir / MANIFEST).exists() and not isinstance(e, DamagedFiles):
                     try:
                         # a failure after "complete" (in the report build) leaves the results complete:
                         # the shards are gone by then, and a resume only builds the report again
@@ -160,6 +162,15 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
         f"{cfg.n_epochs} epochs) -> {run_dir}")
     say(resolved_config_text(cfg, run_dir))
 
+    checkpoint = None
+    if resume:
+        checkpoint = _pick_checkpoint(run_dir, cfg)
+        # what the resumed run builds on: its config and the metrics up to the checkpoint
+        epoch = checkpoint["epoch"] if checkpoint is not None else 0
+        check_unchanged(run_dir, recorded, ["config.json", "config.toml", "variants.json"] +
+                        [n for n in run_files(run_dir) if n.startswith("metrics/")
+                         and 0 <= shard_epoch(Path(n)) <= epoch])
+
     dataset = load_dataset(cfg.data, data_dir=data_dir, cache_dir=cache_dir,
                            allow_checksum_mismatch=allow_checksum_mismatch)
     if not resume:
@@ -175,11 +186,9 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     # the runner's own state, saved in every checkpoint beside the trainer's
     book = {"train_s": 0.0, "best_val_error": math.inf, "sessions": [], "epoch_wall_s": []}
     if resume:
-        book = _load_checkpoint(run_dir, trainer, cfg) or book
+        if checkpoint is not None:
+            book = _restore(trainer, checkpoint)
         writer.drop_epochs_after(trainer.epoch)
-        # what the resumed run builds on: its config and the metrics up to the checkpoint
-        check_unchanged(run_dir, recorded, ["config.json", "config.toml", "variants.json"] +
-                        [n for n in run_files(run_dir) if n.startswith("metrics/")])
         say(f"reglab: resumed after epoch {trainer.epoch} of {cfg.n_epochs}")
     earlier_sessions = book["sessions"]  # killed sessions, each up to its last checkpoint
     first_epoch = trainer.epoch
@@ -323,13 +332,13 @@ def _checkpoint_epoch(p: Path) -> int:
         return -1
 
 
-def _load_checkpoint(run_dir: Path, trainer, cfg: StudyConfig, warn=None) -> dict | None:
-    """Restore the trainer from the newest sound checkpoint; None when the run died before its first one.
+def _pick_checkpoint(run_dir: Path, cfg: StudyConfig, warn=None) -> dict | None:
+    """The newest sound checkpoint (its dict, path under "path"); None when the run died before its first one.
 
     A checkpoint whose digest differs from its .sha256, that torch cannot read, or that does
     not hold this study's state is skipped with a one-line warning on stderr and the one
-    before it is used; none sound is a ReglabError. Nothing is loaded into the trainer
-    before a checkpoint has passed every check.
+    before it is used; none sound is a ReglabError. Nothing reaches the trainer before a
+    checkpoint has passed every check (:func:`_restore`).
     """
     warn = warn or (lambda msg: print(msg, file=sys.stderr, flush=True))
     cdir = run_dir / CHECKPOINT_DIR
@@ -347,14 +356,19 @@ def _load_checkpoint(run_dir: Path, trainer, cfg: StudyConfig, warn=None) -> dic
             continue
         if problems:
             warn(f"reglab: warning: {'; '.join(problems)}; resuming from {path} (epoch {ckpt['epoch']}) instead.")
-        try:
-            trainer.load_state_dict(ckpt["trainer"])
-        except Exception as e:  # noqa: BLE001 - a state that passed the digest but not the trainer: say which
-            raise ReglabError(f"checkpoint {path} does not fit this study's trainer ({type(e).__name__}: {e}). "
-                              "Fix: start the study again with a new --out.") from None
-        return ckpt["runner"]
+        return dict(ckpt, path=path)
     raise ReglabError(f"no readable checkpoint in {cdir} ({'; '.join(problems)}). "
                       "Fix: start the study again with a new --out.")
+
+
+def _restore(trainer, ckpt: dict) -> dict:
+    """Load a checkpoint from :func:`_pick_checkpoint` into `trainer`; returns the runner's bookkeeping."""
+    try:
+        trainer.load_state_dict(ckpt["trainer"])
+    except Exception as e:  # noqa: BLE001 - a state that passed the digest but not the trainer: say which
+        raise ReglabError(f"checkpoint {ckpt['path']} does not fit this study's trainer ({type(e).__name__}: {e}). "
+                          "Fix: start the study again with a new --out.") from None
+    return ckpt["runner"]
 
 
 RUNNER_KEYS = ("train_s", "best_val_error", "sessions", "epoch_wall_s")
