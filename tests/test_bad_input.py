@@ -472,6 +472,7 @@ def test_a_bad_tune_storage_url_is_one_line_never_a_traceback(tmp_path):
                 return
             assert rc == 2, (rc, err)
             assert_one_line(err)
+            assert not (Path(d) / "tune").exists()  # nothing half-written
             seen["rejected in one line"] += 1
 
     check()

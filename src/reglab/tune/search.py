@@ -663,7 +663,7 @@ def open_storage(storage_url: str):
         return optuna.storages.RDBStorage(storage_url, **kwargs)
     except ImportError as e:
         raise ReglabError(f"storage {redact_url(storage_url)} needs a database driver that is not installed ({e}). "
-                          "Fix: pip install psycopg2-binary for PostgreSQL.") from None
+                          "Fix: install that database's driver (pip install psycopg2-binary for PostgreSQL).") from None
     except Exception as e:  # SQLAlchemy's URL and connection errors have no common public base
         raise ReglabError(f"cannot open Optuna storage {redact_url(storage_url)} "
                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
