@@ -43,7 +43,7 @@ from reglab.data.dataset import Dataset
 from reglab.errors import ReglabError
 from reglab.results import (MANIFEST, DamagedFiles, RunLock, RunWriter, shard_epoch, atomic_write_bytes,
                             atomic_write_text, check_out_dir, check_unchanged, now_iso, read_csv_columns, read_json,
-                            recorded_digests, run_files)
+                            recorded_digests)
 from reglab.stats import describe, paired_comparison
 
 CHECKPOINT_DIR = "checkpoints"
@@ -152,7 +152,7 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
 
     if resume and (run_dir / MANIFEST).exists() and read_json(run_dir / MANIFEST).get("status") == "complete":
         # the results are final; only the report (rebuilt) and the checkpoints (no longer used) may differ
-        check_unchanged(run_dir, recorded, [n for n in run_files(run_dir) if not n.startswith(REBUILT)])
+        check_unchanged(run_dir, recorded, [n for n in recorded if not n.startswith(REBUILT)])
         _finish(writer, run_dir, report, say)  # a kill after "complete" may have left shards or no report
         say(f"reglab: {run_dir} is already complete; nothing to resume.")
         return run_dir
@@ -168,8 +168,7 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
         # what the resumed run builds on: its config and the metrics up to the checkpoint
         epoch = checkpoint["epoch"] if checkpoint is not None else 0
         check_unchanged(run_dir, recorded, ["config.json", "config.toml", "variants.json"] +
-                        [n for n in run_files(run_dir) if n.startswith("metrics/")
-                         and 0 <= shard_epoch(Path(n)) <= epoch])
+                        [n for n in recorded if n.startswith("metrics/") and 0 <= shard_epoch(Path(n)) <= epoch])
 
     dataset = load_dataset(cfg.data, data_dir=data_dir, cache_dir=cache_dir,
                            allow_checksum_mismatch=allow_checksum_mismatch)

@@ -656,7 +656,11 @@ def open_storage(storage_url: str):
     if storage_url.startswith("sqlite"):
         from sqlalchemy.engine import make_url
 
-        database = make_url(storage_url).database
+        try:
+            database = make_url(storage_url).database
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy's URL parser raises ValueError and its own errors
+            raise ReglabError(f"cannot open Optuna storage {redact_url(storage_url)} (not a database URL: "
+                              f"{type(e).__name__}). Fix: check the URL, e.g. sqlite:///path.db.") from None
         if database:
             kwargs["engine_kwargs"] = {"creator": _sqlite_connector(database)}
     try:
