@@ -392,14 +392,25 @@ class RunWriter:
             if shard_epoch(p) > epoch:
                 p.unlink()
 
-    def update_manifest(self, **fields: Any) -> dict:
+    def update_manifest(self, *, record: tuple[str, ...] | None = None, **fields: Any) -> dict:
+        """Set `fields` in manifest.json and record the sha256 of the files on disk.
+
+        record: only files whose names start with one of these prefixes get new digests; the
+            others keep the ones recorded before (so a writer that did not write a file never
+            records a damaged copy of it as if reglab had made it). None: every file.
+        """
         p = self.dir / MANIFEST
         manifest = read_json(p) if p.exists() else {"format": FORMAT, "format_version": FORMAT_VERSION,
                                                      "created": now_iso()}
         manifest.update(fields)
         manifest["updated"] = now_iso()
         manifest["files"] = run_files(self.dir)
-        manifest["sha256"] = {name: self._sha256(name) for name in manifest["files"] if name != MANIFEST}
+        if record is None:
+            manifest["sha256"] = {name: self._sha256(name) for name in manifest["files"] if name != MANIFEST}
+        elif isinstance(manifest.get("sha256"), dict):
+            kept = {k: v for k, v in manifest["sha256"].items() if not k.startswith(record)}
+            manifest["sha256"] = kept | {name: self._sha256(name) for name in manifest["files"]
+                                         if name.startswith(record) and name != MANIFEST}
         atomic_write_json(p, manifest)
         return manifest
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from reglab.errors import ReglabError
-from reglab.report.build import write_report
+from reglab.report.build import REPORT_FILES, write_report
 from reglab.results import RunLock, RunWriter, load_run
 
 EXIT_INCOMPLETE = 3  # the report was built, but from a run that is still running or was interrupted
@@ -39,7 +39,7 @@ def _report(args) -> int:
     if "sha256" in run.manifest:  # the rebuilt files' digests, so `reglab verify` still holds
         try:
             with RunLock(run.dir):
-                RunWriter(run.dir).update_manifest(report=path.name)
+                RunWriter(run.dir).update_manifest(report=path.name, record=REPORT_FILES)
         except ReglabError:
             pass  # another reglab process holds the run; it records the files itself
     print(path)

@@ -113,7 +113,8 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
                         # a failure after "complete" (in the report build) leaves the results complete:
                         # the shards are gone by then, and a resume only builds the report again
                         if read_json(run_dir / MANIFEST).get("status") != "complete":
-                            RunWriter(run_dir).update_manifest(status="interrupted")
+                            # the status only: the digests stay those of files reglab knows it wrote
+                            RunWriter(run_dir).update_manifest(status="interrupted", record=())
                     except ReglabError:
                         pass  # e.g. the disk is still full: the error being raised says so already
                 raise
