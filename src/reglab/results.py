@@ -318,24 +318,30 @@ def read_csv_columns(paths: Iterable[Path]) -> dict[str, np.ndarray]:
     header: list[str] | None = None
     cols: dict[str, list] = {}
     for p in paths:
-        with open(p, newline="") as f:
-            reader = csv.reader(f)
-            try:
-                h = next(reader)
-            except StopIteration:
-                continue
-            if header is None:
-                header = h
-                cols = {c: [] for c in header}
-            elif h != header:
-                raise ReglabError(f"{p} has columns {h}, expected {header}. Fix: the run directory mixes "
-                                  "files of different runs; re-run the study.")
-            for row in reader:
-                if len(row) != len(header):
-                    raise ReglabError(f"{p} has a row of {len(row)} cells, expected {len(header)}. "
-                                      "Fix: re-run or resume the study.")
-                for c, v in zip(header, row):
-                    cols[c].append(_parse_cell(v))
+        try:
+            with open(p, newline="", encoding="utf-8") as f:
+                reader = csv.reader(f)
+                try:
+                    h = next(reader)
+                except StopIteration:
+                    continue
+                if header is None:
+                    header = h
+                    cols = {c: [] for c in header}
+                elif h != header:
+                    raise ReglabError(f"{p} has columns {h}, expected {header}. Fix: the run directory mixes "
+                                      "files of different runs; re-run the study.")
+                for row in reader:
+                    if len(row) != len(header):
+                        raise ReglabError(f"{p} has a row of {len(row)} cells, expected {len(header)}. "
+                                          "Fix: re-run or resume the study.")
+                    for c, v in zip(header, row):
+                        cols[c].append(_parse_cell(v))
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise ReglabError(f"{p} is not a readable CSV file ({type(e).__name__}). "
+                              "Fix: re-run or resume the study (`reglab verify` lists damaged files).") from None
+        except FileNotFoundError:
+            raise ReglabError(f"{p} is missing. Fix: re-run or resume the study.") from None
     out: dict[str, np.ndarray] = {}
     for c, vals in cols.items():
         if all(isinstance(v, int) for v in vals):
@@ -519,6 +525,7 @@ class Verification:
     missing: list[str]
     changed: list[str]
     extra: list[str]
+    status: str = "complete"        # the manifest's: a running or interrupted run has files newer than it
 
     @property
     def ok(self) -> bool:
@@ -546,7 +553,8 @@ def verify_run(run_dir: str | Path) -> Verification:
         elif file_sha256(p) != want:
             changed.append(name)
     extra = sorted(on_disk - set(digests))
-    return Verification(dir=d, checked=sorted(digests), missing=missing, changed=changed, extra=extra)
+    return Verification(dir=d, checked=sorted(digests), missing=missing, changed=changed, extra=extra,
+                        status=str(manifest.get("status", "?")))
 
 
 # ----------------------------------------------------------------------------
@@ -630,8 +638,9 @@ def load_run(run_dir: str | Path) -> Run:
         try:
             with np.load(ap, allow_pickle=False) as z:
                 analysis = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise ReglabError(f"{ap} is unreadable ({e}). Fix: re-run or resume the study.") from None
+        except Exception as e:  # noqa: BLE001 - a damaged zip raises zipfile, zlib, EOF, OS and value errors
+            raise ReglabError(f"{ap} is unreadable ({type(e).__name__}). Fix: re-run or resume the study "
+                              "(`reglab verify` lists damaged files).") from None
 
     return Run(dir=d, manifest=manifest, config=config, variants=variants,
                epoch_rows=metrics("epoch"), iter_rows=metrics("iter"),

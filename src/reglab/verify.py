@@ -28,6 +28,9 @@ def verify_command(args: argparse.Namespace) -> int:
     if v.ok:
         print(f"reglab: {v.dir}: all {len(v.checked)} files match manifest.json")
         return 0
+    if v.status != "complete":
+        print(f"reglab: note: the run is {v.status}; files it wrote after its last manifest update (the next "
+              "epoch's metrics, a newer checkpoint) show as changed or extra until it is resumed.")
     print(f"reglab: {v.dir}: {len(v.missing)} missing, {len(v.changed)} changed, {len(v.extra)} extra of "
           f"{len(v.checked)} files in manifest.json. Fix: restore the files from a copy, or re-run the study.")
     return EXIT_MISMATCH
