@@ -63,3 +63,11 @@ def test_something_that_is_not_a_run_directory_is_one_line_and_status_2(tmp_path
     assert main(["verify", str(d)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("reglab: ") and "Fix: " in err
+
+
+def test_a_changed_manifest_is_itself_reported(tmp_path, capsys):
+    _run_dir(tmp_path)
+    text = (tmp_path / "manifest.json").read_text()
+    (tmp_path / "manifest.json").write_text(text.replace('"status": "complete"', '"status": "completE"'))
+    assert main(["verify", str(tmp_path)]) == 1
+    assert f"changed: {tmp_path / 'manifest.json'}" in capsys.readouterr().out

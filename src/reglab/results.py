@@ -417,6 +417,7 @@ class RunWriter:
             kept = {k: v for k, v in manifest["sha256"].items() if not k.startswith(record)}
             manifest["sha256"] = kept | {name: self._sha256(name) for name in manifest["files"]
                                          if name.startswith(record) and name != MANIFEST}
+        manifest["manifest_sha256"] = manifest_digest(manifest)
         atomic_write_json(p, manifest)
         return manifest
 
@@ -429,7 +430,7 @@ class RunWriter:
             cache[key] = file_sha256(self.dir / name)
         return cache[key]
 
-    def finalize(self) -> None:
+    def finalize(self, n_epochs: int | None = None) -> None:
         """Consolidate the shards into metrics_epoch.csv and metrics_iter.csv.
 
         Order of a clean finish: finalize(), update_manifest(status="complete"),
@@ -438,6 +439,10 @@ class RunWriter:
         """
         for kind in ("epoch", "iter"):
             shards = _shards(self.dir, kind)
+            lost = sorted(set(range(1, (n_epochs or 0) + 1)) - {shard_epoch(p) for p in shards})
+            if lost:
+                raise ReglabError(f"{self.dir / 'metrics'} lacks the {kind} metrics of epoch(s) "
+                                  f"{', '.join(map(str, lost))}. Fix: start the study again with a new --out.")
             cols = read_csv_columns(shards)
             n = len(next(iter(cols.values()))) if cols else 0
             rows = [{c: cols[c][i] for c in cols} for i in range(n)]
@@ -488,10 +493,30 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's content but this digest itself (keys sorted, compact JSON)."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    text = json.dumps(_sanitize(body), sort_keys=True, separators=(",", ":"), default=_json_default, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def manifest_intact(manifest: Any) -> bool:
+    """False when the manifest records its own digest and its content no longer matches it."""
+    if not isinstance(manifest, dict) or "manifest_sha256" not in manifest:
+        return isinstance(manifest, dict)
+    return manifest["manifest_sha256"] == manifest_digest(manifest)
+
+
 def recorded_digests(run_dir: str | Path) -> dict[str, str]:
-    """The sha256 digests manifest.json holds ({} for a run written before they were recorded)."""
+    """The sha256 digests manifest.json holds ({} for a run written before they were recorded).
+
+    A manifest whose own digest does not match its content is :class:`DamagedFiles`.
+    """
     p = Path(run_dir) / MANIFEST
     manifest = read_json(p) if p.exists() else {}
+    if not manifest_intact(manifest):
+        raise DamagedFiles(f"{p} changed after reglab wrote it (its manifest_sha256 no longer matches). "
+                           "Fix: restore it from a copy, or start the study again with a new --out.")
     digests = manifest.get("sha256") if isinstance(manifest, dict) else None
     return {k: v for k, v in digests.items() if isinstance(v, str)} if isinstance(digests, dict) else {}
 
@@ -546,6 +571,8 @@ def verify_run(run_dir: str | Path) -> Verification:
                           "Fix: nothing to verify against; re-run the study to get a verifiable run directory.")
     on_disk = set(run_files(d)) - {MANIFEST}
     missing, changed = [], []
+    if not manifest_intact(manifest):
+        changed.append(MANIFEST)
     for name, want in sorted(digests.items()):
         p = d / name
         if not p.is_file():

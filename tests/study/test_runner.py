@@ -309,3 +309,15 @@ def test_resume_of_a_complete_run_refuses_changed_results_and_rebuilds_nothing_f
     (out / "summary.json").write_text((out / "summary.json").read_text() + " ")
     with pytest.raises(ReglabError, match=r"summary.json changed or went missing"):
         runner.run_study(None, out_dir=out, resume=True, quiet=True)
+
+
+def test_resume_refuses_a_changed_or_missing_manifest_of_a_run_with_results(tmp_path, stand_in):
+    out = runner.run_study(_cfg(n_epochs=2), out_dir=tmp_path / "run", quiet=True)
+    manifest = out / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"epochs_done": 2', '"epochs_done": 1'))
+    with pytest.raises(ReglabError, match=r"manifest.json changed after reglab wrote it"):
+        runner.run_study(None, out_dir=out, resume=True, quiet=True)
+    manifest.unlink()  # a complete run without its manifest: not a fresh start with the shards gone
+    with pytest.raises(ReglabError, match=r"manifest.json is missing but the run has results"):
+        runner.run_study(None, out_dir=out, resume=True, quiet=True)
+    assert not manifest.exists()

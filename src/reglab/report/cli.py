@@ -7,7 +7,7 @@ import sys
 
 from reglab.errors import ReglabError
 from reglab.report.build import REPORT_FILES, write_report
-from reglab.results import RunLock, RunWriter, load_run
+from reglab.results import RunLock, RunWriter, load_run, manifest_intact
 
 EXIT_INCOMPLETE = 3  # the report was built, but from a run that is still running or was interrupted
 
@@ -36,7 +36,8 @@ def _report(args) -> int:
               "Fix: rebuild it when the run has finished (or resume it with `reglab run --resume`).",
               file=sys.stderr)
         return EXIT_INCOMPLETE
-    if "sha256" in run.manifest:  # the rebuilt files' digests, so `reglab verify` still holds
+    # the rebuilt files' digests, so `reglab verify` still holds (never over a damaged manifest)
+    if "sha256" in run.manifest and manifest_intact(run.manifest):
         try:
             with RunLock(run.dir):
                 RunWriter(run.dir).update_manifest(report=path.name, record=REPORT_FILES)

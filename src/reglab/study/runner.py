@@ -150,6 +150,10 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     if resume:
         writer.remove_temp_files()
         recorded = recorded_digests(run_dir)  # before this session records digests of its own
+        if not (run_dir / MANIFEST).exists() and any((run_dir / n).exists() for n in
+                                                      (CHECKPOINT_DIR, "metrics", "metrics_epoch.csv")):
+            raise DamagedFiles(f"{run_dir / MANIFEST} is missing but the run has results. Fix: restore it "
+                               "from a copy, or start the study again with a new --out.")
 
     if resume and (run_dir / MANIFEST).exists() and read_json(run_dir / MANIFEST).get("status") == "complete":
         # the results are final; only the report (rebuilt) and the checkpoints (no longer used) may differ
@@ -222,7 +226,7 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
         if bar is not None:
             bar.close()
 
-    writer.finalize()  # consolidated CSVs first: the summary reads them
+    writer.finalize(trainer.epoch)  # consolidated CSVs first: the summary reads them
     finals = trainer.final_summary()
     last = _last_epoch_metrics(writer)
     summary = build_summary(cfg, finals, last)
