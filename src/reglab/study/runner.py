@@ -158,7 +158,8 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     if resume and (run_dir / MANIFEST).exists() and read_json(run_dir / MANIFEST).get("status") == "complete":
         # the results are final; only the report (rebuilt) and the checkpoints (no longer used) may differ
         check_unchanged(run_dir, recorded, [n for n in recorded if not n.startswith(REBUILT)])
-        _finish(writer, run_dir, report, say)  # a kill after "complete" may have left shards or no report
+        # a kill after "complete" may have left shards or no report
+        _finish(writer, run_dir, report, say, record=("metrics/",) + REBUILT[:3])
         say(f"reglab: {run_dir} is already complete; nothing to resume.")
         return run_dir
 
@@ -246,17 +247,18 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     return run_dir
 
 
-def _finish(writer: RunWriter, run_dir: Path, report: bool, say) -> Path | None:
+def _finish(writer: RunWriter, run_dir: Path, report: bool, say, record: tuple[str, ...] | None = None) -> Path | None:
     """The steps after the manifest says complete; each is redone by a resume after a kill.
 
     Drop the per-epoch shards, build the report unless one was built (``report`` in the
-    manifest), then record the final file list and digests.
+    manifest), then record the final file list and digests (of the files under `record`
+    only, when given: a resume of a complete run writes nothing else).
     """
     writer.remove_shards()
     built = None
     if report and not read_json(run_dir / MANIFEST).get("report"):
         built = _build_report(run_dir, say)
-    writer.update_manifest(**({"report": built.name} if built is not None else {}))
+    writer.update_manifest(record=record, **({"report": built.name} if built is not None else {}))
     return built if built is not None else (run_dir / "report.html" if (run_dir / "report.html").exists()
                                             and report else None)
 
