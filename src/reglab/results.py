@@ -398,9 +398,10 @@ class RunWriter:
             if shard_epoch(p) > epoch:
                 p.unlink()
 
-    def update_manifest(self, *, record: tuple[str, ...] | None = None, **fields: Any) -> dict:
+    def update_manifest(self, *, record: tuple[str, ...] | None = None, touch: bool = True, **fields: Any) -> dict:
         """Set `fields` in manifest.json and record the sha256 of the files on disk.
 
+        touch: set "updated" to now (False keeps the time of the last update).
         record: only files whose names start with one of these prefixes get new digests; the
             others keep the ones recorded before (so a writer that did not write a file never
             records a damaged copy of it as if reglab had made it). None: every file.
@@ -409,7 +410,8 @@ class RunWriter:
         manifest = read_json(p) if p.exists() else {"format": FORMAT, "format_version": FORMAT_VERSION,
                                                      "created": now_iso()}
         manifest.update(fields)
-        manifest["updated"] = now_iso()
+        if touch or "updated" not in manifest:
+            manifest["updated"] = now_iso()
         manifest["files"] = run_files(self.dir)
         if record is None:
             manifest["sha256"] = {name: self._sha256(name) for name in manifest["files"] if name != MANIFEST}
@@ -455,14 +457,16 @@ class RunWriter:
             if p.is_file():
                 p.unlink()
 
-    def remove_shards(self) -> None:
-        """Delete the per-epoch shards; call only after the manifest says complete."""
-        for p in _shards(self.dir, "epoch") + _shards(self.dir, "iter"):
+    def remove_shards(self) -> bool:
+        """Delete the per-epoch shards; call only after the manifest says complete. True if there were any."""
+        shards = _shards(self.dir, "epoch") + _shards(self.dir, "iter")
+        for p in shards:
             p.unlink()
         try:
             (self.dir / "metrics").rmdir()
         except OSError:
             pass
+        return bool(shards)
 
 
 def shard_epoch(p: Path) -> int:

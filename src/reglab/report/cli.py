@@ -7,7 +7,7 @@ import sys
 
 from reglab.errors import ReglabError
 from reglab.report.build import REPORT_FILES, write_report
-from reglab.results import RunLock, RunWriter, load_run, manifest_intact
+from reglab.results import RunLock, RunWriter, file_sha256, load_run, manifest_intact, run_files
 
 EXIT_INCOMPLETE = 3  # the report was built, but from a run that is still running or was interrupted
 
@@ -37,7 +37,7 @@ def _report(args) -> int:
               file=sys.stderr)
         return EXIT_INCOMPLETE
     # the rebuilt files' digests, so `reglab verify` still holds (never over a damaged manifest)
-    if "sha256" in run.manifest and manifest_intact(run.manifest):
+    if "sha256" in run.manifest and manifest_intact(run.manifest) and not _recorded(run):
         try:
             with RunLock(run.dir):
                 RunWriter(run.dir).update_manifest(report=path.name, record=REPORT_FILES)
@@ -45,3 +45,10 @@ def _report(args) -> int:
             pass  # another reglab process holds the run; it records the files itself
     print(path)
     return 0
+
+
+def _recorded(run) -> bool:
+    """Whether the manifest already holds the report files as they are now (a rebuild that changed nothing)."""
+    recorded = {k: v for k, v in run.manifest["sha256"].items() if k.startswith(REPORT_FILES)}
+    on_disk = [n for n in run_files(run.dir) if n.startswith(REPORT_FILES)]
+    return set(recorded) == set(on_disk) and all(file_sha256(run.dir / n) == recorded[n] for n in on_disk)

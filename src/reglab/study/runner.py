@@ -49,7 +49,8 @@ from reglab.stats import describe, paired_comparison
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"                 # text file in checkpoints/ naming the newest complete checkpoint
 CHECKPOINT_FORMAT = "reglab-checkpoint"
-REBUILT = ("figures/", "report.html", "summary.md", CHECKPOINT_DIR + "/")  # may differ after "complete"
+REPORT_FILES = ("figures/", "report.html", "summary.md")  # what a report build writes (name prefixes)
+REBUILT = REPORT_FILES + (CHECKPOINT_DIR + "/",)           # may differ after "complete"
 CHECKPOINTS_KEPT = 2              # the newest and the one before: a damaged newest one falls back to it
 TIMING_MIN_SECONDS = 0.5          # each method is timed alone for at least this long ...
 TIMING_MAX_EPOCHS = 50            # ... or this many short epochs, whichever comes first
@@ -159,7 +160,7 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
         # the results are final; only the report (rebuilt) and the checkpoints (no longer used) may differ
         check_unchanged(run_dir, recorded, [n for n in recorded if not n.startswith(REBUILT)])
         # a kill after "complete" may have left shards or no report
-        _finish(writer, run_dir, report, say, record=("metrics/",) + REBUILT[:3])
+        _finish(writer, run_dir, report, say, record=("metrics/",) + REPORT_FILES)
         say(f"reglab: {run_dir} is already complete; nothing to resume.")
         return run_dir
 
@@ -254,11 +255,14 @@ def _finish(writer: RunWriter, run_dir: Path, report: bool, say, record: tuple[s
     manifest), then record the final file list and digests (of the files under `record`
     only, when given: a resume of a complete run writes nothing else).
     """
-    writer.remove_shards()
+    if writer.remove_shards():
+        writer.update_manifest(record=record)
     built = None
     if report and not read_json(run_dir / MANIFEST).get("report"):
         built = _build_report(run_dir, say)
-    writer.update_manifest(record=record, **({"report": built.name} if built is not None else {}))
+        if built is not None:
+            # the report shows the manifest's "updated" time: keep it, so a rebuild gives the same bytes
+            writer.update_manifest(record=record, touch=False, report=built.name)
     return built if built is not None else (run_dir / "report.html" if (run_dir / "report.html").exists()
                                             and report else None)
 
