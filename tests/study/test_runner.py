@@ -321,3 +321,19 @@ def test_resume_refuses_a_changed_or_missing_manifest_of_a_run_with_results(tmp_
     with pytest.raises(ReglabError, match=r"manifest.json is missing but the run has results"):
         runner.run_study(None, out_dir=out, resume=True, quiet=True)
     assert not manifest.exists()
+
+
+def test_a_run_killed_while_removing_its_consolidated_shards_resumes(tmp_path, stand_in, monkeypatch):
+    from reglab.results import RunWriter
+    real = RunWriter.remove_shards
+
+    def killed_after_removing(self):
+        real(self)
+        raise KeyboardInterrupt  # a kill after the shards are gone, before the manifest says so
+    monkeypatch.setattr(RunWriter, "remove_shards", killed_after_removing)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_study(_cfg(n_epochs=2), out_dir=tmp_path / "run", quiet=True)
+    monkeypatch.setattr(RunWriter, "remove_shards", real)
+    assert "metrics/epoch-00001.csv" in read_json(tmp_path / "run" / "manifest.json")["sha256"]
+    runner.run_study(None, out_dir=tmp_path / "run", resume=True, quiet=True)
+    assert "metrics/epoch-00001.csv" not in read_json(tmp_path / "run" / "manifest.json")["sha256"]

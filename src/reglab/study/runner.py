@@ -157,8 +157,9 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
                                "from a copy, or start the study again with a new --out.")
 
     if resume and (run_dir / MANIFEST).exists() and read_json(run_dir / MANIFEST).get("status") == "complete":
-        # the results are final; only the report (rebuilt) and the checkpoints (no longer used) may differ
-        check_unchanged(run_dir, recorded, [n for n in recorded if not n.startswith(REBUILT)])
+        # the results are final; only the report (rebuilt), the checkpoints (no longer used) and the
+        # shards (removed once consolidated, perhaps by a process killed before it recorded that) may differ
+        check_unchanged(run_dir, recorded, [n for n in recorded if not n.startswith(REBUILT + ("metrics/",))])
         # a kill after "complete" may have left shards or no report
         _finish(writer, run_dir, report, say, record=("metrics/",) + REPORT_FILES)
         say(f"reglab: {run_dir} is already complete; nothing to resume.")
@@ -255,8 +256,9 @@ def _finish(writer: RunWriter, run_dir: Path, report: bool, say, record: tuple[s
     manifest), then record the final file list and digests (of the files under `record`
     only, when given: a resume of a complete run writes nothing else).
     """
-    if writer.remove_shards():
-        writer.update_manifest(record=record)
+    removed = writer.remove_shards()
+    if removed or any(n.startswith("metrics/") for n in recorded_digests(run_dir)):
+        writer.update_manifest(record=record)  # the shards are gone (perhaps removed by a killed process)
     built = None
     if report and not read_json(run_dir / MANIFEST).get("report"):
         built = _build_report(run_dir, say)
