@@ -147,9 +147,9 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     session_start = time.perf_counter()
     started = now_iso()
     writer = RunWriter(run_dir)
+    writer.remove_temp_files()  # of a process killed mid-write (a fresh run may reuse the folder of one)
     recorded: dict[str, str] = {}
     if resume:
-        writer.remove_temp_files()
         recorded = recorded_digests(run_dir)  # before this session records digests of its own
         if not (run_dir / MANIFEST).exists() and any((run_dir / n).exists() for n in
                                                       (CHECKPOINT_DIR, "metrics", "metrics_epoch.csv")):
