@@ -146,3 +146,13 @@ def test_a_full_disk_quota_or_file_size_limit_names_the_file_and_the_fix(tmp_pat
     assert "reglab run --resume RUN_DIR" in msg
     assert read_json(tmp_path / "a.json") == {"k": 1}  # the old file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # and no temp file stays
+
+
+def test_a_metrics_cell_damaged_into_text_is_one_clear_error_not_garbage(tmp_path):
+    w = _write_minimal_run(tmp_path)
+    w.write_epoch(1, [{"epoch": 1, "variant": 0, "method": "l2", "val_error": 0.25}],
+                  [{"step": 1, "epoch": 1, "variant": 0, "loss_data": 2.0}])
+    shard = tmp_path / "metrics" / "epoch-00001.csv"
+    shard.write_text(shard.read_text().replace("0.25", "0.2r"))
+    with pytest.raises(ReglabError, match=r"has '0.2r' in column 'val_error', which holds numbers"):
+        load_run(tmp_path)

@@ -620,6 +620,23 @@ class Run:
         return seen
 
 
+TEXT_COLUMNS = ("method",)                          # every other metrics column holds numbers ...
+INT_COLUMNS = ("epoch", "variant", "seed", "step")   # ... and these whole numbers
+
+
+def _typed(cols: dict[str, np.ndarray], where: Path) -> dict[str, np.ndarray]:
+    """`cols` when every column has its kind of values; a damaged cell is one ReglabError, not garbage."""
+    for c, values in cols.items():
+        want_int = c in INT_COLUMNS
+        if c in TEXT_COLUMNS or (values.dtype.kind in "iu" if want_int else values.dtype.kind in "iuf"):
+            continue
+        bad = next((v for v in values if not isinstance(v, (int, float)) or (want_int and not isinstance(v, int))),
+                   values[0] if len(values) else "?")
+        raise ReglabError(f"{where} has {bad!r} in column {c!r}, which holds {'whole ' if want_int else ''}"
+                          "numbers. Fix: re-run or resume the study (`reglab verify` lists damaged files).")
+    return cols
+
+
 def _read_manifest(d: Path) -> dict:
     """The manifest of run directory `d`; a missing, empty or foreign directory is one clear error."""
     if not d.exists():
@@ -656,8 +673,9 @@ def load_run(run_dir: str | Path) -> Run:
     def metrics(kind: str) -> dict[str, np.ndarray]:
         single = d / f"metrics_{kind}.csv"
         if manifest.get("status") == "complete" and single.exists():
-            return read_csv_columns([single])
-        return read_csv_columns(_shards(d, kind))  # running or interrupted: the shards are the truth
+            return _typed(read_csv_columns([single]), single)
+        # running or interrupted: the shards are the truth
+        return _typed(read_csv_columns(_shards(d, kind)), d / "metrics" / f"{kind}-*.csv")
 
     def optional_json(name: str):
         p = d / name
