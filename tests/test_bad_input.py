@@ -151,7 +151,8 @@ def apply(study: dict, m: tuple) -> None:
             if isinstance(_section(study, "methods"), dict):
                 _section(study, "methods")["n_points"] = 100
         elif what == "study key in data":
-            study.setdefault("data", {})["n_epochs"] = 2 if isinstance(study.get("data"), dict) else None
+            if isinstance(study.get("data"), dict):
+                study["data"]["n_epochs"] = 2
         elif what == "methods inside data":
             if isinstance(study.get("data"), dict):
                 study["data"]["methods"] = study.pop("methods", [])
