@@ -45,18 +45,35 @@ def test_csv_floats_read_back_bit_identical(tmp_path):
     assert cols["i"].tolist() == list(range(50))
 
 
-def test_lock_refuses_a_second_live_owner(tmp_path):
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+_HOLDER = ("import sys, time; from reglab.results import RunLock\n"
+           "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)")
+
+
+def test_lock_refuses_a_second_live_owner_and_is_free_once_the_owner_is_killed(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
-        (tmp_path / ".lock").write_text(f"{child.pid} {os.uname().nodename}\n")
-        with pytest.raises(ReglabError, match="in use"):
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ReglabError, match=f"in use by another reglab process \\({holder.pid} "):
             RunLock(tmp_path).acquire()
     finally:
-        child.kill()
-        child.wait()
+        holder.kill()  # SIGKILL: the lock file stays behind, the kernel drops the flock
+        holder.wait()
+    assert (tmp_path / ".lock").read_text().startswith(f"{holder.pid} ")
     with RunLock(tmp_path):  # the owner is dead now: the stale lock is taken over
-        assert (tmp_path / ".lock").exists()
+        assert (tmp_path / ".lock").read_text().startswith(f"{os.getpid()} ")
     assert not (tmp_path / ".lock").exists()
+
+
+def test_a_lock_file_naming_a_live_process_that_holds_no_lock_is_taken_over(tmp_path):
+    # a killed run's pid reused by an unrelated process must not block --resume forever
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".lock").write_text(f"{other.pid} {os.uname().nodename}\n")
+        with RunLock(tmp_path):
+            assert (tmp_path / ".lock").read_text().startswith(f"{os.getpid()} ")
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_resumed_epoch_overwrites_its_shards_and_later_ones_are_dropped(tmp_path):
@@ -111,3 +128,31 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     old = os.umask(0)
     os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~old
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT", "EFBIG"])
+def test_a_full_disk_quota_or_file_size_limit_names_the_file_and_the_fix(tmp_path, monkeypatch, code):
+    import errno
+    atomic_write_json(tmp_path / "a.json", {"k": 1})
+
+    def full(fd):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(ReglabError) as e:
+        atomic_write_json(tmp_path / "a.json", {"k": 2})
+    msg = str(e.value)
+    assert msg.startswith(f"cannot write {tmp_path / 'a.json'}: {os.strerror(getattr(errno, code))}; "
+                          "the files written before it are intact. Fix: free space")
+    assert "reglab run --resume RUN_DIR" in msg
+    assert read_json(tmp_path / "a.json") == {"k": 1}  # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # and no temp file stays
+
+
+def test_a_metrics_cell_damaged_into_text_is_one_clear_error_not_garbage(tmp_path):
+    w = _write_minimal_run(tmp_path)
+    w.write_epoch(1, [{"epoch": 1, "variant": 0, "method": "l2", "val_error": 0.25}],
+                  [{"step": 1, "epoch": 1, "variant": 0, "loss_data": 2.0}])
+    shard = tmp_path / "metrics" / "epoch-00001.csv"
+    shard.write_text(shard.read_text().replace("0.25", "0.2r"))
+    with pytest.raises(ReglabError, match=r"has '0.2r' in column 'val_error', which holds numbers"):
+        load_run(tmp_path)

@@ -21,11 +21,19 @@ COMMANDS = {
     "data": "reglab.data.cli",
     "adam": "reglab.adam.cli",
     "tune": "reglab.tune.cli",
+    "verify": "reglab.verify",
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is bad input too: one line and exit status 2, like every ReglabError."""
+
+    def error(self, message: str):
+        self.exit(2, f"reglab: {message}. Fix: see `{self.prog} --help`.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="reglab",
         description="Reproducible regularization studies on MLPs, trained as one batched model.",
     )

@@ -30,10 +30,14 @@ from reglab.errors import ReglabError
 # constraints, declared once as data, with one error template
 
 def _fail(key: str, allowed: str, got: Any, fix: str = "") -> ReglabError:
-    msg = f"{key!r} must be {allowed}; got {got!r}."
-    if fix:
-        msg += f" Fix: {fix}"
-    return ReglabError(msg)
+    msg = f"{key!r} must be {allowed}; got {_short(got)}."
+    return ReglabError(msg + " Fix: " + (fix or "change that value (docs/studies.md lists every key and its range)."))
+
+
+def _short(value: Any) -> str:
+    """repr of a value as found, cut short: a user's typo can be a megabyte long."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + f"... ({len(text)} characters)"
 
 
 def _num(x: float) -> str:
@@ -237,7 +241,8 @@ class StudyConfig:
         if len(set(names)) != len(names):
             raise ReglabError(f"'methods' names must be unique; got {names}. Fix: rename the duplicates.")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ReglabError(f"'seeds' must be distinct whole numbers; got {list(self.seeds)}.")
+            raise ReglabError(f"'seeds' must be distinct whole numbers; got {_short(list(self.seeds))}. "
+                              "Fix: list each seed once, e.g. seeds = [0, 1, 2].")
         for w in self.hidden:
             _check("hidden[]", w, ("int", 1, 1_000_000))
         if self.matmul_dtype == "tf32" and self.device != "cuda":
@@ -308,12 +313,14 @@ def _reject_unknown(d: dict, cls, where: str) -> None:
     known = _known_keys(cls)
     for k in d:
         if k not in known:
-            raise ReglabError(f"unknown key {where}.{k}; allowed: {', '.join(known)}.")
+            raise ReglabError(f"unknown key {where}.{_short(k) if len(str(k)) > 80 else k}; allowed: "
+                              f"{', '.join(known)}. Fix: remove it or correct its spelling.")
 
 
 def method_from_dict(d: dict, *, where: str = "methods[]", defaults: dict | None = None) -> MethodConfig:
     if not isinstance(d, dict):
-        raise ReglabError(f"{where} must be a table of method settings; got {d!r}.")
+        raise ReglabError(f"{where} must be a table of method settings; got {_short(d)}. "
+                          "Fix: write each method as a [[methods]] table.")
     merged = dict(defaults or {})
     merged.update(d)
     _reject_unknown(merged, MethodConfig, where)
@@ -325,17 +332,22 @@ def method_from_dict(d: dict, *, where: str = "methods[]", defaults: dict | None
 
 
 def study_from_dict(d: dict, *, where: str = "config") -> StudyConfig:
+    if not isinstance(d, dict):
+        raise ReglabError(f"{where} must be a table of study settings; got {type(d).__name__}. "
+                          "Fix: give a study written by reglab (config.json) or as TOML (docs/studies.md).")
     d = dict(d)
     _reject_unknown(d, StudyConfig, where)
     if "name" not in d:
         raise ReglabError(f"{where} needs a 'name'. Fix: add name = \"my-study\" at the top.")
     data = d.pop("data", {})
     if not isinstance(data, dict):
-        raise ReglabError(f"{where}.data must be a table; got {data!r}.")
+        raise ReglabError(f"{where}.data must be a table; got {_short(data)}. "
+                          "Fix: write the data settings as a [data] table.")
     _reject_unknown(data, DataConfig, f"{where}.data")
     methods = d.pop("methods", [])
     if not isinstance(methods, list):
-        raise ReglabError(f"{where}.methods must be an array of tables ([[methods]]); got {methods!r}.")
+        raise ReglabError(f"{where}.methods must be an array of tables ([[methods]]); got {_short(methods)}. "
+                          "Fix: write each method as a [[methods]] table.")
     defaults = d.pop("method_defaults", None) if "method_defaults" in d else None
     out = dict(d)
     out["data"] = DataConfig(**data)
@@ -344,7 +356,8 @@ def study_from_dict(d: dict, *, where: str = "config") -> StudyConfig:
     for key in ("hidden", "seeds"):
         if key in out:
             if not isinstance(out[key], (list, tuple)):
-                raise ReglabError(f"{where}.{key} must be a list of whole numbers; got {out[key]!r}.")
+                raise ReglabError(f"{where}.{key} must be a list of whole numbers; got {_short(out[key])}. "
+                                  f"Fix: write it as a list, e.g. {key} = {'[256, 256]' if key == 'hidden' else '[0, 1, 2]'}.")
             out[key] = tuple(out[key])
     return StudyConfig(**out)
 
@@ -353,12 +366,21 @@ def load_toml(path: str | Path) -> StudyConfig:
     """Read a study from TOML: top-level study keys, a [data] table, [[methods]] tables."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text())
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ReglabError(f"config file {p} does not exist. Fix: give the path of a study TOML file.") from None
+    except IsADirectoryError:
+        raise ReglabError(f"config file {p} is a folder. Fix: give the path of a study TOML file.") from None
+    except OSError as e:
+        raise ReglabError(f"config file {p} cannot be read ({e.strerror or e}). Fix: check its permissions.") from None
+    except UnicodeDecodeError:
+        raise ReglabError(f"config file {p} is not UTF-8 text. Fix: give a study TOML file.") from None
     except tomllib.TOMLDecodeError as e:
         raise ReglabError(f"config file {p} is not valid TOML ({e}). Fix: correct the syntax.") from None
-    return study_from_dict(raw, where=p.name)
+    try:
+        return study_from_dict(raw, where=p.name)
+    except ReglabError as e:
+        raise ReglabError(f"config file {p}: {e}") from None
 
 
 def to_toml(cfg: StudyConfig) -> str:

@@ -8,7 +8,8 @@ place, so a kill leaves either the old file or the new one, never half of one.
 
 Layout (see docs/architecture.md):
 
-    manifest.json        format, study, status (running|complete|interrupted), epochs_done, files, command
+    manifest.json        format, study, status (running|complete|interrupted), epochs_done, files, command,
+                         sha256 {file: hex digest} of every other file (checked by `reglab verify`)
     config.json/.toml    resolved StudyConfig
     environment.json     python/torch/numpy versions, CPU, threads, GPU
     dataset.json         where the data came from, checksums, split sizes
@@ -24,6 +25,9 @@ This module imports neither the engine nor the report.
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
+import hashlib
 import io
 import json
 import math
@@ -49,9 +53,41 @@ LOCK = ".lock"
 # ----------------------------------------------------------------------------
 # atomic writes
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
+# a full disk, a full quota, or a file larger than RLIMIT_FSIZE (EFBIG): the same fix
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def write_error(e: OSError, path: str | Path) -> ReglabError:
+    """The one-line error for an OSError raised while writing `path` (disk full, read-only, ...)."""
     path = Path(path)
+    why = e.strerror or str(e)
+    if e.errno in NO_SPACE:
+        return ReglabError(f"cannot write {path}: {why}; the files written before it are intact. Fix: free space "
+                           f"on that disk (or raise the quota / file-size limit), then run the command again "
+                           "(an interrupted study continues with `reglab run --resume RUN_DIR`).")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ReglabError(f"cannot write {path}: {why}. Fix: choose a folder you can write to, or fix its "
+                           "permissions.")
+    if e.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return ReglabError(f"cannot write {path}: {why} (a part of the path is a file where a folder is needed, "
+                           "or the reverse). Fix: choose another path.")
+    return ReglabError(f"cannot write {path}: {why}. Fix: check the disk and the path, then run the command again.")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a part.
+
+    Any OSError (disk full, quota, read-only folder) becomes one :class:`ReglabError` naming
+    `path`; the old file, if any, is left as it was and no temp file stays behind.
+    """
+    path = Path(path)
+    try:
+        _atomic_write_bytes(path, data)
+    except OSError as e:
+        raise write_error(e, path) from None
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -165,56 +201,56 @@ def pid_alive(pid: object) -> bool:
 class RunLock:
     """Exclusive lock on a run directory, held while a process writes it.
 
-    The lock file holds the owner's pid and host. A lock whose pid no longer
-    runs on this host is stale (the owner was killed) and is taken over, so
-    ``--resume`` after a SIGKILL works; a live owner makes the lock refuse.
+    The lock is an advisory ``flock`` on ``RUN_DIR/.lock``: the kernel drops it when its
+    owner exits, however it exits, so a lock left by a killed process is free for the next
+    ``--resume`` and two processes can never both hold it (no pid check, which a reused pid
+    or two processes taking over the same stale lock at once would fool). The file holds the
+    owner's pid and host, for the message a refused process prints.
     """
 
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / LOCK
-        self._held = False
+        self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{os.getpid()} {os.uname().nodename}\n"
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._owner_alive():
+        check_out_dir(self.path.parent)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            for _ in range(20):
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    owner = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+                    os.close(fd)
                     raise ReglabError(
                         f"run directory {self.path.parent} is in use by another reglab process "
-                        f"({self.path.read_text().strip() or 'unknown pid'}). "
-                        "Fix: wait for it to finish, or choose another --out."
+                        f"({owner or 'unknown pid'}). Fix: wait for it to finish, or choose another --out."
                     ) from None
+                # a releasing owner unlinks the file before unlocking it: make sure ours is still the one there
                 try:
-                    self.path.unlink()
+                    same = os.path.samestat(os.fstat(fd), os.stat(self.path))
                 except FileNotFoundError:
-                    pass
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-            self._held = True
-            return
-        raise ReglabError(f"could not take the lock {self.path}. Fix: remove it if no reglab process runs.")
-
-    def _owner_alive(self) -> bool:
-        try:
-            pid_s, _, host = self.path.read_text().strip().partition(" ")
-            pid = int(pid_s)
-        except (OSError, ValueError):
-            return False  # unreadable or half-written lock: its writer died between open and write
-        if host and host != os.uname().nodename:
-            return True  # cannot check another host's processes: assume it runs
-        return pid_alive(pid)
+                    same = False
+                if not same:
+                    os.close(fd)
+                    continue
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()} {os.uname().nodename}\n".encode(), 0)
+                self._fd = fd
+                return
+        except OSError as e:
+            raise write_error(e, self.path) from None
+        raise ReglabError(f"could not take the lock {self.path}. Fix: run the command again.")
 
     def release(self) -> None:
-        if self._held:
+        if self._fd is not None:
             try:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
-            self._held = False
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -222,6 +258,24 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def check_out_dir(d: str | Path) -> None:
+    """A folder results can be written to: it exists as a folder, or can be created as one."""
+    d = Path(d)
+    if d.exists() and not d.is_dir():
+        raise ReglabError(f"{d} is a file, not a folder. Fix: give a folder for the results (it is created "
+                          "when missing), e.g. another --out.")
+    for parent in d.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ReglabError(f"{d} cannot be created: {parent} is a file, not a folder. "
+                                  "Fix: choose another --out.")
+            break
+    target = d if d.exists() else next((p for p in d.parents if p.exists()), Path("."))
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise ReglabError(f"{d} cannot be written: {target} is not writable. Fix: choose a folder you can "
+                          "write to (--out), or fix its permissions.")
 
 
 # ----------------------------------------------------------------------------
@@ -264,24 +318,30 @@ def read_csv_columns(paths: Iterable[Path]) -> dict[str, np.ndarray]:
     header: list[str] | None = None
     cols: dict[str, list] = {}
     for p in paths:
-        with open(p, newline="") as f:
-            reader = csv.reader(f)
-            try:
-                h = next(reader)
-            except StopIteration:
-                continue
-            if header is None:
-                header = h
-                cols = {c: [] for c in header}
-            elif h != header:
-                raise ReglabError(f"{p} has columns {h}, expected {header}. Fix: the run directory mixes "
-                                  "files of different runs; re-run the study.")
-            for row in reader:
-                if len(row) != len(header):
-                    raise ReglabError(f"{p} has a row of {len(row)} cells, expected {len(header)}. "
-                                      "Fix: re-run or resume the study.")
-                for c, v in zip(header, row):
-                    cols[c].append(_parse_cell(v))
+        try:
+            with open(p, newline="", encoding="utf-8") as f:
+                reader = csv.reader(f)
+                try:
+                    h = next(reader)
+                except StopIteration:
+                    continue
+                if header is None:
+                    header = h
+                    cols = {c: [] for c in header}
+                elif h != header:
+                    raise ReglabError(f"{p} has columns {h}, expected {header}. Fix: the run directory mixes "
+                                      "files of different runs; re-run the study.")
+                for row in reader:
+                    if len(row) != len(header):
+                        raise ReglabError(f"{p} has a row of {len(row)} cells, expected {len(header)}. "
+                                          "Fix: re-run or resume the study.")
+                    for c, v in zip(header, row):
+                        cols[c].append(_parse_cell(v))
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise ReglabError(f"{p} is not a readable CSV file ({type(e).__name__}). "
+                              "Fix: re-run or resume the study (`reglab verify` lists damaged files).") from None
+        except FileNotFoundError:
+            raise ReglabError(f"{p} is missing. Fix: re-run or resume the study.") from None
     out: dict[str, np.ndarray] = {}
     for c, vals in cols.items():
         if all(isinstance(v, int) for v in vals):
@@ -301,7 +361,10 @@ class RunWriter:
 
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(e, self.dir) from None
 
     def path(self, name: str) -> Path:
         return self.dir / name
@@ -332,21 +395,44 @@ class RunWriter:
         if not mdir.is_dir():
             return
         for p in mdir.glob("*.csv"):
-            if _shard_epoch(p) > epoch:
+            if shard_epoch(p) > epoch:
                 p.unlink()
 
-    def update_manifest(self, **fields: Any) -> dict:
+    def update_manifest(self, *, record: tuple[str, ...] | None = None, touch: bool = True, **fields: Any) -> dict:
+        """Set `fields` in manifest.json and record the sha256 of the files on disk.
+
+        touch: set "updated" to now (False keeps the time of the last update).
+        record: only files whose names start with one of these prefixes get new digests; the
+            others keep the ones recorded before (so a writer that did not write a file never
+            records a damaged copy of it as if reglab had made it). None: every file.
+        """
         p = self.dir / MANIFEST
         manifest = read_json(p) if p.exists() else {"format": FORMAT, "format_version": FORMAT_VERSION,
                                                      "created": now_iso()}
         manifest.update(fields)
-        manifest["updated"] = now_iso()
-        manifest["files"] = sorted(str(q.relative_to(self.dir)) for q in self.dir.rglob("*")
-                                   if q.is_file() and not q.name.startswith("."))
+        if touch or "updated" not in manifest:
+            manifest["updated"] = now_iso()
+        manifest["files"] = run_files(self.dir)
+        if record is None:
+            manifest["sha256"] = {name: self._sha256(name) for name in manifest["files"] if name != MANIFEST}
+        elif isinstance(manifest.get("sha256"), dict):
+            kept = {k: v for k, v in manifest["sha256"].items() if not k.startswith(record)}
+            manifest["sha256"] = kept | {name: self._sha256(name) for name in manifest["files"]
+                                         if name.startswith(record) and name != MANIFEST}
+        manifest["manifest_sha256"] = manifest_digest(manifest)
         atomic_write_json(p, manifest)
         return manifest
 
-    def finalize(self) -> None:
+    def _sha256(self, name: str) -> str:
+        """The file's digest, computed again only when its size or mtime changed since the last manifest."""
+        st = (self.dir / name).stat()
+        key = (name, st.st_size, st.st_mtime_ns)
+        cache = self.__dict__.setdefault("_digests", {})
+        if key not in cache:
+            cache[key] = file_sha256(self.dir / name)
+        return cache[key]
+
+    def finalize(self, n_epochs: int | None = None) -> None:
         """Consolidate the shards into metrics_epoch.csv and metrics_iter.csv.
 
         Order of a clean finish: finalize(), update_manifest(status="complete"),
@@ -355,23 +441,35 @@ class RunWriter:
         """
         for kind in ("epoch", "iter"):
             shards = _shards(self.dir, kind)
+            lost = sorted(set(range(1, (n_epochs or 0) + 1)) - {shard_epoch(p) for p in shards})
+            if lost:
+                raise ReglabError(f"{self.dir / 'metrics'} lacks the {kind} metrics of epoch(s) "
+                                  f"{', '.join(map(str, lost))}. Fix: start the study again with a new --out.")
             cols = read_csv_columns(shards)
             n = len(next(iter(cols.values()))) if cols else 0
             rows = [{c: cols[c][i] for c in cols} for i in range(n)]
             atomic_write_text(self.dir / f"metrics_{kind}.csv", rows_to_csv(rows, list(cols)))
 
 
-    def remove_shards(self) -> None:
-        """Delete the per-epoch shards; call only after the manifest says complete."""
-        for p in _shards(self.dir, "epoch") + _shards(self.dir, "iter"):
+    def remove_temp_files(self) -> None:
+        """Delete the temp files of atomic writes a killed process left (call with the lock held)."""
+        for p in self.dir.rglob(".*.tmp"):
+            if p.is_file():
+                p.unlink()
+
+    def remove_shards(self) -> bool:
+        """Delete the per-epoch shards; call only after the manifest says complete. True if there were any."""
+        shards = _shards(self.dir, "epoch") + _shards(self.dir, "iter")
+        for p in shards:
             p.unlink()
         try:
             (self.dir / "metrics").rmdir()
         except OSError:
             pass
+        return bool(shards)
 
 
-def _shard_epoch(p: Path) -> int:
+def shard_epoch(p: Path) -> int:
     try:
         return int(p.stem.split("-")[1])
     except (IndexError, ValueError):
@@ -382,7 +480,112 @@ def _shards(run_dir: Path, kind: str) -> list[Path]:
     mdir = run_dir / "metrics"
     if not mdir.is_dir():
         return []
-    return sorted((p for p in mdir.glob(f"{kind}-*.csv") if _shard_epoch(p) >= 0), key=_shard_epoch)
+    return sorted((p for p in mdir.glob(f"{kind}-*.csv") if shard_epoch(p) >= 0), key=shard_epoch)
+
+
+def run_files(run_dir: Path) -> list[str]:
+    """Every file of a run directory (relative, sorted) but hidden ones: the lock and temp files."""
+    return sorted(str(q.relative_to(run_dir)) for q in run_dir.rglob("*")
+                  if q.is_file() and not any(part.startswith(".") for part in q.relative_to(run_dir).parts))
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's content but this digest itself (keys sorted, compact JSON)."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    text = json.dumps(_sanitize(body), sort_keys=True, separators=(",", ":"), default=_json_default, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def manifest_intact(manifest: Any) -> bool:
+    """False when the manifest records its own digest and its content no longer matches it."""
+    if not isinstance(manifest, dict) or "manifest_sha256" not in manifest:
+        return isinstance(manifest, dict)
+    return manifest["manifest_sha256"] == manifest_digest(manifest)
+
+
+def recorded_digests(run_dir: str | Path) -> dict[str, str]:
+    """The sha256 digests manifest.json holds ({} for a run written before they were recorded).
+
+    A manifest whose own digest does not match its content is :class:`DamagedFiles`.
+    """
+    p = Path(run_dir) / MANIFEST
+    manifest = read_json(p) if p.exists() else {}
+    if not manifest_intact(manifest):
+        raise DamagedFiles(f"{p} changed after reglab wrote it (its manifest_sha256 no longer matches). "
+                           "Fix: restore it from a copy, or start the study again with a new --out.")
+    digests = manifest.get("sha256") if isinstance(manifest, dict) else None
+    return {k: v for k, v in digests.items() if isinstance(v, str)} if isinstance(digests, dict) else {}
+
+
+class DamagedFiles(ReglabError):
+    """Files a run keeps differ from the digests recorded when they were written."""
+
+
+def check_unchanged(run_dir: str | Path, digests: dict[str, str], names: Iterable[str]) -> None:
+    """Raise a ReglabError when a file of `names` that `digests` records is missing or differs from it.
+
+    A resume calls this on the files it keeps before it records new digests, so damage to
+    them is reported instead of being written into the manifest as if reglab had made it.
+    """
+    d = Path(run_dir)
+    bad = [n for n in sorted(set(names)) if n in digests
+           and (not (d / n).is_file() or file_sha256(d / n) != digests[n])]
+    if bad:
+        raise DamagedFiles(f"{', '.join(str(d / n) for n in bad)} changed or went missing after reglab wrote "
+                          f"{'it' if len(bad) == 1 else 'them'} (sha256 differs from {MANIFEST}; `reglab verify "
+                          f"{d}` lists every such file). Fix: restore the file from a copy, or start the study "
+                          "again with a new --out.")
+
+
+@dataclass
+class Verification:
+    """What `reglab verify` found: files missing, changed or extra against manifest.json."""
+
+    dir: Path
+    checked: list[str]
+    missing: list[str]
+    changed: list[str]
+    extra: list[str]
+    status: str = "complete"        # the manifest's: a running or interrupted run has files newer than it
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.changed or self.extra)
+
+
+def verify_run(run_dir: str | Path) -> Verification:
+    """Compare every file of `run_dir` with the sha256 digests its manifest recorded.
+
+    A run directory written before digests were recorded (no ``sha256`` in the manifest) is
+    one clear error: there is nothing to compare against.
+    """
+    d = Path(run_dir)
+    manifest = _read_manifest(d)
+    digests = manifest.get("sha256")
+    if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+        raise ReglabError(f"{d / MANIFEST} records no sha256 digests (the run was written by an older reglab). "
+                          "Fix: nothing to verify against; re-run the study to get a verifiable run directory.")
+    on_disk = set(run_files(d)) - {MANIFEST}
+    missing, changed = [], []
+    if not manifest_intact(manifest):
+        changed.append(MANIFEST)
+    for name, want in sorted(digests.items()):
+        p = d / name
+        if not p.is_file():
+            missing.append(name)
+        elif file_sha256(p) != want:
+            changed.append(name)
+    extra = sorted(on_disk - set(digests))
+    return Verification(dir=d, checked=sorted(digests), missing=missing, changed=changed, extra=extra,
+                        status=str(manifest.get("status", "?")))
 
 
 # ----------------------------------------------------------------------------
@@ -417,9 +620,25 @@ class Run:
         return seen
 
 
-def load_run(run_dir: str | Path) -> Run:
-    """Read a run directory; a missing, empty or foreign directory is one clear error."""
-    d = Path(run_dir)
+TEXT_COLUMNS = ("method",)                          # every other metrics column holds numbers ...
+INT_COLUMNS = ("epoch", "variant", "seed", "step")   # ... and these whole numbers
+
+
+def _typed(cols: dict[str, np.ndarray], where: Path) -> dict[str, np.ndarray]:
+    """`cols` when every column has its kind of values; a damaged cell is one ReglabError, not garbage."""
+    for c, values in cols.items():
+        want_int = c in INT_COLUMNS
+        if c in TEXT_COLUMNS or (values.dtype.kind in "iu" if want_int else values.dtype.kind in "iuf"):
+            continue
+        bad = next((v for v in values if not isinstance(v, (int, float)) or (want_int and not isinstance(v, int))),
+                   values[0] if len(values) else "?")
+        raise ReglabError(f"{where} has {bad!r} in column {c!r}, which holds {'whole ' if want_int else ''}"
+                          "numbers. Fix: re-run or resume the study (`reglab verify` lists damaged files).")
+    return cols
+
+
+def _read_manifest(d: Path) -> dict:
+    """The manifest of run directory `d`; a missing, empty or foreign directory is one clear error."""
     if not d.exists():
         raise ReglabError(f"run directory {d} does not exist. Fix: give the folder `reglab run` wrote "
                           "(it prints it), e.g. runs/mnist-quick-<time>.")
@@ -436,17 +655,27 @@ def load_run(run_dir: str | Path) -> Run:
     manifest = read_json(mp)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ReglabError(f"{mp} is not a reglab run manifest. Fix: give a folder written by `reglab run`.")
+    if not isinstance(manifest.get("format_version", 0), int):
+        raise ReglabError(f"{mp} has no valid format_version. Fix: give a folder written by `reglab run`.")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise ReglabError(f"{d} was written by a newer reglab (format {manifest['format_version']}). "
                           "Fix: upgrade reglab.")
+    return manifest
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read a run directory; a missing, empty or foreign directory is one clear error."""
+    d = Path(run_dir)
+    manifest = _read_manifest(d)
     config = read_json(d / "config.json")
     variants = read_json(d / "variants.json")
 
     def metrics(kind: str) -> dict[str, np.ndarray]:
         single = d / f"metrics_{kind}.csv"
         if manifest.get("status") == "complete" and single.exists():
-            return read_csv_columns([single])
-        return read_csv_columns(_shards(d, kind))  # running or interrupted: the shards are the truth
+            return _typed(read_csv_columns([single]), single)
+        # running or interrupted: the shards are the truth
+        return _typed(read_csv_columns(_shards(d, kind)), d / "metrics" / f"{kind}-*.csv")
 
     def optional_json(name: str):
         p = d / name
@@ -458,8 +687,9 @@ def load_run(run_dir: str | Path) -> Run:
         try:
             with np.load(ap, allow_pickle=False) as z:
                 analysis = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise ReglabError(f"{ap} is unreadable ({e}). Fix: re-run or resume the study.") from None
+        except Exception as e:  # noqa: BLE001 - a damaged zip raises zipfile, zlib, EOF, OS and value errors
+            raise ReglabError(f"{ap} is unreadable ({type(e).__name__}). Fix: re-run or resume the study "
+                              "(`reglab verify` lists damaged files).") from None
 
     return Run(dir=d, manifest=manifest, config=config, variants=variants,
                epoch_rows=metrics("epoch"), iter_rows=metrics("iter"),

@@ -329,3 +329,50 @@ def test_threads_default_to_the_free_cores_and_resume_keeps_the_runs_own(tmp_pat
     atomic_write_json(tmp_path / "environment.json", {"torch_threads": 2})
     assert resolve_threads(None, str(tmp_path)) == 2
     assert resolve_threads(4, str(tmp_path)) == 4
+
+
+# ----------------------------------------------------------------------------
+# --out / --resume / --data-dir pointing at the wrong kind of thing
+
+def test_out_that_is_an_existing_file_is_one_line_and_exit_2_not_a_traceback(tmp_path, capsys):
+    target = tmp_path / "FILE"
+    target.write_text("keep me")
+    assert main(["run", "mnist", "--smoke", "--out", str(target), "--quiet"]) == 2
+    assert _one_error_line(capsys) == (f"reglab: {target} is a file, not a folder. Fix: give a folder for the "
+                                       "results (it is created when missing), e.g. another --out.")
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["run", "pointcloud", "--smoke", "--out", "{f}/sub"], "{f}/sub cannot be created: {f} is a file, not a folder"),
+    (["run", "--resume", "{f}"], "cannot resume: {f} is a file, not a run directory"),
+    (["run", "--resume", "{d}/nowhere"], "cannot resume: {d}/nowhere does not exist"),
+    (["run", "mnist", "--smoke", "--data-dir", "{f}", "--out", "{d}/r"], "data dir {f} is a file, not a folder"),
+    (["run", "mnist", "--smoke", "--data-dir", "{d}/nowhere", "--out", "{d}/r"], "data dir {d}/nowhere does not exist"),
+    (["tune", "pointcloud", "--smoke", "--out", "{f}"], "{f} is a file, not a folder"),
+])
+def test_paths_of_the_wrong_kind_are_one_line_and_exit_2(tmp_path, capsys, argv, expected):
+    f = tmp_path / "FILE"
+    f.write_text("keep me")
+    fill = lambda s: s.format(f=f, d=tmp_path)  # noqa: E731
+    assert main([fill(a) for a in argv] + ["--quiet"]) == 2
+    assert fill(expected) in _one_error_line(capsys)
+    assert f.read_text() == "keep me" and not (tmp_path / "r").exists()
+
+
+def test_an_unwritable_out_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() == 0:  # root writes through permission bits: a read-only mount is unwritable even to root
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)]).returncode != 0:
+            pytest.skip("running as root where tmpfs cannot be mounted: no way to make a folder unwritable")
+    else:
+        ro.chmod(0o500)
+    try:
+        assert main(["run", "pointcloud", "--smoke", "--out", str(ro / "run"), "--quiet"]) == 2
+        assert f"{ro / 'run'} cannot be written: {ro} is not writable" in _one_error_line(capsys)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(ro)], check=True)
+        else:
+            ro.chmod(0o700)

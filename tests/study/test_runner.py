@@ -142,7 +142,9 @@ def test_a_run_directory_describes_itself(tmp_path, stand_in):
     assert len(run.epoch_rows["epoch"]) == 5 * 6
     assert len(run.iter_rows["step"]) == 5 * 3 * 6
     assert list(np.unique(run.epoch_rows["epoch"])) == [1, 2, 3, 4, 5]
-    assert len(list((out / "checkpoints").glob("epoch-*.pt"))) == 1
+    # the newest two checkpoints, each with its digest
+    assert sorted(p.name for p in (out / "checkpoints").glob("epoch-*")) == [
+        "epoch-00004.pt", "epoch-00004.pt.sha256", "epoch-00005.pt", "epoch-00005.pt.sha256"]
 
 
 def test_summary_statistics_are_the_mean_and_t_interval_over_seeds(tmp_path, stand_in):
@@ -303,3 +305,54 @@ def test_a_run_that_fails_before_writing_anything_leaves_no_folder(tmp_path, sta
     with pytest.raises(ReglabError):
         runner.run_study(cfg, out_dir=tmp_path / "run", data_dir=tmp_path / "no-data-here", quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_files_it_keeps_that_changed_after_they_were_written(tmp_path, stand_in):
+    cfg = _cfg(n_epochs=6, checkpoint_every=2)
+    stand_in.interrupt_after = 3  # checkpoint at epoch 2; shard 3 is dropped by the resume anyway
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_study(cfg, out_dir=tmp_path / "cut", quiet=True)
+    stand_in.interrupt_after = None
+    shard = tmp_path / "cut" / "metrics" / "epoch-00002.csv"
+    damaged = shard.read_text().replace("0.", "1.", 1)
+    shard.write_text(damaged)
+    with pytest.raises(ReglabError, match=r"epoch-00002.csv changed or went missing after reglab wrote it"):
+        runner.run_study(None, out_dir=tmp_path / "cut", resume=True, quiet=True)
+    assert shard.read_text() == damaged  # reported, not overwritten, and not recorded as if reglab wrote it
+    assert read_json(tmp_path / "cut" / "manifest.json")["sha256"]["metrics/epoch-00002.csv"] != \
+        __import__("reglab.results", fromlist=["file_sha256"]).file_sha256(shard)
+
+
+def test_resume_of_a_complete_run_refuses_changed_results_and_rebuilds_nothing_from_them(tmp_path, stand_in):
+    out = runner.run_study(_cfg(n_epochs=2), out_dir=tmp_path / "run", quiet=True)
+    (out / "summary.json").write_text((out / "summary.json").read_text() + " ")
+    with pytest.raises(ReglabError, match=r"summary.json changed or went missing"):
+        runner.run_study(None, out_dir=out, resume=True, quiet=True)
+
+
+def test_resume_refuses_a_changed_or_missing_manifest_of_a_run_with_results(tmp_path, stand_in):
+    out = runner.run_study(_cfg(n_epochs=2), out_dir=tmp_path / "run", quiet=True)
+    manifest = out / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"epochs_done": 2', '"epochs_done": 1'))
+    with pytest.raises(ReglabError, match=r"manifest.json changed after reglab wrote it"):
+        runner.run_study(None, out_dir=out, resume=True, quiet=True)
+    manifest.unlink()  # a complete run without its manifest: not a fresh start with the shards gone
+    with pytest.raises(ReglabError, match=r"manifest.json is missing but the run has results"):
+        runner.run_study(None, out_dir=out, resume=True, quiet=True)
+    assert not manifest.exists()
+
+
+def test_a_run_killed_while_removing_its_consolidated_shards_resumes(tmp_path, stand_in, monkeypatch):
+    from reglab.results import RunWriter
+    real = RunWriter.remove_shards
+
+    def killed_after_removing(self):
+        real(self)
+        raise KeyboardInterrupt  # a kill after the shards are gone, before the manifest says so
+    monkeypatch.setattr(RunWriter, "remove_shards", killed_after_removing)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_study(_cfg(n_epochs=2), out_dir=tmp_path / "run", quiet=True)
+    monkeypatch.setattr(RunWriter, "remove_shards", real)
+    assert "metrics/epoch-00001.csv" in read_json(tmp_path / "run" / "manifest.json")["sha256"]
+    runner.run_study(None, out_dir=tmp_path / "run", resume=True, quiet=True)
+    assert "metrics/epoch-00001.csv" not in read_json(tmp_path / "run" / "manifest.json")["sha256"]

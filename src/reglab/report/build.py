@@ -14,6 +14,7 @@ from reglab.report.html import render_html, render_markdown
 from reglab.results import Run, atomic_write_text, load_run
 
 FIGURES_DIR = "figures"
+REPORT_FILES = (FIGURES_DIR + "/", "report.html", "summary.md")  # what a build writes (name prefixes)
 
 
 def build_report(run_dir: str | Path) -> Path:

@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from reglab.errors import ReglabError
-from reglab.report.build import write_report
-from reglab.results import load_run
+from reglab.report.build import REPORT_FILES, write_report
+from reglab.results import RunLock, RunWriter, file_sha256, load_run, manifest_intact, run_files
 
 EXIT_INCOMPLETE = 3  # the report was built, but from a run that is still running or was interrupted
 
@@ -49,13 +49,16 @@ def _report(args) -> int:
         require_pyarrow()
     run = load_run(args.run_dir)
     path = write_report(run)
+    written = REPORT_FILES
     if args.tensorboard:
-        from reglab.report.tensorboard import write_tensorboard
+        from reglab.report.tensorboard import TENSORBOARD_DIR, write_tensorboard
         print(f"reglab: TensorBoard: tensorboard --logdir {write_tensorboard(run)}", file=sys.stderr)
+        written += (TENSORBOARD_DIR + "/",)
     if args.parquet:
-        from reglab.frames import RunFrames
-        for written in RunFrames(run).to_parquet():
-            print(f"reglab: wrote {written}", file=sys.stderr)
+        from reglab.frames import PARQUET_DIR, RunFrames
+        for table in RunFrames(run).to_parquet():
+            print(f"reglab: wrote {table}", file=sys.stderr)
+        written += (PARQUET_DIR + "/",)
     if not run.complete:
         status = run.manifest.get("status", "?")
         print(f"reglab: run {run.dir} is incomplete (status {status}, {run.manifest.get('epochs_done', '?')} of "
@@ -63,5 +66,20 @@ def _report(args) -> int:
               "Fix: rebuild it when the run has finished (or resume it with `reglab run --resume`).",
               file=sys.stderr)
         return EXIT_INCOMPLETE
+    # the rebuilt files' digests, so `reglab verify` still holds (never over a damaged manifest)
+    if "sha256" in run.manifest and manifest_intact(run.manifest) and not _recorded(run, written):
+        try:
+            with RunLock(run.dir):
+                RunWriter(run.dir).update_manifest(report=path.name, record=written)
+        except ReglabError:
+            pass  # another reglab process holds the run; it records the files itself
     print(path)
     return 0
+
+
+def _recorded(run, prefixes: tuple[str, ...]) -> bool:
+    """Whether the manifest already holds the files written (``prefixes``) as they are now (a rebuild that
+    changed nothing)."""
+    recorded = {k: v for k, v in run.manifest["sha256"].items() if k.startswith(prefixes)}
+    on_disk = [n for n in run_files(run.dir) if n.startswith(prefixes)]
+    return set(recorded) == set(on_disk) and all(file_sha256(run.dir / n) == recorded[n] for n in on_disk)

@@ -22,6 +22,7 @@ A kill at any moment leaves whole files only (every write is temp file +
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import importlib.util
 import io
@@ -40,13 +41,17 @@ from reglab import __version__
 from reglab.config import MethodConfig, StudyConfig, study_from_dict, to_toml
 from reglab.data.dataset import Dataset
 from reglab.errors import ReglabError
-from reglab.results import (MANIFEST, RunLock, RunWriter, atomic_write_bytes, atomic_write_text,
-                            now_iso, read_csv_columns, read_json)
+from reglab.results import (MANIFEST, DamagedFiles, RunLock, RunWriter, shard_epoch, atomic_write_bytes,
+                            atomic_write_text, check_out_dir, check_unchanged, now_iso, read_csv_columns, read_json,
+                            recorded_digests)
 from reglab.stats import describe, holm_adjust, paired_comparison
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"                 # text file in checkpoints/ naming the newest complete checkpoint
 CHECKPOINT_FORMAT = "reglab-checkpoint"
+REPORT_FILES = ("figures/", "report.html", "summary.md")  # what a report build writes (name prefixes)
+REBUILT = REPORT_FILES + (CHECKPOINT_DIR + "/",)           # may differ after "complete"
+CHECKPOINTS_KEPT = 2              # the newest and the one before: a damaged newest one falls back to it
 TIMING_REPEATS = 3                # each method is timed alone this many times (median and range reported) ...
 TIMING_MIN_SECONDS = 0.5          # ... each time for at least this long ...
 TIMING_MAX_EPOCHS = 50            # ... or this many short epochs, whichever comes first
@@ -89,6 +94,7 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
         if cfg is None:
             raise ReglabError("no study config given. Fix: pass a StudyConfig (e.g. from reglab.study.presets.get).")
         run_dir = Path(out_dir) if out_dir is not None else default_run_dir(cfg.name)
+        check_out_dir(run_dir)
     if cfg.tensorboard:
         from reglab.report.tensorboard import require_tensorboard
         require_tensorboard()  # before training, not after it
@@ -105,9 +111,17 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
                                    show_progress=progress and not quiet,
                                    allow_checksum_mismatch=allow_checksum_mismatch, command=command,
                                    time_methods=time_methods, report=report)
-            except BaseException:
-                if (run_dir / MANIFEST).exists():
-                    RunWriter(run_dir).update_manifest(status="interrupted")
+            except BaseException as e:
+                # damaged files are left as they are found: recording their digests now would hide them
+                if (run_dir / MANIFEST).exists() and not isinstance(e, DamagedFiles):
+                    try:
+                        # a failure after "complete" (in the report build) leaves the results complete:
+                        # the shards are gone by then, and a resume only builds the report again
+                        if read_json(run_dir / MANIFEST).get("status") != "complete":
+                            # the status only: the digests stay those of files reglab knows it wrote
+                            RunWriter(run_dir).update_manifest(status="interrupted", record=())
+                    except ReglabError:
+                        pass  # e.g. the disk is still full: the error being raised says so already
                 raise
     except BaseException:
         # a run that failed before writing anything (e.g. no dataset) leaves no empty folder behind
@@ -137,8 +151,21 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     session_start = time.perf_counter()
     started = now_iso()
     writer = RunWriter(run_dir)
+    writer.remove_temp_files()  # of a process killed mid-write (a fresh run may reuse the folder of one)
+    recorded: dict[str, str] = {}
+    if resume:
+        recorded = recorded_digests(run_dir)  # before this session records digests of its own
+        if not (run_dir / MANIFEST).exists() and any((run_dir / n).exists() for n in
+                                                      (CHECKPOINT_DIR, "metrics", "metrics_epoch.csv")):
+            raise DamagedFiles(f"{run_dir / MANIFEST} is missing but the run has results. Fix: restore it "
+                               "from a copy, or start the study again with a new --out.")
 
     if resume and (run_dir / MANIFEST).exists() and read_json(run_dir / MANIFEST).get("status") == "complete":
+        # the results are final; only the report (rebuilt), the checkpoints (no longer used) and the
+        # shards (removed once consolidated, perhaps by a process killed before it recorded that) may differ
+        check_unchanged(run_dir, recorded, [n for n in recorded if not n.startswith(REBUILT + ("metrics/",))])
+        # a kill after "complete" may have left shards or no report
+        _finish(writer, run_dir, report, say, record=("metrics/",) + REPORT_FILES)
         say(f"reglab: {run_dir} is already complete; nothing to resume.")
         return run_dir
 
@@ -146,6 +173,14 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
         f"({len(cfg.methods)} methods x {len(cfg.seeds)} seeds = {cfg.n_variants} variants, "
         f"{cfg.n_epochs} epochs) -> {run_dir}")
     say(resolved_config_text(cfg, run_dir))
+
+    checkpoint = None
+    if resume:
+        checkpoint = _pick_checkpoint(run_dir, cfg)
+        # what the resumed run builds on: its config and the metrics up to the checkpoint
+        epoch = checkpoint["epoch"] if checkpoint is not None else 0
+        check_unchanged(run_dir, recorded, ["config.json", "config.toml", "variants.json"] +
+                        [n for n in recorded if n.startswith("metrics/") and 0 <= shard_epoch(Path(n)) <= epoch])
 
     dataset = load_dataset(cfg.data, data_dir=data_dir, cache_dir=cache_dir,
                            allow_checksum_mismatch=allow_checksum_mismatch)
@@ -162,7 +197,8 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     # the runner's own state, saved in every checkpoint beside the trainer's
     book = {"train_s": 0.0, "best_val_error": math.inf, "sessions": [], "epoch_wall_s": []}
     if resume:
-        book = _load_checkpoint(run_dir, trainer) or book
+        if checkpoint is not None:
+            book = _restore(trainer, checkpoint)
         writer.drop_epochs_after(trainer.epoch)
         say(f"reglab: resumed after epoch {trainer.epoch} of {cfg.n_epochs}")
     earlier_sessions = book["sessions"]  # killed sessions, each up to its last checkpoint
@@ -184,9 +220,12 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
             val = np.asarray(rec.metrics["val_error"], dtype=np.float64)
             if np.isfinite(val).any():
                 book["best_val_error"] = min(book["best_val_error"], float(np.nanmin(np.where(np.isfinite(val), val, np.nan))))
+            # the shards' digests are recorded before a checkpoint covers them, so a resume from that
+            # checkpoint can check every shard it keeps
+            writer.update_manifest(epochs_done=rec.epoch)
             if rec.epoch % cfg.checkpoint_every == 0 or trainer.done:
                 _save_checkpoint(run_dir, trainer, dict(book, sessions=earlier_sessions + [this_session()]), cfg)
-            writer.update_manifest(epochs_done=rec.epoch)
+                writer.update_manifest()
             if bar is not None:
                 bar.set_postfix_str(f"best val error {100 * book['best_val_error']:.2f}%")
                 bar.update(1)
@@ -194,7 +233,7 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
         if bar is not None:
             bar.close()
 
-    writer.finalize()  # consolidated CSVs first: the summary reads them
+    writer.finalize(trainer.epoch)  # consolidated CSVs first: the summary reads them
     finals = trainer.final_summary()
     last = _last_epoch_metrics(writer)
     summary = build_summary(cfg, finals, last)
@@ -206,18 +245,37 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     writer.write_json("timing.json", timing_table(cfg, book, sessions, method_times, summary))
 
     writer.update_manifest(status="complete", epochs_done=trainer.epoch)
-    writer.remove_shards()
-
     say(format_summary_table(summary))
-    report_path = _build_report(run_dir, say) if report else None
+    report_path = _finish(writer, run_dir, report, say)
     say(f"reglab: results in {run_dir}")
     if report_path is not None:
         say(f"reglab: report at {report_path}")
     if cfg.tensorboard:
-        from reglab.report.tensorboard import write_tensorboard
+        from reglab.report.tensorboard import TENSORBOARD_DIR, write_tensorboard
         from reglab.results import load_run
         say(f"reglab: TensorBoard: tensorboard --logdir {write_tensorboard(load_run(run_dir))}")
+        writer.update_manifest(record=(TENSORBOARD_DIR + "/",), touch=False)   # `reglab verify` holds them too
     return run_dir
+
+
+def _finish(writer: RunWriter, run_dir: Path, report: bool, say, record: tuple[str, ...] | None = None) -> Path | None:
+    """The steps after the manifest says complete; each is redone by a resume after a kill.
+
+    Drop the per-epoch shards, build the report unless one was built (``report`` in the
+    manifest), then record the final file list and digests (of the files under `record`
+    only, when given: a resume of a complete run writes nothing else).
+    """
+    removed = writer.remove_shards()
+    if removed or any(n.startswith("metrics/") for n in recorded_digests(run_dir)):
+        writer.update_manifest(record=record)  # the shards are gone (perhaps removed by a killed process)
+    built = None
+    if report and not read_json(run_dir / MANIFEST).get("report"):
+        built = _build_report(run_dir, say)
+        if built is not None:
+            # the report shows the manifest's "updated" time: keep it, so a rebuild gives the same bytes
+            writer.update_manifest(record=record, touch=False, report=built.name)
+    return built if built is not None else (run_dir / "report.html" if (run_dir / "report.html").exists()
+                                            and report else None)
 
 
 def resolved_config_text(cfg: StudyConfig, run_dir: Path) -> str:
@@ -261,39 +319,126 @@ def _build_report(run_dir: Path, say) -> Path | None:
 # checkpoints
 
 def _save_checkpoint(run_dir: Path, trainer, book: dict, cfg: StudyConfig) -> None:
-    """Write checkpoints/epoch-XXXXX.pt atomically, then point `latest` at it, then drop older ones."""
+    """Write checkpoints/epoch-XXXXX.pt and its .sha256 atomically, point `latest` at it, drop older ones.
+
+    The newest two checkpoints are kept (one is enough to resume, but a paper-size study's is
+    ~0.5 GB); the digest, written after the checkpoint, lets a resume tell a damaged file from a
+    good one before unpickling it.
+    """
     cdir = run_dir / CHECKPOINT_DIR
     name = f"epoch-{trainer.epoch:05d}.pt"
     buf = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, "epoch": trainer.epoch, "config": cfg.to_dict(),
                 "trainer": trainer.state_dict(), "runner": book}, buf)
-    atomic_write_bytes(cdir / name, buf.getvalue())
+    data = buf.getvalue()
+    atomic_write_bytes(cdir / name, data)
+    atomic_write_text(cdir / f"{name}.sha256", f"{hashlib.sha256(data).hexdigest()}  {name}\n")
     atomic_write_text(cdir / LATEST, name + "\n")
-    # one checkpoint is enough to resume, and a paper-size study's is ~0.5 GB
-    for old in cdir.glob("epoch-*.pt"):
-        if old.name != name:
+    older = [p for p in _checkpoints(cdir) if _checkpoint_epoch(p) < trainer.epoch][:CHECKPOINTS_KEPT - 1]
+    keep = {name} | {p.name for p in older}
+    for old in _checkpoints(cdir):  # older ones, and newer ones a fallback left behind
+        if old.name not in keep:
             old.unlink()
+            old.with_name(old.name + ".sha256").unlink(missing_ok=True)
 
 
-def _load_checkpoint(run_dir: Path, trainer) -> dict | None:
-    """Restore the trainer from the latest checkpoint; None when the run died before its first one."""
-    pointer = run_dir / CHECKPOINT_DIR / LATEST
-    if not pointer.exists():
-        return None
-    path = run_dir / CHECKPOINT_DIR / pointer.read_text().strip()
+def _checkpoints(cdir: Path) -> list[Path]:
+    """checkpoints/epoch-XXXXX.pt files, newest first."""
+    if not cdir.is_dir():
+        return []
+    return sorted((p for p in cdir.glob("epoch-*.pt") if _checkpoint_epoch(p) >= 0), key=_checkpoint_epoch,
+                  reverse=True)
+
+
+def _checkpoint_epoch(p: Path) -> int:
     try:
-        # the file was written by this runner into the user's own run directory; the trainer state
-        # holds numpy arrays and RNG states, which the weights-only unpickler rejects
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as e:
-        raise ReglabError(f"checkpoint {path} is unreadable ({e}). Fix: start the study again with a new --out.") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ReglabError(f"{path} is not a reglab checkpoint. Fix: start the study again with a new --out.")
-    trainer.load_state_dict(ckpt["trainer"])
+        return int(p.stem.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _pick_checkpoint(run_dir: Path, cfg: StudyConfig, warn=None) -> dict | None:
+    """The newest sound checkpoint (its dict, path under "path"); None when the run died before its first one.
+
+    A checkpoint whose digest differs from its .sha256, that torch cannot read, or that does
+    not hold this study's state is skipped with a one-line warning on stderr and the one
+    before it is used; none sound is a ReglabError. Nothing reaches the trainer before a
+    checkpoint has passed every check (:func:`_restore`).
+    """
+    warn = warn or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    cdir = run_dir / CHECKPOINT_DIR
+    candidates = _checkpoints(cdir)
+    if not candidates:
+        if (cdir / LATEST).exists():
+            raise ReglabError(f"{cdir / LATEST} names a checkpoint but {cdir} holds none. "
+                              f"Fix: start the study again with a new --out.")
+        return None
+    problems = []
+    for path in candidates:
+        ckpt, problem = _read_checkpoint(path, cfg)
+        if problem is not None:
+            problems.append(f"{path.name}: {problem}")
+            continue
+        if problems:
+            warn(f"reglab: warning: {'; '.join(problems)}; resuming from {path} (epoch {ckpt['epoch']}) instead.")
+        return dict(ckpt, path=path)
+    raise ReglabError(f"no readable checkpoint in {cdir} ({'; '.join(problems)}). "
+                      "Fix: start the study again with a new --out.")
+
+
+def _restore(trainer, ckpt: dict) -> dict:
+    """Load a checkpoint from :func:`_pick_checkpoint` into `trainer`; returns the runner's bookkeeping."""
+    try:
+        trainer.load_state_dict(ckpt["trainer"])
+    except Exception as e:  # noqa: BLE001 - a state that passed the digest but not the trainer: say which
+        raise ReglabError(f"checkpoint {ckpt['path']} does not fit this study's trainer ({type(e).__name__}: {e}). "
+                          "Fix: start the study again with a new --out.") from None
     return ckpt["runner"]
 
 
+RUNNER_KEYS = ("train_s", "best_val_error", "sessions", "epoch_wall_s")
+
+
+def _read_checkpoint(path: Path, cfg: StudyConfig) -> tuple[dict | None, str | None]:
+    """(checkpoint, None) when `path` is a sound checkpoint of `cfg`, else (None, what is wrong)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, f"unreadable ({e.strerror or e})"
+    digest_file = path.with_name(path.name + ".sha256")
+    if digest_file.exists():
+        try:
+            want = digest_file.read_text().split()[0]
+        except (OSError, UnicodeDecodeError, IndexError):
+            want = "?"
+        if hashlib.sha256(data).hexdigest() != want:
+            return None, "damaged (its sha256 differs from the one recorded when it was written)"
+    try:
+        # the file was written by this runner into the user's own run directory; the trainer state
+        # holds numpy arrays and RNG states, which the weights-only unpickler rejects
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - unpickling garbage raises nearly anything
+        return None, f"unreadable ({type(e).__name__})"
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        return None, "not a reglab checkpoint"
+    if ckpt.get("epoch") != _checkpoint_epoch(path) or not isinstance(ckpt.get("trainer"), dict):
+        return None, "its content does not match its name"
+    runner_book = ckpt.get("runner")
+    if not isinstance(runner_book, dict) or any(k not in runner_book for k in RUNNER_KEYS):
+        return None, "its runner state is incomplete"
+    try:
+        same = study_from_dict(ckpt.get("config"), where=str(path)) == cfg
+    except (ReglabError, TypeError, ValueError):
+        same = False
+    if not same:
+        return None, "it belongs to another study config"
+    return ckpt, None
+
+
 def _stored_config(run_dir: Path) -> StudyConfig:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ReglabError(f"cannot resume: {run_dir} is a file, not a run directory. "
+                          "Fix: give the folder of the interrupted run.")
     if not run_dir.is_dir():
         raise ReglabError(f"cannot resume: {run_dir} does not exist. Fix: give the folder of the interrupted run.")
     if not (run_dir / "config.json").exists():

@@ -124,10 +124,17 @@ def tune_command(args: argparse.Namespace, environ: dict | None = None) -> int:
                            allow_checksum_mismatch=args.allow_checksum_mismatch)
     executor = make_executor(args.executor, address=args.address, threads=args.threads,
                              max_retries=args.max_retries)
-    tune(cfg, dataset, out_dir=out, n_trials=n_trials, timeout_s=args.timeout, sampler=args.sampler,
-                  pruner=args.pruner, storage=args.storage, executor=executor,
-                  seeds_per_trial=args.seeds_per_trial, batch_trials=args.batch_trials, sampler_seed=args.seed,
-                  shard_by=shard_by, epochs_per_task=args.epochs_per_task, command=command_line(args), say=say)
+    existed = out.exists()
+    try:
+        tune(cfg, dataset, out_dir=out, n_trials=n_trials, timeout_s=args.timeout, sampler=args.sampler,
+             pruner=args.pruner, storage=args.storage, executor=executor,
+             seeds_per_trial=args.seeds_per_trial, batch_trials=args.batch_trials, sampler_seed=args.seed,
+             shard_by=shard_by, epochs_per_task=args.epochs_per_task, command=command_line(args), say=say)
+    except BaseException:
+        # a tune that failed before writing anything (e.g. a bad --storage) leaves no empty folder behind
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     return 0
 
 

@@ -656,14 +656,18 @@ def open_storage(storage_url: str):
     if storage_url.startswith("sqlite"):
         from sqlalchemy.engine import make_url
 
-        database = make_url(storage_url).database
+        try:
+            database = make_url(storage_url).database
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy's URL parser raises ValueError and its own errors
+            raise ReglabError(f"cannot open Optuna storage {redact_url(storage_url)} (not a database URL: "
+                              f"{type(e).__name__}). Fix: check the URL, e.g. sqlite:///path.db.") from None
         if database:
             kwargs["engine_kwargs"] = {"creator": _sqlite_connector(database)}
     try:
         return optuna.storages.RDBStorage(storage_url, **kwargs)
     except ImportError as e:
         raise ReglabError(f"storage {redact_url(storage_url)} needs a database driver that is not installed ({e}). "
-                          "Fix: pip install psycopg2-binary for PostgreSQL.") from None
+                          "Fix: install that database's driver (pip install psycopg2-binary for PostgreSQL).") from None
     except Exception as e:  # SQLAlchemy's URL and connection errors have no common public base
         raise ReglabError(f"cannot open Optuna storage {redact_url(storage_url)} "
                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
