@@ -109,22 +109,26 @@ def test_later_settings_win_and_an_empty_list_changes_nothing():
     assert apply_settings(cfg, ["n_epochs=3", "n_epochs=4"]).n_epochs == 4
 
 
+FIX = " Fix: change that value (docs/studies.md lists every key and its range)."
+
+
 def test_every_bad_setting_is_its_own_line_with_the_toml_message():
     with pytest.raises(ReglabError) as e:
         apply_settings(_study(), ["methods.max_norm.dropout_hidden=1.5", "n_epocs=3", "methods.l3.l2=1",
                                   "methods.l2.l3=1", "data.foo=1", "n_epochs", "n_epochs=0", "methods.l2=1",
                                   "methods.l2.lr=abc", "n_epochs=5"])
     assert e.value.lines == [
-        "--set methods.max_norm.dropout_hidden=1.5: 'max_norm.dropout_hidden' must be a number in [0, 1); got 1.5.",
-        "--set n_epocs=3: unknown key n_epocs; allowed: name, hidden, init, optimizer, n_epochs, batch_size, "
+        "--set methods.max_norm.dropout_hidden=1.5: 'max_norm.dropout_hidden' must be a number in [0, 1); got 1.5."
+        + FIX,
+        "--set n_epocs=3: unknown key n_epocs. Fix: use one of name, hidden, init, optimizer, n_epochs, batch_size, "
         "seeds, log_every, checkpoint_every, eval_batch_size, device, matmul_dtype, tensorboard.",
         "--set methods.l3.l2=1: this study has no method named 'l3'; its methods: l2, max_norm. "
         "Fix: use one of those names, or * for every method.",
-        "--set methods.l2.l3=1: unknown key methods.l2.l3; allowed: " + ", ".join(
+        "--set methods.l2.l3=1: unknown key methods.l2.l3. Fix: use one of " + ", ".join(
             f for f in MethodConfig.__dataclass_fields__) + ".",
-        "--set data.foo=1: unknown key data.foo; allowed: " + ", ".join(DataConfig.__dataclass_fields__) + ".",
+        "--set data.foo=1: unknown key data.foo. Fix: use one of " + ", ".join(DataConfig.__dataclass_fields__) + ".",
         "--set n_epochs: expected PATH=VALUE. Fix: e.g. --set n_epochs=30 or --set methods.l2.l2=1e-3.",
-        "--set n_epochs=0: 'n_epochs' must be a whole number in [1, 10000000]; got 0.",
+        "--set n_epochs=0: 'n_epochs' must be a whole number in [1, 10000000]; got 0." + FIX,
         "--set methods.l2=1: a method setting is methods.NAME.KEY. Fix: e.g. methods.dropout+l2.dropout_hidden=0.3.",
-        "--set methods.l2.lr=abc: 'l2.lr' must be a number; got 'abc'.",
+        "--set methods.l2.lr=abc: 'l2.lr' must be a number; got 'abc'." + FIX,
     ]

@@ -463,7 +463,7 @@ def _set_path(d: dict, setting: str) -> dict:
         out["data"] = dict(d["data"], **{keys[1]: value})
     else:
         if len(keys) != 1:
-            raise ReglabError(f"unknown key {path}; paths are KEY, data.KEY or methods.NAME.KEY.")
+            raise ReglabError(f"unknown key {path}. Fix: a path is KEY, data.KEY or methods.NAME.KEY.")
         _known_leaf(keys[0], StudyConfig, "")
         out[keys[0]] = value
     return out
@@ -472,7 +472,7 @@ def _set_path(d: dict, setting: str) -> dict:
 def _known_leaf(key: str, cls, prefix: str) -> None:
     known = [k for k in _known_keys(cls) if k not in ("data", "methods")]
     if key not in known:
-        raise ReglabError(f"unknown key {prefix}{key}; allowed: {', '.join(known)}.")
+        raise ReglabError(f"unknown key {prefix}{key}. Fix: use one of {', '.join(known)}.")
 
 
 def _parse_value(text: str):
