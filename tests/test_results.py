@@ -156,3 +156,16 @@ def test_a_metrics_cell_damaged_into_text_is_one_clear_error_not_garbage(tmp_pat
     shard.write_text(shard.read_text().replace("0.25", "0.2r"))
     with pytest.raises(ReglabError, match=r"has '0.2r' in column 'val_error', which holds numbers"):
         load_run(tmp_path)
+
+
+def test_a_run_keeps_the_columns_of_its_first_shard_when_a_newer_reglab_records_more(tmp_path):
+    w = RunWriter(tmp_path)
+    old = [{"epoch": 1, "variant": 0, "val_loss": 0.5}]
+    w.write_epoch(1, old, [{"step": 1, "loss": 0.7}])
+    newer = [{"epoch": 2, "variant": 0, "val_loss": 0.4, "weight_norm": 3.0}]   # a metric added since
+    w.write_epoch(2, newer, [{"step": 2, "loss": 0.6}])
+    cols = read_csv_columns(sorted((tmp_path / "metrics").glob("epoch-*.csv")))   # one table, no mixed headers
+    assert list(cols) == ["epoch", "variant", "val_loss"] and cols["val_loss"].tolist() == [0.5, 0.4]
+    fresh = RunWriter(tmp_path / "fresh")
+    fresh.write_epoch(1, newer, [{"step": 1, "loss": 0.6}])
+    assert "weight_norm" in read_csv_columns([tmp_path / "fresh" / "metrics" / "epoch-00001.csv"])

@@ -298,7 +298,7 @@ def rows_to_csv(rows: list[dict], columns: list[str] | None = None) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow([_format_value(r[c]) for c in columns])
+        w.writerow([_format_value(r.get(c, math.nan)) for c in columns])
     return buf.getvalue()
 
 
@@ -384,10 +384,22 @@ class RunWriter:
         """One epoch's metrics as two shards, each written atomically.
 
         Re-running an epoch after a resume overwrites its shards, so a run
-        killed mid-epoch never leaves duplicate or partial rows.
+        killed mid-epoch never leaves duplicate or partial rows. The run keeps
+        the columns of its first shard: a run begun by an older reglab and
+        resumed by a newer one (which may record more metrics) stays one table.
         """
         atomic_write_text(self.dir / "metrics" / f"iter-{epoch:05d}.csv", rows_to_csv(iter_rows))
-        atomic_write_text(self.dir / "metrics" / f"epoch-{epoch:05d}.csv", rows_to_csv(epoch_rows))
+        atomic_write_text(self.dir / "metrics" / f"epoch-{epoch:05d}.csv",
+                          rows_to_csv(epoch_rows, self._first_header("epoch", epoch)))
+
+    def _first_header(self, kind: str, epoch: int) -> list[str] | None:
+        """The columns of the run's earliest ``kind`` shard before ``epoch`` (None when there is none)."""
+        earlier = sorted(p for p in (self.dir / "metrics").glob(f"{kind}-*.csv") if shard_epoch(p) < epoch)
+        if not earlier:
+            return None
+        with open(earlier[0], newline="") as f:
+            header = next(csv.reader(f), None)
+        return header or None
 
     def drop_epochs_after(self, epoch: int) -> None:
         """Remove shards of epochs > `epoch` (written after the checkpoint being resumed)."""

@@ -484,6 +484,14 @@ def test_resuming_after_the_batch_was_compacted_continues_bit_identically(optimi
         _assert_resume_continues_bit_identically(cfg, ds, straight, records, state, epoch)
 
 
+def test_the_weight_norm_metric_is_the_l2_norm_of_every_weight_without_biases(small_dataset):
+    trainer = Trainer(_all_methods_study(n_epochs=1), small_dataset)
+    rec = trainer.train_epoch()
+    for v in range(trainer.n_variants):
+        weights = torch.cat([w[v].flatten().double() for w in trainer.model.weights])
+        assert rec.metrics["weight_norm"][v] == pytest.approx(float(torch.linalg.norm(weights)), rel=1e-12)
+
+
 def test_the_final_train_error_is_a_clean_pass_over_the_training_split_without_dropout(small_dataset):
     methods = (MethodConfig("plain", lr=0.05), MethodConfig("drop", lr=0.05, dropout_input=0.2, dropout_hidden=0.5))
     cfg = StudyConfig(name="gap", hidden=(16, 8), n_epochs=3, batch_size=24, seeds=(0, 1), methods=methods)

@@ -54,7 +54,8 @@ averaged over the epoch weighted by batch size, the running average the
 usual training loop prints, not a separate pass over the training split.
 ``val_*`` and ``test_*`` are full passes over those splits at the end of the
 epoch without dropout. ``sparsity`` is the fraction of weights (all layers,
-no biases) with ``|w| < 1e-3``; ``mean_activation`` the mean ReLU output over
+no biases) with ``|w| < 1e-3``; ``weight_norm`` the L2 norm of all of them,
+``sqrt(sum w^2)``; ``mean_activation`` the mean ReLU output over
 every hidden unit of every hidden layer on the validation split. ``lr`` and
 ``momentum`` are the values of the epoch's last step (for Adam ``momentum``
 is beta1). Metrics of a variant that did not train in an epoch (stopped
@@ -803,15 +804,18 @@ class Trainer:
     def _epoch_metrics(self, trained: np.ndarray, ok: np.ndarray, values: dict[str, np.ndarray],
                        train_time: float, eval_time: float) -> dict[str, np.ndarray]:
         zero = torch.zeros(self.n_variants, dtype=torch.float64, device=self.device)
+        squares = torch.zeros(self.n_variants, dtype=torch.float64, device=self.device)
         total = 0
         for w in self.model.weights:
             zero += (w.abs() < SPARSITY_THRESHOLD).to(self.dtype).sum(dim=(1, 2))
+            squares += torch.linalg.vector_norm(w.flatten(1), dim=1, dtype=torch.float64) ** 2
             total += w[0].numel()
         nan = np.nan
         metrics = {
             **{k: np.where(ok, values[k], nan) for k in ("train_loss", "train_error", "val_loss", "val_error",
                                                            "test_loss", "test_error")},
             "sparsity": np.where(ok, (zero / total).cpu().numpy(), nan),
+            "weight_norm": np.where(ok, squares.sqrt().cpu().numpy(), nan),
             "mean_activation": np.where(ok, values["mean_activation"], nan),
             "lr": np.where(trained, values["lr"], nan),
             "momentum": np.where(trained, values["momentum"], nan),

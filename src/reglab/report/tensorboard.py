@@ -8,7 +8,8 @@ float64 scalars); the CSVs keep the float64 values:
 * ``iteration/loss``, ``iteration/loss_data``, ``iteration/loss_penalty`` at step = optimizer
   update (every ``log_every``-th, as metrics_iter.csv holds them);
 * ``epoch/<column>`` for every metric of metrics_epoch.csv (train/val/test loss and error,
-  ``lr``, ``momentum``, ``sparsity`` = fraction of weights with |w| < 1e-3, ``mean_activation``,
+  ``lr``, ``momentum``, ``sparsity`` = fraction of weights with |w| < 1e-3, ``weight_norm`` = sqrt(sum w^2)
+  over all weights (no biases), ``mean_activation``,
   ``epoch_time_s`` ...) at step = epoch;
 * ``weights/abs`` (analysis.npz, complete runs): the histogram of the final |w| over all weights
   (no biases) in the run's log-spaced bins, at step = last epoch; its sum and sum of squares are
