@@ -42,21 +42,24 @@ def _table9_methods(common: dict, per_method: dict[str, dict]) -> tuple[MethodCo
     return tuple(MethodConfig(name=name, **{**common, **per_method[name]}) for name in METHODS_TABLE9)
 
 
-def _sgd_table9_methods(q: dict) -> tuple[MethodConfig, ...]:
-    """The six Table 9 methods from one table of validated values (QUICK, SEED): SGD, momentum 0.9,
-    the same exponentially decayed lr for every method, each method its own penalties."""
+def _sgd_table9_methods(q: dict, none: bool = False) -> tuple[MethodConfig, ...]:
+    """The six Table 9 methods from one table of validated values (QUICK, SEED, DATASIZE): SGD, momentum
+    0.9, the same exponentially decayed lr for every method, each method its own penalties; the L2 of
+    the combined methods is ``l2_with`` where the table has one (else ``l2``). ``none``: first a method
+    with no regularization at all."""
     common = dict(lr=q["lr"], momentum=0.9, lr_schedule="exponential", lr_decay=q["lr_decay"],
                   lr_decay_steps=q["lr_decay_steps"])
     dropout = dict(dropout_input=q["dropout_input"], dropout_hidden=q["dropout_hidden"])
+    l2_with = q.get("l2_with", q["l2"])
     per = {
         "l2": dict(l2=q["l2"]),
-        "l2+l1_late": dict(l2=q["l2"], l1=q["l1"], l1_start=q["l1_start"]),
-        "l2+kl": dict(l2=q["l2"], kl_beta=q["kl_beta"], kl_rho=q["kl_rho"], kl_ema=q["kl_ema"]),
+        "l2+l1_late": dict(l2=l2_with, l1=q["l1"], l1_start=q["l1_start"]),
+        "l2+kl": dict(l2=l2_with, kl_beta=q["kl_beta"], kl_rho=q["kl_rho"], kl_ema=q["kl_ema"]),
         "max_norm": dict(max_norm=q["max_norm"]),
-        "dropout+l2": dict(l2=q["l2"], **dropout),
+        "dropout+l2": dict(l2=l2_with, **dropout),
         "dropout+max_norm": dict(max_norm=q["max_norm_dropout"], **dropout),
     }
-    return _table9_methods(common, per)
+    return ((MethodConfig(name="none", **common),) if none else ()) + _table9_methods(common, per)
 
 
 def mnist_quick() -> StudyConfig:
@@ -184,20 +187,9 @@ def mnist_datasize() -> DataSizeStudy:
     epoch). Each method's values: the validation search at 1,000 and 10,000 examples below.
     """
     q = DATASIZE
-    common = dict(lr=q["lr"], momentum=0.9, lr_schedule="exponential", lr_decay=q["lr_decay"],
-                  lr_decay_steps=q["lr_decay_steps"])
-    dropout = dict(dropout_input=q["dropout_input"], dropout_hidden=q["dropout_hidden"])
-    per = {
-        "l2": dict(l2=q["l2"]),
-        "l2+l1_late": dict(l2=q["l2_with"], l1=q["l1"], l1_start=q["l1_start"]),
-        "l2+kl": dict(l2=q["l2_with"], kl_beta=q["kl_beta"], kl_rho=q["kl_rho"], kl_ema=q["kl_ema"]),
-        "max_norm": dict(max_norm=q["max_norm"]),
-        "dropout+l2": dict(l2=q["l2_with"], **dropout),
-        "dropout+max_norm": dict(max_norm=q["max_norm_dropout"], **dropout),
-    }
     base = StudyConfig(name="mnist-datasize", data=DataConfig(name="mnist"), hidden=q["hidden"], init="he_normal",
                        optimizer="sgd", n_epochs=1, batch_size=100, seeds=DEFAULT_SEEDS,
-                       methods=(MethodConfig(name="none", **common), *_table9_methods(common, per)),
+                       methods=_sgd_table9_methods(q, none=True),
                        log_every=10, checkpoint_every=2)
     return DataSizeStudy(name="mnist-datasize", base=base, train_per_class=DATASIZE_PER_CLASS,
                          n_steps=q["n_steps"], epoch_examples=q["epoch_examples"])
