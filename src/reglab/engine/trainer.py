@@ -301,14 +301,10 @@ class Trainer:
         active = np.flatnonzero(self._training.cpu().numpy())
         if len(active) == 0 or np.array_equal(active, self._live):
             return
-        self._enter(active)
-
-    def _enter(self, variants: np.ndarray) -> None:
-        """Make ``variants`` the step's batch (the study's tensors must be up to date)."""
         rows = self._kl_rows()
-        members = set(variants.tolist())
+        members = set(active.tolist())
         self._kl_parked = {k: t for k, t in rows.items() if k[0] not in members}
-        self._live = variants
+        self._live = active
         self._build_step()
         self._kl_running = _kl_stack(self._kl_runs, self._live, rows)
 
@@ -320,12 +316,12 @@ class Trainer:
                 rows[(int(v), layer)] = t[i]
         return rows
 
-    def _full(self, x: torch.Tensor, fill: float = np.nan) -> np.ndarray:
-        """float64 numpy (..., V) from a live tensor (..., n_live); variants not in the batch get ``fill``."""
+    def _full(self, x: torch.Tensor) -> np.ndarray:
+        """float64 numpy (..., V) from a live tensor (..., n_live); variants not in the batch get NaN."""
         x = x.detach().double().cpu().numpy()
         if self._n_live == self.n_variants:
             return x
-        out = np.full(x.shape[:-1] + (self.n_variants,), fill)
+        out = np.full(x.shape[:-1] + (self.n_variants,), np.nan)
         out[..., self._live] = x
         return out
 
@@ -860,20 +856,13 @@ def _tf32_products(enabled: bool):
         yield
         return
     matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):
-        before = matmul.fp32_precision
-        matmul.fp32_precision = "tf32"
-        try:
-            yield
-        finally:
-            matmul.fp32_precision = before
-    else:
-        before = matmul.allow_tf32
-        matmul.allow_tf32 = True
-        try:
-            yield
-        finally:
-            matmul.allow_tf32 = before
+    name, value = ("fp32_precision", "tf32") if hasattr(matmul, "fp32_precision") else ("allow_tf32", True)
+    before = getattr(matmul, name)
+    setattr(matmul, name, value)
+    try:
+        yield
+    finally:
+        setattr(matmul, name, before)
 
 
 def _holds_exactly(dtype: torch.dtype, value: float, reference: torch.dtype) -> bool:
