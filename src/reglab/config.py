@@ -125,6 +125,23 @@ class MethodConfig:
         for key, rule in METHOD_CONSTRAINTS.items():
             _check(f"{self.name}.{key}" if key != "name" else "name", getattr(self, key), rule)
 
+    # "does this method use X": the one definition (engine, tuner and presets ask these)
+    @property
+    def uses_l2(self) -> bool:
+        return self.l2 > 0
+
+    @property
+    def uses_l1(self) -> bool:
+        return self.l1 > 0
+
+    @property
+    def uses_late_l1(self) -> bool:
+        return self.l1 > 0 and self.l1_start > 0
+
+    @property
+    def uses_kl_sparsity(self) -> bool:
+        return self.kl_beta > 0
+
     @property
     def uses_max_norm(self) -> bool:
         return 0.0 < self.max_norm < INF

@@ -275,3 +275,35 @@ class Adam:
         for x, saved in zip(self.v, state["v"]):
             x.copy_(saved)
         self.t = int(state["t"])
+
+
+def optimizer_state(optimizer: SGD | Adam) -> list[torch.Tensor]:
+    """The optimizer's per-variant state tensors (V, ...): momentum buffers, or Adam's m and v."""
+    return list(optimizer.buffers) if isinstance(optimizer, SGD) else [*optimizer.m, *optimizer.v]
+
+
+def optimizer_for(kind: str, params: list[torch.Tensor], methods: list, device: torch.device) -> SGD | Adam:
+    """The study's optimizer (``kind``: "sgd" or "adam") over ``params`` with each variant's settings
+    from its method (``methods[v]``, a MethodConfig); learning rate 0 until a step sets it."""
+    lr = torch.zeros(len(methods), dtype=torch.float64, device=device)
+    if kind == "sgd":
+        return SGD(params, lr=lr, momentum=0.0, nesterov=_bool_per_variant([m.nesterov for m in methods], device))
+    return Adam(params, lr=lr,
+                beta1=per_variant([m.beta1 for m in methods], device),
+                beta2=per_variant([m.beta2 for m in methods], device),
+                eps=per_variant([m.eps for m in methods], device),
+                eps_inside_sqrt=_bool_per_variant([m.eps_inside_sqrt for m in methods], device),
+                bias_correction=_bool_per_variant([m.bias_correction for m in methods], device))
+
+
+def per_variant(values: list[float], device: torch.device) -> float | torch.Tensor:
+    """A float when every variant agrees, else a (V,) float64 tensor."""
+    if len(set(values)) == 1:
+        return float(values[0])
+    return torch.tensor(values, dtype=torch.float64, device=device)
+
+
+def _bool_per_variant(values: list[bool], device: torch.device) -> bool | torch.Tensor:
+    if len(set(values)) == 1:
+        return bool(values[0])
+    return torch.tensor(values, dtype=torch.bool, device=device)

@@ -27,7 +27,8 @@ from reglab.config import MethodConfig, StudyConfig
 from reglab.engine import regularizers as R
 from reglab.engine.mlp import init_parameters
 from reglab.engine.schedules import learning_rate, momentum
-from reglab.engine.trainer import dropout_generator, epoch_permutation, order_generator
+from reglab.engine.dropout import dropout_generator
+from reglab.engine.step import epoch_permutation, order_generator
 
 
 class MaskDropout(nn.Module):
@@ -153,9 +154,9 @@ class ReferenceRun:
         m = self.method
         penalty = torch.zeros((), dtype=self.x.dtype)
         weights = [linear.weight for linear in self.linears]
-        if m.l1 > 0 and t > m.l1_start * self.total_steps:
+        if R.l1_is_on(m, t, self.total_steps):
             penalty = penalty + m.l1 * sum(w.abs().sum() for w in weights)
-        if m.kl_beta > 0:
+        if m.uses_kl_sparsity:
             for l, h in enumerate(hidden):
                 mean = h.mean(0)
                 running = self.kl_running[l]

@@ -64,11 +64,17 @@ def _as_list(x: Layers) -> list[torch.Tensor]:
     return [x] if isinstance(x, torch.Tensor) else list(x)
 
 
-def l1_is_on(method: MethodConfig, step: int, total_steps: int) -> bool:
+def l1_switched_on(l1_start: float, step: int, total_steps: int) -> bool:
     """Late L1 ("L2 + L1 towards the end of training"): L1 acts on update ``step`` (1-based)
     once ``step > l1_start * total_steps``; ``l1_start = 0`` means always, 0.8 the last 20%.
-    deepnet's ``apply_l1decay_after`` is the same switch counted in steps."""
-    return method.l1 > 0 and step > method.l1_start * total_steps
+    deepnet's ``apply_l1decay_after`` is the same switch counted in steps. The one definition
+    of the switch: the engine and the torch.nn reference both ask it."""
+    return step > l1_start * total_steps
+
+
+def l1_is_on(method: MethodConfig, step: int, total_steps: int) -> bool:
+    """Does ``method``'s L1 act on update ``step``? (it has L1, switched on: ``l1_switched_on``)"""
+    return method.uses_l1 and l1_switched_on(method.l1_start, step, total_steps)
 
 
 # ----------------------------------------------------------------------------
@@ -241,10 +247,10 @@ def dropout_keep_mask(generator: torch.Generator, shape: tuple[int, ...], p: flo
 # engine-vs-reference test in tests/engine/test_trainer.py)
 
 REGULARIZERS: dict[str, Callable[[MethodConfig], bool]] = {
-    "l2": lambda m: m.l2 > 0,
-    "l1": lambda m: m.l1 > 0 and m.l1_start == 0,
-    "l1_late": lambda m: m.l1 > 0 and m.l1_start > 0,
-    "kl_sparsity": lambda m: m.kl_beta > 0,
+    "l2": lambda m: m.uses_l2,
+    "l1": lambda m: m.uses_l1 and not m.uses_late_l1,
+    "l1_late": lambda m: m.uses_late_l1,
+    "kl_sparsity": lambda m: m.uses_kl_sparsity,
     "max_norm": lambda m: m.uses_max_norm,
     "dropout": lambda m: m.uses_dropout,
     "early_stopping": lambda m: m.early_stopping,

@@ -101,11 +101,11 @@ LEARNING_RATE: dict[str, Param] = {
 # kl_beta multiplies sum_j KL(rho || rho_hat_j), max_norm is the radius of each unit's
 # incoming weight vector, dropout rates are drop probabilities of inverted dropout).
 PARAMS: tuple[Param, ...] = (
-    Param("l2", 1e-6, 1e-1, True, (1e-5, 1e-4, 1e-3), lambda m: m.l2 > 0),
-    Param("l1", 1e-7, 1e-3, True, (1e-6, 1e-5, 1e-4), lambda m: m.l1 > 0),
-    Param("l1_start", 0.5, 0.95, False, (0.6, 0.8, 0.9), lambda m: m.l1 > 0 and m.l1_start > 0),
-    Param("kl_beta", 1e-5, 1e-1, True, (1e-4, 1e-3, 1e-2), lambda m: m.kl_beta > 0),
-    Param("kl_rho", 0.01, 0.3, True, (0.03, 0.1, 0.2), lambda m: m.kl_beta > 0),
+    Param("l2", 1e-6, 1e-1, True, (1e-5, 1e-4, 1e-3), lambda m: m.uses_l2),
+    Param("l1", 1e-7, 1e-3, True, (1e-6, 1e-5, 1e-4), lambda m: m.uses_l1),
+    Param("l1_start", 0.5, 0.95, False, (0.6, 0.8, 0.9), lambda m: m.uses_late_l1),
+    Param("kl_beta", 1e-5, 1e-1, True, (1e-4, 1e-3, 1e-2), lambda m: m.uses_kl_sparsity),
+    Param("kl_rho", 0.01, 0.3, True, (0.03, 0.1, 0.2), lambda m: m.uses_kl_sparsity),
     Param("max_norm", 0.5, 20.0, True, (1.5, 3.0, 6.0), lambda m: m.uses_max_norm),
     Param("dropout_input", 0.0, 0.5, False, (0.1, 0.2, 0.4), lambda m: m.dropout_input > 0),
     Param("dropout_hidden", 0.1, 0.7, False, (0.3, 0.5, 0.6), lambda m: m.dropout_hidden > 0),

@@ -1,0 +1,89 @@
+"""The trainer's checkpoint: everything needed to continue bit-identically (CPU tensors, plain values).
+
+Saved: epoch and step, the study's weights and biases, the optimizer state of
+every variant, the minibatch-order and dropout generators, the training flags,
+divergence and stop epochs, early stopping's state and best weights, the KL
+moving averages (keyed by (run, layer) over the runs of ALL variants, whatever
+the step's batch is), and the best/last split results. On load the step's batch
+is rebuilt as the original run had it after that epoch: every variant, then
+compacted (the live set is a function of the saved training flags).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from reglab.config import StudyConfig
+from reglab.engine.batch import contiguous_runs
+from reglab.engine.penalties import KLRunning, kl_spec, kl_stack
+from reglab.errors import ReglabError
+
+if TYPE_CHECKING:
+    from reglab.engine.trainer import Trainer
+
+STATE_FORMAT = "reglab-trainer"
+STATE_VERSION = 1
+
+
+def state_dict(tr: Trainer) -> dict:
+    cpu = lambda ts: [t.detach().cpu().clone() for t in ts]  # noqa: E731
+    return {
+        "format": STATE_FORMAT, "version": STATE_VERSION, "config": tr.cfg.to_dict(),
+        "epoch": tr.epoch, "step": tr.step,
+        "weights": cpu(tr.model.weights), "biases": cpu(tr.model.biases),
+        "optimizer": tr.optimizer.state_dict(),
+        "order_generator": tr._order_gen.get_state(),
+        "dropout_generators": {v: g.get_state() for v, g in tr._dropout_gens.items()},
+        "training": tr._training.cpu().clone(),
+        "diverged": tr.diverged.tolist(), "stop_epoch": list(tr.stop_epoch),
+        "early_stopping": tr.early_stopping.state_dict(),
+        "best_weights": cpu(tr._best_weights),
+        "kl_running": {k: t.detach().cpu().clone() for k, t in _kl_running_of_all(tr).items()},
+        "at_best": {k: x.tolist() for k, x in tr._at_best.items()},
+        "last": {k: x.tolist() for k, x in tr._last.items()},
+    }
+
+
+def load_state_dict(tr: Trainer, state: dict) -> None:
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise ReglabError("the checkpoint is not a reglab trainer state. Fix: resume from a reglab run directory.")
+    if state.get("version") != STATE_VERSION:
+        raise ReglabError(f"trainer state version {state.get('version')} is not {STATE_VERSION}. "
+                          "Fix: start the study again.")
+    # through from_dict: a checkpoint written before a field existed compares with that field's default
+    if StudyConfig.from_dict(state["config"]).to_dict() != tr.cfg.to_dict():
+        raise ReglabError("the checkpoint was written for a different study configuration. "
+                          "Fix: resume with the run's own config.")
+    tr.epoch, tr.step = int(state["epoch"]), int(state["step"])
+    with torch.no_grad():
+        for dst, src in zip(tr.model.parameters(), state["weights"] + state["biases"]):
+            dst.copy_(src)
+        for dst, src in zip(tr._best_weights, state["best_weights"]):
+            dst.copy_(src)
+    tr.optimizer.load_state_dict(state["optimizer"])
+    tr._order_gen.set_state(state["order_generator"])
+    for v, g in tr._dropout_gens.items():
+        g.set_state(state["dropout_generators"][v])
+    tr._training = state["training"].to(tr.device).clone()
+    tr.diverged = np.asarray(state["diverged"], dtype=bool)
+    tr.stop_epoch = list(state["stop_epoch"])
+    tr.early_stopping.load_state_dict(state["early_stopping"])
+    tr._at_best = {k: np.asarray(x, dtype=np.float64) for k, x in state["at_best"].items()}
+    tr._last = {k: np.asarray(x, dtype=np.float64) for k, x in state["last"].items()}
+    # the step's batch as the original run had it after this epoch: every variant, then compacted
+    tr._live, tr._kl_parked = np.arange(tr.n_variants), {}
+    tr._build_step()
+    tr._step.kl.running = {k: t.to(tr.device).clone() for k, t in state["kl_running"].items()}
+    tr._compact()
+
+
+def _kl_running_of_all(tr: Trainer) -> KLRunning:
+    """The KL moving averages keyed by (run, layer) over the runs of every variant (the checkpoint's form)."""
+    kl = tr._step.kl
+    if not tr._step.batch.compacted:
+        return kl.running
+    return kl_stack(contiguous_runs([kl_spec(m) for m in tr.methods]), np.arange(tr.n_variants),
+                    kl.rows(tr._kl_parked))

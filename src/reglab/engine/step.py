@@ -1,0 +1,173 @@
+"""One training step of every live variant at once, top to bottom.
+
+1. learning rate and momentum of this step (schedules, per method);
+2. minibatch: indices from the epoch's permutation (the same for every variant),
+   gathered from tensors already on the device (no DataLoader);
+3. forward: first layer from the shared minibatch (a stride-0 view) or from
+   dropped-out inputs; ReLU; hidden dropout masks; KL statistics;
+4. loss: softmax cross-entropy on the logits, recorded per step without a sync;
+   a variant whose loss is NaN/inf is frozen from here on (diverged: learning
+   rate 0 and a zero data gradient);
+5. backward by hand, each weight gradient accumulated straight into the
+   momentum buffer (SGD) or into a gradient buffer (Adam, Nesterov);
+6. penalty gradients (L2, L1 once on) on the slices that use them;
+7. update, then max-norm projection.
+
+A ``TrainingStep`` is built for one set of live variants (``batch.LiveBatch``)
+and rebuilt when that set changes (compaction, between epochs). It keeps the
+epoch's per-step records on the device: ``loss_rec``, ``error_rec``,
+``penalty_rec`` (steps_per_epoch, n_live).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from reglab.config import MethodConfig, StudyConfig
+from reglab.engine.batch import LiveBatch, Scratch
+from reglab.engine.dropout import Dropout
+from reglab.engine.mlp import ORDER_STREAM, misclassified, stream_seed
+from reglab.engine.optim import SGD
+from reglab.engine.penalties import KLSparsity, MaxNorm, WeightPenalties
+from reglab.engine.schedules import learning_rate, momentum
+
+
+def epoch_permutation(generator: torch.Generator, n: int) -> torch.Tensor:
+    """The epoch's example order: ``torch.randperm(n)`` from the study's order generator (CPU).
+
+    The generator is seeded once from ``data.data_seed`` and draws one
+    permutation per epoch; the minibatch of step ``i`` is ``perm[i*B:(i+1)*B]``
+    (the last one may be shorter). Every variant sees this same order.
+    """
+    return torch.randperm(n, generator=generator)
+
+
+def order_generator(data_seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(stream_seed(data_seed, ORDER_STREAM))
+
+
+class TrainingStep:
+    """Everything one training step reads, for the live variants of ``batch`` (in study order).
+
+    ``methods`` and ``method_index`` (index into ``cfg.methods``) are per live variant,
+    ``dropout_generators`` too (None for a variant that does not drop).
+    """
+
+    def __init__(self, cfg: StudyConfig, batch: LiveBatch, methods: list[MethodConfig], method_index: list[int],
+                 dropout_generators: list[torch.Generator | None], x_train: torch.Tensor, y_train: torch.Tensor,
+                 sizes: list[int], steps_per_epoch: int, total_steps: int, fused: bool,
+                 dtype: torch.dtype, device: torch.device):
+        self.cfg, self.batch = cfg, batch
+        self.net, self.optimizer, self.training = batch.net, batch.optimizer, batch.training
+        self.x_train, self.y_train = x_train, y_train
+        self.method_index = method_index
+        self.n_live = n = batch.n_live
+        self.fused, self.dtype, self.device = fused, dtype, device
+        self.scratch = Scratch(dtype, device, n)
+        self.dropout = Dropout(methods, dropout_generators, sizes, self.scratch)
+        self.weight_penalties = WeightPenalties(methods, total_steps, dtype, device)
+        self.kl = KLSparsity(methods, batch.live, dtype, device)
+        self.max_norm = MaxNorm(methods, sizes, dtype, device)
+        self.logging = False                                   # is this step's penalty value recorded?
+        self._schedule_key: tuple | None = None
+        self.lr = torch.zeros(n, dtype=torch.float64, device=device)
+        self.mu: float | torch.Tensor = 0.0
+        self.grads = None if fused else [torch.zeros_like(p) for p in self.net.parameters()]
+        self.nan = torch.tensor(float("nan"), dtype=dtype, device=device)
+        self.loss_rec = torch.zeros(steps_per_epoch, n, dtype=dtype, device=device)
+        self.error_rec = torch.zeros(steps_per_epoch, n, dtype=torch.int64, device=device)
+        self.penalty_rec = torch.zeros(steps_per_epoch, n, dtype=dtype, device=device)
+
+    def __call__(self, t: int, i: int, idx: torch.Tensor) -> None:
+        """Global step ``t`` (1-based), the epoch's step ``i``, on the examples ``idx``."""
+        b = idx.numel()
+        net, training = self.net, self.training
+        self.logging = t % self.cfg.log_every == 0
+
+        # learning rate and momentum of this step
+        lr, mu = self.schedule(t)
+
+        # minibatch, and this step's dropout masks
+        x = self.x_train.index_select(0, idx)
+        y = self.y_train.index_select(0, idx)
+        self.dropout.draw(b)
+        parts = self.dropout.input_parts(x)
+
+        # forward: hidden outputs dropped out, then their KL statistics
+        def hidden_forward(layer: int, h: torch.Tensor) -> None:
+            self.dropout.forward(layer, h)
+            self.kl.forward(layer, h, t, self.logging)
+
+        logits = net.forward(parts, hidden_forward).to(self.dtype)
+
+        # loss, error and dLoss/dlogits; a non-finite loss freezes its variant
+        logp = torch.log_softmax(logits, dim=1)                # logits are (n_live, C, b)
+        y_idx = y.view(1, 1, b).expand(self.n_live, 1, b)
+        loss = logp.gather(1, y_idx).mean((1, 2)).neg_()
+        torch.where(training, loss, self.nan, out=self.loss_rec[i])
+        torch.sum(misclassified(logits, y), dim=1, out=self.error_rec[i])
+        training &= torch.isfinite(loss)
+        if self.logging:
+            torch.where(training, self.penalty_value(t), self.nan, out=self.penalty_rec[i])
+        dlogits = logp.exp_()                                   # softmax
+        dlogits.scatter_add_(1, y_idx, self.scratch.minus_ones(b))   # - one-hot
+        dlogits.mul_(1.0 / b).masked_fill_(~training.view(-1, 1, 1), 0.0)
+
+        # backward: KL gradient w.r.t. the post-dropout output, then the dropout mask;
+        # SGD accumulates straight into the momentum buffers
+        def hidden_backward(layer: int, dh: torch.Tensor) -> None:
+            self.kl.backward(layer, dh)
+            self.dropout.backward(layer, dh)
+
+        L = net.n_layers
+        if self.fused:
+            buffers = self.optimizer.buffers
+            if isinstance(mu, torch.Tensor):
+                for buf in buffers:
+                    buf.mul_(mu.view(-1, 1, 1))
+                beta = 1.0
+            else:
+                beta = mu
+            net.backward(dlogits, parts, buffers[:L], buffers[L:], beta, hidden_backward)
+            weight_grads = buffers[:L]
+        else:
+            net.backward(dlogits, parts, self.grads[:L], self.grads[L:], 0.0, hidden_backward)
+            weight_grads = self.grads[:L]
+
+        # penalty gradients (weights only)
+        self.weight_penalties.add_grads(weight_grads, net.weights, t)
+
+        # update; frozen variants get learning rate 0
+        optimizer = self.optimizer
+        optimizer.lr = lr * training
+        if self.fused:
+            optimizer.step_from_buffers()
+        else:
+            if isinstance(optimizer, SGD):
+                optimizer.momentum = mu
+            optimizer.step(self.grads)
+
+        # max-norm projection after the update
+        self.max_norm.project(net.weights, training)
+
+    def schedule(self, t: int) -> tuple[torch.Tensor, float | torch.Tensor]:
+        """(n_live,) float64 learning rates and the momentum (a float when all methods agree, else (n_live,))."""
+        per_method_lr = [learning_rate(m, t) for m in self.cfg.methods]
+        per_method_mu = [momentum(m, t) for m in self.cfg.methods]
+        key = (tuple(per_method_lr), tuple(per_method_mu))
+        if key != self._schedule_key:
+            self._schedule_key = key
+            self.lr = torch.tensor([per_method_lr[k] for k in self.method_index], dtype=torch.float64,
+                                   device=self.device)
+            if len(set(per_method_mu)) == 1:
+                self.mu = per_method_mu[0]
+            else:
+                self.mu = torch.tensor([per_method_mu[k] for k in self.method_index], dtype=self.dtype,
+                                       device=self.device)
+        return self.lr, self.mu
+
+    def penalty_value(self, t: int) -> torch.Tensor:
+        """(n_live,) penalty term at this step's weights (before the update), nats/example."""
+        pen = self.kl.value.clone() if self.kl.runs else torch.zeros(self.n_live, dtype=self.dtype,
+                                                                     device=self.device)
+        return self.weight_penalties.add_values(pen, self.net.weights, t)
