@@ -2,9 +2,9 @@
 
 Saved: epoch and step, the study's weights and biases, the optimizer state of
 every variant, the minibatch-order and dropout generators, the training flags,
-divergence and stop epochs, early stopping's state and best weights, the KL
-moving averages (keyed by (run, layer) over the runs of ALL variants, whatever
-the step's batch is), and the best/last split results. On load the step's batch
+divergence and stop epochs, early stopping's state and best weights, every
+regularizer's declared per-variant state (KL's moving averages) for ALL
+variants, whatever the step's batch is, and the best/last split results. On load the step's batch
 is rebuilt as the original run had it after that epoch: every variant, then
 compacted (the live set is a function of the saved training flags).
 """
@@ -17,15 +17,14 @@ import numpy as np
 import torch
 
 from reglab.config import StudyConfig
-from reglab.engine.batch import contiguous_runs
-from reglab.engine.penalties import KLRunning, kl_spec, kl_stack
 from reglab.errors import ReglabError
 
 if TYPE_CHECKING:
     from reglab.engine.trainer import Trainer
 
 STATE_FORMAT = "reglab-trainer"
-STATE_VERSION = 1
+STATE_VERSION = 2                   # 2: every regularizer's declared state (1: KL's only)
+READABLE_VERSIONS = (1, 2)
 
 
 def state_dict(tr: Trainer) -> dict:
@@ -41,7 +40,9 @@ def state_dict(tr: Trainer) -> dict:
         "diverged": tr.diverged.tolist(), "stop_epoch": list(tr.stop_epoch),
         "early_stopping": tr.early_stopping.state_dict(),
         "best_weights": cpu(tr._best_weights),
-        "kl_running": {k: t.detach().cpu().clone() for k, t in _kl_running_of_all(tr).items()},
+        # regularizer name -> its declared state of every variant, (variant, key) -> tensor
+        "regularizer_state": {name: {k: t.detach().cpu().clone() for k, t in rows.items()}
+                              for name, rows in tr._state_rows().items()},
         "at_best": {k: x.tolist() for k, x in tr._at_best.items()},
         "last": {k: x.tolist() for k, x in tr._last.items()},
     }
@@ -50,7 +51,7 @@ def state_dict(tr: Trainer) -> dict:
 def load_state_dict(tr: Trainer, state: dict) -> None:
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ReglabError("the checkpoint is not a reglab trainer state. Fix: resume from a reglab run directory.")
-    if state.get("version") != STATE_VERSION:
+    if state.get("version") not in READABLE_VERSIONS:
         raise ReglabError(f"trainer state version {state.get('version')} is not {STATE_VERSION}. "
                           "Fix: start the study again.")
     # through from_dict: a checkpoint written before a field existed compares with that field's default
@@ -74,16 +75,15 @@ def load_state_dict(tr: Trainer, state: dict) -> None:
     tr._at_best = {k: np.asarray(x, dtype=np.float64) for k, x in state["at_best"].items()}
     tr._last = {k: np.asarray(x, dtype=np.float64) for k, x in state["last"].items()}
     # the step's batch as the original run had it after this epoch: every variant, then compacted
-    tr._live, tr._kl_parked = np.arange(tr.n_variants), {}
+    tr._live, tr._parked = np.arange(tr.n_variants), {}
     tr._build_step()
-    tr._step.kl.running = {k: t.to(tr.device).clone() for k, t in state["kl_running"].items()}
+    if "kl_running" in state:   # a version-1 state: KL's averages keyed by (run, layer) over every variant
+        kl = tr._step.hooks.get("kl_sparsity")
+        if kl is not None:
+            kl.running = {k: t.to(tr.device).clone() for k, t in state["kl_running"].items()}
+    else:
+        rows = {name: {k: t.to(tr.device).clone() for k, t in r.items()}
+                for name, r in state["regularizer_state"].items()}
+        tr._parked = {name: r for name, r in rows.items() if name not in tr._step.hooks}
+        tr._load_state_rows(rows)
     tr._compact()
-
-
-def _kl_running_of_all(tr: Trainer) -> KLRunning:
-    """The KL moving averages keyed by (run, layer) over the runs of every variant (the checkpoint's form)."""
-    kl = tr._step.kl
-    if not tr._step.batch.compacted:
-        return kl.running
-    return kl_stack(contiguous_runs([kl_spec(m) for m in tr.methods]), np.arange(tr.n_variants),
-                    kl.rows(tr._kl_parked))

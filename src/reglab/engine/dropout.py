@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from reglab.config import MethodConfig
 from reglab.engine import regularizers as R
-from reglab.engine.batch import Scratch, contiguous_runs
 from reglab.engine.mlp import DROPOUT_STREAM, InputPart, stream_seed
+from reglab.engine.regularizer import BindContext, Hooks
 
 
 def dropout_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -25,16 +24,13 @@ def dropout_generator(seed: int, device: torch.device | str = "cpu") -> torch.Ge
     return torch.Generator(device=device).manual_seed(stream_seed(seed, DROPOUT_STREAM))
 
 
-class Dropout:
-    """The dropout of the live variants ``methods`` (study order), with their ``generators`` (n_live,
-    None for a variant that does not drop); ``sizes`` are the layer widths [D, H1, ..., C]."""
+class Dropout(Hooks):
+    """The dropout of the live variants, with their generators (``context.generators``, None for a
+    variant that does not drop); ``context.sizes`` are the layer widths [D, H1, ..., C]."""
 
-    def __init__(self, methods: list[MethodConfig], generators: list[torch.Generator | None], sizes: list[int],
-                 scratch: Scratch):
-        self.runs = contiguous_runs([(m.dropout_input, m.dropout_hidden) if m.uses_dropout else None
-                                     for m in methods])
-        self.shared_input_runs = contiguous_runs([True if m.dropout_input == 0 else None for m in methods])
-        self.generators, self.sizes, self.scratch = generators, sizes, scratch
+    def __init__(self, context: BindContext):
+        self.runs = context.runs(lambda m: (m.dropout_input, m.dropout_hidden) if m.uses_dropout else None)
+        self.generators, self.sizes, self.scratch = context.generators, context.sizes, context.scratch
         self.bits: list[torch.Tensor] = []                  # this step's raw words, one per dropout run
         # this step's (Vr, b, H) keep * scale, and a scale left to apply apart (None: folded in)
         self.hidden_keep: dict[tuple[int, int], tuple[torch.Tensor, float | None]] = {}
@@ -68,10 +64,13 @@ class Dropout:
             offset += words
         raise KeyError(which)
 
+    def input_rows(self) -> list[slice]:
+        return [sl for sl, (p_in, _) in self.runs if p_in > 0]
+
     def input_parts(self, x: torch.Tensor) -> list[InputPart]:
-        """The shared minibatch for variants without input dropout; masked copies for the others."""
+        """Masked copies of the minibatch for the variants with input dropout."""
         b = x.shape[0]
-        parts = [InputPart(sl, x) for sl, _ in self.shared_input_runs]
+        parts = []
         for r, (sl, (p_in, _)) in enumerate(self.runs):
             if p_in > 0:
                 out = self.scratch.buffer(("input", r, b), (sl.stop - sl.start, *x.shape))
@@ -79,7 +78,7 @@ class Dropout:
                 parts.append(InputPart(sl, kept.mul_(x), R.keep_scale(p_in)))
         return parts
 
-    def forward(self, layer: int, h: torch.Tensor) -> None:
+    def hidden_forward(self, layer: int, h: torch.Tensor, t: int, logging: bool) -> None:
         """Hidden layer ``layer``'s output ``h`` (n_live, b, H) times its keep mask and scale, in place."""
         b = h.shape[1]
         dtype = self.scratch.dtype
@@ -97,7 +96,7 @@ class Dropout:
                     h[sl].mul_(residual)
                 self.hidden_keep[(r, layer)] = (keep, residual)
 
-    def backward(self, layer: int, dh: torch.Tensor) -> None:
+    def hidden_backward(self, layer: int, dh: torch.Tensor) -> None:
         """The gradient w.r.t. the dropped-out output ``dh`` times the same mask and scale, in place."""
         for r, (sl, (_, p_h)) in enumerate(self.runs):
             if p_h > 0:

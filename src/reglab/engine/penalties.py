@@ -1,4 +1,4 @@
-"""The penalties and the constraint of the batched step: L2, L1 (late L1), KL sparsity, max-norm.
+"""The built-in penalties and constraint, as regularizer hooks: L2, L1 (late L1), KL sparsity, max-norm.
 
 Each acts on the contiguous runs of live variants that use it (``batch.contiguous_runs``);
 the formulas and their gradients are in ``regularizers``.
@@ -15,43 +15,50 @@ the formulas and their gradients are in ``regularizers``.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import torch
 
 from reglab.config import MethodConfig
 from reglab.engine import regularizers as R
-from reglab.engine.batch import contiguous_runs, span
+from reglab.engine.batch import span
+from reglab.engine.regularizer import BindContext, Hooks, StateRows
 
 
-class WeightPenalties:
-    """L2 and L1 on the live variants ``methods``: gradients added in place, values for the log."""
+class L2(Hooks):
+    """``lam/2 * sum w^2`` over every layer's weights, its hand-written gradient ``lam * w``."""
 
-    def __init__(self, methods: list[MethodConfig], total_steps: int, dtype: torch.dtype, device: torch.device):
-        self.l2_runs = contiguous_runs([m.l2 or None for m in methods])
-        self.l1_runs = contiguous_runs([(m.l1, m.l1_start) if m.l1 > 0 else None for m in methods])
-        self.l2_span = span(self.l2_runs)
-        self.l2_half = torch.tensor([0.5 * m.l2 for m in methods], dtype=dtype, device=device)[self.l2_span]
-        self.total_steps = total_steps
+    def __init__(self, context: BindContext):
+        self.runs = context.runs(lambda m: m.l2 or None)
+        self.span = span(self.runs)
+        self.half = torch.tensor([0.5 * m.l2 for m in context.methods], dtype=context.dtype,
+                                 device=context.device)[self.span]
 
-    def add_grads(self, weight_grads: list[torch.Tensor], W: list[torch.Tensor], t: int) -> None:
-        """weight_grads[l] += d(penalty)/dW[l] of step ``t``, each (n_live, in, out)."""
-        for sl, lam in self.l2_runs:
-            R.add_l2_grad_([g[sl] for g in weight_grads], [w[sl] for w in W], lam)
-        for sl, (lam, start) in self.l1_runs:
+    def add_weight_grads(self, grads, W, t):
+        for sl, lam in self.runs:
+            R.add_l2_grad_([g[sl] for g in grads], [w[sl] for w in W], lam)
+
+    def add_weight_value(self, pen, W, t):
+        if self.runs:   # one pass over the span of L2 variants, zero coefficients in its gaps
+            squares = sum(torch.linalg.vector_norm(w[self.span].flatten(1), dim=1) ** 2 for w in W)
+            pen[self.span] += self.half * squares
+
+
+class L1(Hooks):
+    """``lam * sum |w|`` over every layer's weights once ``regularizers.l1_switched_on`` (late L1:
+    ``l1_start > 0``), its hand-written gradient ``lam * sign(w)``; ``late`` picks which methods."""
+
+    def __init__(self, context: BindContext, late: bool):
+        self.runs = context.runs(lambda m: (m.l1, m.l1_start) if m.uses_l1 and m.uses_late_l1 == late else None)
+        self.total_steps = context.total_steps
+
+    def add_weight_grads(self, grads, W, t):
+        for sl, (lam, start) in self.runs:
             if R.l1_switched_on(start, t, self.total_steps):
-                R.add_l1_grad_([g[sl] for g in weight_grads], [w[sl] for w in W], lam)
+                R.add_l1_grad_([g[sl] for g in grads], [w[sl] for w in W], lam)
 
-    def add_values(self, pen: torch.Tensor, W: list[torch.Tensor], t: int) -> torch.Tensor:
-        """pen (n_live,) += the penalty at the weights ``W`` of step ``t``, nats/example."""
-        if self.l2_runs:   # one pass over the span of L2 variants, zero coefficients in its gaps
-            squares = sum(torch.linalg.vector_norm(w[self.l2_span].flatten(1), dim=1) ** 2 for w in W)
-            pen[self.l2_span] += self.l2_half * squares
-        for sl, (lam, start) in self.l1_runs:
+    def add_weight_value(self, pen, W, t):
+        for sl, (lam, start) in self.runs:
             if R.l1_switched_on(start, t, self.total_steps):
                 pen[sl] += sum(R.l1_penalty(w[sl], lam) for w in W)
-        return pen
 
 
 def kl_spec(method: MethodConfig) -> tuple[float, float, float] | None:
@@ -60,25 +67,24 @@ def kl_spec(method: MethodConfig) -> tuple[float, float, float] | None:
 
 
 KLRunning = dict[tuple[int, int], torch.Tensor]   # (run, layer) -> (Vr, H) moving averages
-KLRows = dict[tuple[int, int], torch.Tensor]      # (variant, layer) -> (H,) moving average
 
 
-class KLSparsity:
-    """KL sparsity of the live variants ``methods`` (study order, indices ``live``), and its state.
+class KLSparsity(Hooks):
+    """KL sparsity of the live variants, and its declared state.
 
     State: the moving average of each hidden layer's mean output, ``running``
-    (run, layer) -> (Vr, H); ``value`` (n_live,) is this step's penalty value
-    (recorded on logged steps only).
+    (run, layer) -> (Vr, H), as rows (variant, layer) -> (H,) for the engine;
+    ``value`` (n_live,) is this step's penalty value (recorded on logged steps only).
     """
 
-    def __init__(self, methods: list[MethodConfig], live: np.ndarray, dtype: torch.dtype, device: torch.device):
-        self.runs = contiguous_runs([kl_spec(m) for m in methods])
-        self.live, self.dtype = live, dtype
+    def __init__(self, context: BindContext):
+        self.runs = context.runs(kl_spec)
+        self.live, self.dtype = context.live, context.dtype
         self.running: KLRunning = {}
         self.grad: dict[tuple[int, int], torch.Tensor] = {}      # this step's dP/dh rows, (Vr, 1, H)
-        self.value = torch.zeros(len(live), dtype=dtype, device=device)
+        self.value = torch.zeros(len(context.live), dtype=context.dtype, device=context.device)
 
-    def forward(self, layer: int, h: torch.Tensor, t: int, logging: bool) -> None:
+    def hidden_forward(self, layer, h, t, logging):
         """Statistics of hidden layer ``layer``'s (post-dropout) output ``h`` (n_live, b, H) at step ``t``."""
         b = h.shape[1]
         if layer == 0 and self.runs and logging:
@@ -93,44 +99,46 @@ class KLSparsity:
                 self.value[sl] += value
             self.grad[(r, layer)] = grad.div_(b).unsqueeze(1)
 
-    def backward(self, layer: int, dh: torch.Tensor) -> None:
+    def hidden_backward(self, layer, dh):
         """dh += dP/dh, the gradient w.r.t. the post-dropout output, in place."""
         for r, (sl, _) in enumerate(self.runs):
             dh[sl].add_(self.grad[(r, layer)])
 
-    def rows(self, parked: KLRows) -> KLRows:
-        """Every variant's moving averages: the live ones from ``running``, the others from ``parked``."""
-        rows = dict(parked)
+    def add_activation_value(self, pen):
+        if self.runs:
+            pen += self.value
+
+    def state_rows(self) -> StateRows:
+        rows = {}
         for (r, layer), t in self.running.items():
             for i, v in enumerate(self.live[self.runs[r][0]]):
                 rows[(int(v), layer)] = t[i]
         return rows
 
-
-def kl_stack(runs: list[tuple[slice, Any]], index: np.ndarray, rows: KLRows) -> KLRunning:
-    """(run, layer) -> (Vr, H) from per-variant rows, for runs over the variants ``index``; a run
-    whose variants have no rows for a layer (no step taken yet) has no entry, as before its first step."""
-    out = {}
-    layers = sorted({layer for _, layer in rows})
-    for r, (sl, _) in enumerate(runs):
-        for layer in layers:
-            got = [rows.get((int(v), layer)) for v in index[sl]]
-            if got and all(g is not None for g in got):
-                out[(r, layer)] = torch.stack(got)
-    return out
+    def load_state_rows(self, rows: StateRows) -> None:
+        """(run, layer) -> (Vr, H) from per-variant rows; a run whose variants have no rows for a
+        layer (no step taken yet) has no entry, as before its first step."""
+        self.running = {}
+        layers = sorted({layer for _, layer in rows})
+        for r, (sl, _) in enumerate(self.runs):
+            for layer in layers:
+                got = [rows.get((int(v), layer)) for v in self.live[sl]]
+                if got and all(g is not None for g in got):
+                    self.running[(r, layer)] = torch.stack(got)
 
 
-class MaxNorm:
-    """Max-norm projection of the live variants ``methods`` after each update; ``sizes`` [D, H1, ..., C]."""
+class MaxNorm(Hooks):
+    """Max-norm projection after each update: hidden layers, the output layer too with ``max_norm_output``."""
 
-    def __init__(self, methods: list[MethodConfig], sizes: list[int], dtype: torch.dtype, device: torch.device):
-        self.runs = contiguous_runs([(m.max_norm, m.max_norm_output) if m.uses_max_norm else None
-                                     for m in methods])
+    def __init__(self, context: BindContext):
+        self.runs = context.runs(lambda m: (m.max_norm, m.max_norm_output) if m.uses_max_norm else None)
+        sizes = context.sizes
         # squares of the largest max-norm slice of one layer (see regularizers.max_norm_)
         rows = max((sl.stop - sl.start for sl, _ in self.runs), default=0)
-        self.scratch = torch.empty(rows * max(a * b for a, b in zip(sizes, sizes[1:])), dtype=dtype, device=device)
+        self.scratch = torch.empty(rows * max(a * b for a, b in zip(sizes, sizes[1:])), dtype=context.dtype,
+                                   device=context.device)
 
-    def project(self, W: list[torch.Tensor], training: torch.Tensor) -> None:
+    def constrain(self, W, training):
         """Project the weights ``W`` in place; variants not ``training`` (n_live,) are left alone."""
         if not self.runs:
             return

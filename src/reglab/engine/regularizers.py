@@ -19,8 +19,6 @@ Conventions (the field disagrees, so each docstring says which it uses):
 from __future__ import annotations
 
 import math
-from typing import Callable
-
 import torch
 
 from reglab.config import MethodConfig
@@ -243,20 +241,18 @@ def dropout_keep_mask(generator: torch.Generator, shape: tuple[int, ...], p: flo
 
 
 # ----------------------------------------------------------------------------
-# registry: name -> "does this method use it" (every entry must pass the
-# engine-vs-reference test in tests/engine/test_trainer.py)
+# registry: name -> Regularizer (see regularizer.py; calling one asks "does this method use it");
+# every entry must pass the engine-vs-reference test in tests/engine/test_trainer.py
 
-REGULARIZERS: dict[str, Callable[[MethodConfig], bool]] = {
-    "l2": lambda m: m.uses_l2,
-    "l1": lambda m: m.uses_l1 and not m.uses_late_l1,
-    "l1_late": lambda m: m.uses_late_l1,
-    "kl_sparsity": lambda m: m.uses_kl_sparsity,
-    "max_norm": lambda m: m.uses_max_norm,
-    "dropout": lambda m: m.uses_dropout,
-    "early_stopping": lambda m: m.early_stopping,
-}
+def __getattr__(name: str):
+    # REGULARIZERS is builtins.BUILTINS, looked up on first use: the built-ins' hooks import this module's math
+    if name == "REGULARIZERS":
+        from reglab.engine.builtins import BUILTINS
+        return BUILTINS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def regularizers_of(method: MethodConfig) -> list[str]:
     """Names of the registered regularizers ``method`` uses, e.g. ['l2', 'dropout']."""
-    return [name for name, uses in REGULARIZERS.items() if uses(method)]
+    from reglab.engine.builtins import BUILTINS
+    return [name for name, reg in BUILTINS.items() if reg.uses(method)]

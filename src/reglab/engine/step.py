@@ -11,7 +11,10 @@
 5. backward by hand, each weight gradient accumulated straight into the
    momentum buffer (SGD) or into a gradient buffer (Adam, Nesterov);
 6. penalty gradients (L2, L1 once on) on the slices that use them;
-7. update, then max-norm projection.
+7. update, then constraints (max-norm projection).
+
+The step knows no regularizer by name: each acts through the hooks it binds
+(``regularizer.Hooks``), the six built-ins as a user's would.
 
 A ``TrainingStep`` is built for one set of live variants (``batch.LiveBatch``)
 and rebuilt when that set changes (compaction, between epochs). It keeps the
@@ -24,11 +27,10 @@ from __future__ import annotations
 import torch
 
 from reglab.config import MethodConfig, StudyConfig
-from reglab.engine.batch import LiveBatch, Scratch
-from reglab.engine.dropout import Dropout
-from reglab.engine.mlp import ORDER_STREAM, misclassified, stream_seed
+from reglab.engine.batch import LiveBatch, Scratch, contiguous_runs
+from reglab.engine.mlp import InputPart, ORDER_STREAM, misclassified, stream_seed
 from reglab.engine.optim import SGD
-from reglab.engine.penalties import KLSparsity, MaxNorm, WeightPenalties
+from reglab.engine.regularizer import BindContext, Hooks, Regularizer
 from reglab.engine.schedules import learning_rate, momentum
 
 
@@ -50,13 +52,14 @@ class TrainingStep:
     """Everything one training step reads, for the live variants of ``batch`` (in study order).
 
     ``methods`` and ``method_index`` (index into ``cfg.methods``) are per live variant,
-    ``dropout_generators`` too (None for a variant that does not drop).
+    ``dropout_generators`` too (None for a variant that does not drop). ``regularizers``: the
+    registry (name -> Regularizer); each one a live variant uses is bound to this batch (``hooks``).
     """
 
     def __init__(self, cfg: StudyConfig, batch: LiveBatch, methods: list[MethodConfig], method_index: list[int],
                  dropout_generators: list[torch.Generator | None], x_train: torch.Tensor, y_train: torch.Tensor,
                  sizes: list[int], steps_per_epoch: int, total_steps: int, fused: bool,
-                 dtype: torch.dtype, device: torch.device):
+                 dtype: torch.dtype, device: torch.device, regularizers: dict[str, Regularizer]):
         self.cfg, self.batch = cfg, batch
         self.net, self.optimizer, self.training = batch.net, batch.optimizer, batch.training
         self.x_train, self.y_train = x_train, y_train
@@ -64,10 +67,19 @@ class TrainingStep:
         self.n_live = n = batch.n_live
         self.fused, self.dtype, self.device = fused, dtype, device
         self.scratch = Scratch(dtype, device, n)
-        self.dropout = Dropout(methods, dropout_generators, sizes, self.scratch)
-        self.weight_penalties = WeightPenalties(methods, total_steps, dtype, device)
-        self.kl = KLSparsity(methods, batch.live, dtype, device)
-        self.max_norm = MaxNorm(methods, sizes, dtype, device)
+        context = BindContext(methods, batch.live, sizes, total_steps, dtype, device, self.scratch,
+                              dropout_generators)
+        ordered = sorted(regularizers.values(), key=lambda reg: not reg.noise)   # stable: noise first
+        # name -> this batch's hooks, for the regularizers some live variant uses
+        self.hooks: dict[str, Hooks] = {reg.name: reg.bind(context) for reg in ordered
+                                        if reg.bind is not None and any(reg.uses(m) for m in methods)}
+        hooks = list(self.hooks.values())
+        self._backward_hooks = hooks[::-1]
+        claimed = [False] * n
+        for h in hooks:
+            for sl in h.input_rows():
+                claimed[sl] = [True] * (sl.stop - sl.start)
+        self.shared_input_runs = contiguous_runs([None if c else True for c in claimed])
         self.logging = False                                   # is this step's penalty value recorded?
         self._schedule_key: tuple | None = None
         self.lr = torch.zeros(n, dtype=torch.float64, device=device)
@@ -87,16 +99,21 @@ class TrainingStep:
         # learning rate and momentum of this step
         lr, mu = self.schedule(t)
 
-        # minibatch, and this step's dropout masks
+        # minibatch, and this step's train-time noise (dropout masks); the shared minibatch
+        # (a stride-0 view) for the variants no noise claims, noisy copies for the others
         x = self.x_train.index_select(0, idx)
         y = self.y_train.index_select(0, idx)
-        self.dropout.draw(b)
-        parts = self.dropout.input_parts(x)
+        hooks = list(self.hooks.values())
+        for h in hooks:
+            h.draw(b)
+        parts = [InputPart(sl, x) for sl, _ in self.shared_input_runs]
+        for h in hooks:
+            parts += h.input_parts(x)
 
-        # forward: hidden outputs dropped out, then their KL statistics
-        def hidden_forward(layer: int, h: torch.Tensor) -> None:
-            self.dropout.forward(layer, h)
-            self.kl.forward(layer, h, t, self.logging)
+        # forward: noise on the hidden outputs, then their statistics (KL)
+        def hidden_forward(layer: int, out: torch.Tensor) -> None:
+            for h in hooks:
+                h.hidden_forward(layer, out, t, self.logging)
 
         logits = net.forward(parts, hidden_forward).to(self.dtype)
 
@@ -113,11 +130,11 @@ class TrainingStep:
         dlogits.scatter_add_(1, y_idx, self.scratch.minus_ones(b))   # - one-hot
         dlogits.mul_(1.0 / b).masked_fill_(~training.view(-1, 1, 1), 0.0)
 
-        # backward: KL gradient w.r.t. the post-dropout output, then the dropout mask;
-        # SGD accumulates straight into the momentum buffers
+        # backward: the hooks in reverse (KL gradient w.r.t. the post-dropout output, then the
+        # dropout mask); SGD accumulates straight into the momentum buffers
         def hidden_backward(layer: int, dh: torch.Tensor) -> None:
-            self.kl.backward(layer, dh)
-            self.dropout.backward(layer, dh)
+            for h in self._backward_hooks:
+                h.hidden_backward(layer, dh)
 
         L = net.n_layers
         if self.fused:
@@ -135,7 +152,8 @@ class TrainingStep:
             weight_grads = self.grads[:L]
 
         # penalty gradients (weights only)
-        self.weight_penalties.add_grads(weight_grads, net.weights, t)
+        for h in hooks:
+            h.add_weight_grads(weight_grads, net.weights, t)
 
         # update; frozen variants get learning rate 0
         optimizer = self.optimizer
@@ -147,8 +165,9 @@ class TrainingStep:
                 optimizer.momentum = mu
             optimizer.step(self.grads)
 
-        # max-norm projection after the update
-        self.max_norm.project(net.weights, training)
+        # constraints after the update (max-norm projection)
+        for h in hooks:
+            h.constrain(net.weights, training)
 
     def schedule(self, t: int) -> tuple[torch.Tensor, float | torch.Tensor]:
         """(n_live,) float64 learning rates and the momentum (a float when all methods agree, else (n_live,))."""
@@ -168,6 +187,9 @@ class TrainingStep:
 
     def penalty_value(self, t: int) -> torch.Tensor:
         """(n_live,) penalty term at this step's weights (before the update), nats/example."""
-        pen = self.kl.value.clone() if self.kl.runs else torch.zeros(self.n_live, dtype=self.dtype,
-                                                                     device=self.device)
-        return self.weight_penalties.add_values(pen, self.net.weights, t)
+        pen = torch.zeros(self.n_live, dtype=self.dtype, device=self.device)
+        for h in self.hooks.values():       # activation penalties: their values from this step's forward
+            h.add_activation_value(pen)
+        for h in self.hooks.values():
+            h.add_weight_value(pen, self.net.weights, t)
+        return pen

@@ -44,13 +44,14 @@ import torch
 from reglab.config import MethodConfig, StudyConfig
 from reglab.data.dataset import Dataset
 from reglab.engine import checkpoint, outputs
-from reglab.engine.batch import LiveBatch, contiguous_runs  # noqa: F401  (contiguous_runs: public here before)
+from reglab.engine.batch import LiveBatch
 from reglab.engine.dropout import dropout_generator
 from reglab.engine.early_stopping import EarlyStopping
 from reglab.engine.mlp import BatchedMLP
 from reglab.engine.optim import SGD, Adam, optimizer_for
 from reglab.engine.outputs import EpochRecord
-from reglab.engine.penalties import kl_stack
+from reglab.engine.regularizer import Regularizer, StateRows
+from reglab.engine.builtins import BUILTINS
 from reglab.engine.step import TrainingStep, epoch_permutation, order_generator
 from reglab.errors import ReglabError
 
@@ -75,8 +76,10 @@ class Trainer:
     math from float32 rounding.
     """
 
-    def __init__(self, cfg: StudyConfig, dataset: Dataset, *, dtype: torch.dtype = torch.float32):
+    def __init__(self, cfg: StudyConfig, dataset: Dataset, *, dtype: torch.dtype = torch.float32,
+                 regularizers: dict[str, Regularizer] | None = None):
         self.cfg = cfg
+        self.regularizers = dict(BUILTINS if regularizers is None else regularizers)  # name -> Regularizer
         self.dtype = dtype
         self.device = _resolve_device(cfg.device)
         _check_dataset(cfg, dataset)
@@ -127,7 +130,8 @@ class Trainer:
 
         # the step's batch: every variant until some stop training, then only the live ones
         self._live = np.arange(V)
-        self._kl_parked: dict[tuple[int, int], torch.Tensor] = {}   # (variant, layer) -> (H,) outside the batch
+        # regularizer name -> the declared state of variants outside the batch, (variant, key) -> tensor
+        self._parked: dict[str, StateRows] = {}
         self._build_step()
 
     def _make_optimizer(self, params: list[torch.Tensor], ms: list[MethodConfig]) -> SGD | Adam:
@@ -141,7 +145,7 @@ class Trainer:
         self._step = TrainingStep(
             self.cfg, batch, [self.methods[v] for v in live], [self._method_index[v] for v in live],
             [self._dropout_gens.get(int(v)) for v in live], self.x_train, self.y_train, self.sizes,
-            self.steps_per_epoch, self.total_steps, self._fused, self.dtype, self.device)
+            self.steps_per_epoch, self.total_steps, self._fused, self.dtype, self.device, self.regularizers)
 
     def _compact(self) -> None:
         """Drop the variants that no longer train (stopped early, diverged) from the step's batch.
@@ -154,12 +158,24 @@ class Trainer:
         active = np.flatnonzero(self._training.cpu().numpy())
         if len(active) == 0 or np.array_equal(active, self._live):
             return
-        rows = self._step.kl.rows(self._kl_parked)
+        rows = self._state_rows()
         members = set(active.tolist())
-        self._kl_parked = {k: t for k, t in rows.items() if k[0] not in members}
+        self._parked = {name: {k: t for k, t in r.items() if k[0] not in members} for name, r in rows.items()}
         self._live = active
         self._build_step()
-        self._step.kl.running = kl_stack(self._step.kl.runs, self._live, rows)
+        self._load_state_rows(rows)
+
+    def _state_rows(self) -> dict[str, StateRows]:
+        """Every regularizer's declared state of every variant: live ones from the step's hooks."""
+        rows = {name: dict(r) for name, r in self._parked.items()}
+        for name, hooks in self._step.hooks.items():
+            rows.setdefault(name, {}).update(hooks.state_rows())
+        return rows
+
+    def _load_state_rows(self, rows: dict[str, StateRows]) -> None:
+        """Hand the step's hooks their live variants' state (each takes its own rows)."""
+        for name, hooks in self._step.hooks.items():
+            hooks.load_state_rows(rows.get(name, {}))
 
     # ------------------------------------------------------------------ public
 
