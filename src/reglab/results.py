@@ -41,6 +41,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from reglab.errors import ReglabError
+from reglab.nonfinite import decode, encode, encode_float
 
 FORMAT = "reglab-run"
 FORMAT_VERSION = 1
@@ -126,26 +127,12 @@ def _json_default(obj: Any):
 
 
 def _finite_or_str(x: float):
-    """JSON has no NaN/inf: store them as strings "nan", "inf", "-inf"."""
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return x
+    """JSON has no NaN/inf: store them as strings "nan", "inf", "-inf" (reglab.nonfinite)."""
+    return encode_float(x)
 
 
 def _sanitize(obj: Any):
-    if isinstance(obj, float):
-        return _finite_or_str(obj)
-    if isinstance(obj, dict):
-        return {str(k): _sanitize(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_sanitize(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _sanitize(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _sanitize(obj.item())
-    return obj
+    return encode(obj)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -155,17 +142,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def _revive(obj: Any):
-    if obj == "nan":
-        return math.nan
-    if obj == "inf":
-        return math.inf
-    if obj == "-inf":
-        return -math.inf
-    if isinstance(obj, dict):
-        return {k: _revive(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_revive(v) for v in obj]
-    return obj
+    """"nan"/"inf"/"-inf" back to floats, except where a name is stored (reglab.nonfinite)."""
+    return decode(obj)
 
 
 def read_json(path: str | Path) -> Any:
@@ -260,26 +238,18 @@ class RunLock:
         self.release()
 
 
-def check_out_dir(d: str | Path) -> None:
-    """A folder results can be written to: it exists as a folder, or can be created as one."""
-    d = Path(d)
-    if d.exists() and not d.is_dir():
-        raise ReglabError(f"{d} is a file, not a folder. Fix: give a folder for the results (it is created "
-                          "when missing), e.g. another --out.")
-    for parent in d.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ReglabError(f"{d} cannot be created: {parent} is a file, not a folder. "
-                                  "Fix: choose another --out.")
-            break
-    target = d if d.exists() else next((p for p in d.parents if p.exists()), Path("."))
-    if not os.access(target, os.W_OK | os.X_OK):
-        raise ReglabError(f"{d} cannot be written: {target} is not writable. Fix: choose a folder you can "
-                          "write to (--out), or fix its permissions.")
+def check_out_dir(d: str | Path, option: str = "--out", need_bytes: int = 0) -> None:
+    """A folder results can be written to: it exists as a folder, or can be created as one, on a
+    writable file system with room (reglab.paths.check_folder_to_write)."""
+    from reglab.paths import check_folder_to_write
+    check_folder_to_write(d, option, need_bytes)
 
 
 # ----------------------------------------------------------------------------
 # CSV helpers
+
+TEXT_COLUMNS = ("method",)   # metrics columns of names: read as text even when a name reads as a number
+
 
 def _format_value(v: Any) -> str:
     if isinstance(v, (bool, np.bool_)):
@@ -336,7 +306,8 @@ def read_csv_columns(paths: Iterable[Path]) -> dict[str, np.ndarray]:
                         raise ReglabError(f"{p} has a row of {len(row)} cells, expected {len(header)}. "
                                           "Fix: re-run or resume the study.")
                     for c, v in zip(header, row):
-                        cols[c].append(_parse_cell(v))
+                        # a name is text even when it reads as a number (a method called inf or 1)
+                        cols[c].append(v if c in TEXT_COLUMNS else _parse_cell(v))
         except (UnicodeDecodeError, csv.Error) as e:
             raise ReglabError(f"{p} is not a readable CSV file ({type(e).__name__}). "
                               "Fix: re-run or resume the study (`reglab verify` lists damaged files).") from None
@@ -344,7 +315,9 @@ def read_csv_columns(paths: Iterable[Path]) -> dict[str, np.ndarray]:
             raise ReglabError(f"{p} is missing. Fix: re-run or resume the study.") from None
     out: dict[str, np.ndarray] = {}
     for c, vals in cols.items():
-        if all(isinstance(v, int) for v in vals):
+        if c in TEXT_COLUMNS:
+            out[c] = np.asarray(vals, dtype=object)
+        elif all(isinstance(v, int) for v in vals):
             out[c] = np.asarray(vals, dtype=np.int64)
         elif all(isinstance(v, (int, float)) for v in vals):
             out[c] = np.asarray(vals, dtype=np.float64)
@@ -632,8 +605,7 @@ class Run:
         return seen
 
 
-TEXT_COLUMNS = ("method",)                          # every other metrics column holds numbers ...
-INT_COLUMNS = ("epoch", "variant", "seed", "step")   # ... and these whole numbers
+INT_COLUMNS = ("epoch", "variant", "seed", "step")   # metrics columns of whole numbers (the rest: floats)
 
 
 def _typed(cols: dict[str, np.ndarray], where: Path) -> dict[str, np.ndarray]:

@@ -88,6 +88,7 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     environ = os.environ if environ is None else environ
     data_dir = args.data_dir or environ.get("REGLAB_DATA_DIR") or None
     cache_dir = default_cache_dir(environ)
+    check_path_arguments(args, data_dir)
 
     if args.resume:
         given = [opt for opt, val in (("STUDY", args.study), ("--preset", args.preset), ("--seeds", args.seeds),
@@ -143,6 +144,21 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     return 0
 
 
+def check_path_arguments(args: argparse.Namespace, data_dir: str | None) -> None:
+    """Every path argument representable, of the right kind and (where written to) writable, before
+    any config is printed or file touched (reglab.paths)."""
+    from reglab.paths import check_existing_file, check_existing_folder, check_folder_to_write, check_path
+    if args.config:
+        check_existing_file(args.config, "--config")
+    if args.resume:
+        check_existing_folder(args.resume, "--resume")
+        check_folder_to_write(args.resume, "--resume")
+    elif args.out:
+        check_folder_to_write(args.out, "--out")
+    if data_dir:
+        check_path(data_dir, "--data-dir" if args.data_dir else "REGLAB_DATA_DIR")
+
+
 def resolve_threads(requested: int | None, resume_dir: str | None) -> int:
     """Torch's CPU threads: as requested; else the resumed run's own (its last bits may depend on
     it); else the cores free now (reglab.threads: affinity, physical cores, cgroup quota, minus
@@ -151,17 +167,34 @@ def resolve_threads(requested: int | None, resume_dir: str | None) -> int:
     """
     if requested is not None:
         if requested < 1:
-            raise ReglabError(f"--threads must be a whole number >= 1; got {requested}.")
-        return requested
+            raise ReglabError(f"--threads must be a whole number >= 1; got {requested}. Fix: give 1 or more, "
+                              "or leave it out (the free cores).")
+        return cap_threads(requested, "--threads")
     if resume_dir is not None:
         env = Path(resume_dir) / "environment.json"
         if env.exists():
             from reglab.results import read_json
             stored = read_json(env).get("torch_threads")
             if isinstance(stored, int) and stored >= 1:
-                return stored
+                return cap_threads(stored, "the run's stored thread count")
     from reglab.threads import default_threads
     return default_threads()
+
+
+def cap_threads(requested: int, what: str) -> int:
+    """`requested`, or the usable CPUs when it asks for more, with one line saying so (stderr).
+
+    Capped rather than refused: more threads than CPUs never trains faster (on the project's 2-core
+    machine, 999 threads did not finish a 15-second smoke run in 120 s), while a command moved from
+    a larger machine, or a resume of a run begun on one, should still run.
+    """
+    from reglab.threads import usable_cpus
+    usable = usable_cpus()
+    if requested > usable:
+        print(f"reglab: {what} {requested} is more than the {usable} usable CPU(s) of this process; "
+              f"using {usable} (more threads than CPUs slow torch down many times).", file=sys.stderr)
+        return usable
+    return requested
 
 
 def _native_bfloat16_cpu() -> bool:

@@ -84,7 +84,9 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
     if resume:
         if out_dir is None:
             raise ReglabError("resume needs the run directory. Fix: reglab run --resume RUN_DIR.")
-        run_dir = Path(out_dir)
+        from reglab.paths import check_existing_folder
+        run_dir = check_existing_folder(out_dir, "--resume")
+        check_out_dir(run_dir, "--resume")
         stored = _stored_config(run_dir)
         if cfg is not None and cfg.to_dict() != stored.to_dict():
             raise ReglabError(f"the config given differs from the one stored in {run_dir / 'config.json'}. "
@@ -98,6 +100,8 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
     if cfg.tensorboard:
         from reglab.report.tensorboard import require_tensorboard
         require_tensorboard()  # before training, not after it
+    from reglab.memory import check_memory
+    check_memory(cfg)          # before anything is allocated (or printed)
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     existed = run_dir.exists()
@@ -169,11 +173,6 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
         say(f"reglab: {run_dir} is already complete; nothing to resume.")
         return run_dir
 
-    say(f"reglab: {'resuming' if resume else 'running'} study {cfg.name!r} "
-        f"({len(cfg.methods)} methods x {len(cfg.seeds)} seeds = {cfg.n_variants} variants, "
-        f"{cfg.n_epochs} epochs) -> {run_dir}")
-    say(resolved_config_text(cfg, run_dir))
-
     checkpoint = None
     if resume:
         checkpoint = _pick_checkpoint(run_dir, cfg)
@@ -184,6 +183,11 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
 
     dataset = load_dataset(cfg.data, data_dir=data_dir, cache_dir=cache_dir,
                            allow_checksum_mismatch=allow_checksum_mismatch)
+    # printed once every input is known good: the stored files, the checkpoint, the dataset
+    say(f"reglab: {'resuming' if resume else 'running'} study {cfg.name!r} "
+        f"({len(cfg.methods)} methods x {len(cfg.seeds)} seeds = {cfg.n_variants} variants, "
+        f"{cfg.n_epochs} epochs) -> {run_dir}")
+    say(resolved_config_text(cfg, run_dir))
     if not resume:
         writer.write_json("config.json", cfg.to_dict())
         writer.write_text("config.toml", to_toml(cfg))
