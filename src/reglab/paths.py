@@ -82,13 +82,13 @@ def check_folder_to_write(path: str | os.PathLike, option: str, need_bytes: int 
     """`path` as a Path when results can be written there (it is created later when missing)."""
     d = check_path(path, option)
     if d.exists() and not d.is_dir():
-        raise ReglabError(f"{option} {_shown(str(d))} is a file, not a folder. Fix: give a folder for the "
-                          f"results (it is created when missing), e.g. another {option}.")
+        raise ReglabError(f"{d} is a file, not a folder. Fix: give a folder for the results (it is created "
+                          f"when missing), e.g. another {option}.")
     for parent in d.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise ReglabError(f"{option} {_shown(str(d))} cannot be created: {_shown(str(parent))} is a "
-                                  f"file, not a folder. Fix: choose another {option}.")
+                raise ReglabError(f"{d} cannot be created: {parent} is a file, not a folder. "
+                                  f"Fix: choose another {option}.")
             break
     target = d if d.exists() else _nearest_existing(d)
     try:
@@ -96,37 +96,17 @@ def check_folder_to_write(path: str | os.PathLike, option: str, need_bytes: int 
     except OSError:
         fs = None
     if fs is not None and fs.f_flag & os.ST_RDONLY:
-        raise ReglabError(f"{option} {_shown(str(d))} is on a read-only file system. Fix: choose a folder on a "
-                          f"writable disk ({option}).")
+        raise ReglabError(f"{d} cannot be written: {target} is not writable (a read-only file system). "
+                          f"Fix: choose a folder on a writable disk ({option}).")
     if not os.access(target, os.W_OK | os.X_OK):
-        raise ReglabError(f"{option} {_shown(str(d))} cannot be written: {_shown(str(target))} is not writable. "
-                          f"Fix: choose a folder you can write to ({option}), or fix its permissions.")
+        raise ReglabError(f"{d} cannot be written: {target} is not writable. Fix: choose a folder you can "
+                          f"write to ({option}), or fix its permissions.")
     need = max(MIN_FREE_BYTES, int(need_bytes))
     if fs is not None and fs.f_bavail * fs.f_frsize < need:
         free = fs.f_bavail * fs.f_frsize
         raise ReglabError(f"{option} {_shown(str(d))}: its file system has {format_bytes(free)} free; the run needs "
                           f"about {format_bytes(need)}. Fix: free some space or choose a folder on another disk.")
     return d
-
-
-def check_existing_folder(path: str | os.PathLike, option: str) -> Path:
-    """`path` as a Path when it is an existing folder."""
-    d = check_path(path, option)
-    if not d.exists():
-        raise ReglabError(f"{option} {_shown(str(d))} does not exist. Fix: give an existing folder.")
-    if not d.is_dir():
-        raise ReglabError(f"{option} {_shown(str(d))} is a file, not a folder. Fix: give a folder.")
-    return d
-
-
-def check_existing_file(path: str | os.PathLike, option: str) -> Path:
-    """`path` as a Path when it is an existing file (not a folder)."""
-    p = check_path(path, option)
-    if not p.exists():
-        raise ReglabError(f"{option} {_shown(str(p))} does not exist. Fix: give the path of an existing file.")
-    if p.is_dir():
-        raise ReglabError(f"{option} {_shown(str(p))} is a folder. Fix: give the path of a file.")
-    return p
 
 
 def format_bytes(n: float) -> str:

@@ -88,7 +88,6 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     environ = os.environ if environ is None else environ
     data_dir = args.data_dir or environ.get("REGLAB_DATA_DIR") or None
     cache_dir = default_cache_dir(environ)
-    check_path_arguments(args, data_dir)
 
     if args.resume:
         given = [opt for opt, val in (("STUDY", args.study), ("--preset", args.preset), ("--seeds", args.seeds),
@@ -101,14 +100,17 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
         if given:
             raise ReglabError(f"--resume continues the study stored in the run directory; got also {', '.join(given)}. "
                               f"Fix: reglab run --resume {args.resume}")
+        check_path_arguments(args, data_dir)
         cfg = None
     elif args.config:
         if args.study or args.preset:
             raise ReglabError("--config defines the whole study; drop the STUDY name and --preset.")
+        check_path_arguments(args, data_dir)
         cfg = presets.apply_overrides(load_toml(args.config), seeds=args.seeds, dataset=args.dataset,
                                       resolution=args.resolution, epochs=args.epochs, smoke=args.smoke,
                                       device=args.device, matmul_dtype=args.matmul_dtype)
     else:
+        check_path_arguments(args, data_dir)
         cfg = presets.get(args.study or presets.DEFAULT_STUDY, args.preset, seeds=args.seeds, dataset=args.dataset,
                           resolution=args.resolution, epochs=args.epochs, smoke=args.smoke, device=args.device,
                           matmul_dtype=args.matmul_dtype)
@@ -147,12 +149,11 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
 def check_path_arguments(args: argparse.Namespace, data_dir: str | None) -> None:
     """Every path argument representable, of the right kind and (where written to) writable, before
     any config is printed or file touched (reglab.paths)."""
-    from reglab.paths import check_existing_file, check_existing_folder, check_folder_to_write, check_path
+    from reglab.paths import check_folder_to_write, check_path
     if args.config:
-        check_existing_file(args.config, "--config")
+        check_path(args.config, "--config")   # what is there: load_toml's own lines
     if args.resume:
-        check_existing_folder(args.resume, "--resume")
-        check_folder_to_write(args.resume, "--resume")
+        check_path(args.resume, "--resume")   # what is there: the runner's "cannot resume" lines
     elif args.out:
         check_folder_to_write(args.out, "--out")
     if data_dir:

@@ -84,10 +84,10 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
     if resume:
         if out_dir is None:
             raise ReglabError("resume needs the run directory. Fix: reglab run --resume RUN_DIR.")
-        from reglab.paths import check_existing_folder
-        run_dir = check_existing_folder(out_dir, "--resume")
-        check_out_dir(run_dir, "--resume")
+        from reglab.paths import check_path
+        run_dir = check_path(out_dir, "--resume")
         stored = _stored_config(run_dir)
+        check_out_dir(run_dir, "--resume")   # a run on a read-only or full disk cannot continue
         if cfg is not None and cfg.to_dict() != stored.to_dict():
             raise ReglabError(f"the config given differs from the one stored in {run_dir / 'config.json'}. "
                               "Fix: resume with only --resume RUN_DIR (the stored config is used).")
