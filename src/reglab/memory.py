@@ -65,16 +65,21 @@ def data_shape(data) -> tuple[int, int, int]:
     return POINT_CLOUD_FEATURES, POINT_CLOUD_CLASSES, data.n_points
 
 
-def estimate_study_memory(cfg) -> MemoryEstimate:
-    """The estimate for a StudyConfig (every variant, at its batch and evaluation batch sizes)."""
+def estimate_study_memory(cfg, variants_per_method: int | None = None) -> MemoryEstimate:
+    """The estimate for a StudyConfig (every variant, at its batch and evaluation batch sizes).
+
+    variants_per_method: variants each method trains as (default: its seeds); a tune round trains
+    batch_trials x seeds_per_trial of them (given as a count: such a config is never built).
+    """
     n_features, n_classes, n_examples = data_shape(cfg.data)
     widths = [n_features, *cfg.hidden, n_classes]
     P = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
-    V = cfg.n_variants
+    per_method = len(cfg.seeds) if variants_per_method is None else variants_per_method
+    V = per_method * len(cfg.methods)
     buffers = 2 if cfg.optimizer == "adam" else 1
     weights = FLOAT_BYTES * P * V
     state = weights * (1 + buffers)
-    es_variants = sum(len(cfg.seeds) for m in cfg.methods if m.early_stopping)
+    es_variants = sum(per_method for m in cfg.methods if m.early_stopping)
     parts = {
         "weights": weights,
         "gradients": weights,
@@ -128,11 +133,12 @@ def _cgroup_free(root: Path) -> int | None:
     return None
 
 
-def check_memory(cfg, device: str | None = None, available: dict[str, int] | None = None) -> MemoryEstimate:
+def check_memory(cfg, device: str | None = None, available: dict[str, int] | None = None,
+                 variants_per_method: int | None = None) -> MemoryEstimate:
     """The estimate of `cfg`; a ReglabError with the estimate, what is available and the fix when it does
     not fit (no source of available memory: not refused)."""
     device = device or cfg.device
-    est = estimate_study_memory(cfg)
+    est = estimate_study_memory(cfg, variants_per_method)
     available = available_memory(device) if available is None else available
     if not available:
         return est

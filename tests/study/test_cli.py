@@ -70,7 +70,7 @@ def test_a_bad_toml_key_or_value_is_one_line_naming_it(tmp_path, capsys, text, e
     (["run", "mnist", "--preset", "huge"], "unknown preset 'huge' for study 'mnist'; allowed: quick, seed, paper"),
     (["run", "pointcloud", "--dataset", "mnist"], "--dataset must be one of moons, circles, spirals, xor"),
     (["run", "pointcloud", "--resolution", "7"], "--resolution applies to image datasets only"),
-    (["run", "--seeds", "0"], "--seeds must be a whole number >= 1; got 0"),
+    (["run", "--seeds", "0"], "--seeds must be a whole number from 1 to 10,000; got 0"),
     (["run", "--threads", "0"], "--threads must be a whole number >= 1; got 0"),
     (["run", "--resume", "x", "--seeds", "3"], "--resume continues the study stored in the run directory"),
     (["run", "--config", "nowhere.toml"], "config file nowhere.toml does not exist"),

@@ -162,7 +162,7 @@ def check_before_printing(args: argparse.Namespace, cfg: StudyConfig, n_trials: 
     if args.storage:
         open_storage(args.storage)   # an unreachable database is one line now, not after the config
     # one round trains batch_trials x seeds_per_trial variants of every method as one model
-    check_memory(cfg.replace(seeds=tuple(range(args.batch_trials * args.seeds_per_trial))))
+    check_memory(cfg, variants_per_method=args.batch_trials * args.seeds_per_trial)
 
 
 def select_methods(cfg, methods: str | None):
