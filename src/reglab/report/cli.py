@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from reglab.errors import ReglabError
-from reglab.report.build import REPORT_FILES, write_report
-from reglab.results import RunLock, RunWriter, file_sha256, load_run, manifest_intact, run_files
+from reglab.report.build import write_report
+from reglab.results import REPORT_FILES, RunLock, RunWriter, file_sha256, load_run, manifest_intact, run_files
 
 EXIT_INCOMPLETE = 3  # the report was built, but from a run that is still running or was interrupted
 

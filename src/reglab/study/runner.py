@@ -41,7 +41,7 @@ from reglab import __version__
 from reglab.config import MethodConfig, StudyConfig, study_from_dict, to_toml
 from reglab.data.dataset import Dataset
 from reglab.errors import ReglabError
-from reglab.results import (MANIFEST, DamagedFiles, RunLock, RunWriter, shard_epoch, atomic_write_bytes,
+from reglab.results import (HEADLINE, MANIFEST, REPORT_FILES, DamagedFiles, RunLock, RunWriter, shard_epoch, atomic_write_bytes,
                             atomic_write_text, check_out_dir, check_unchanged, now_iso, read_csv_columns, read_json,
                             recorded_digests)
 from reglab.stats import describe, holm_adjust, paired_comparison
@@ -49,7 +49,6 @@ from reglab.stats import describe, holm_adjust, paired_comparison
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"                 # text file in checkpoints/ naming the newest complete checkpoint
 CHECKPOINT_FORMAT = "reglab-checkpoint"
-REPORT_FILES = ("figures/", "report.html", "summary.md")  # what a report build writes (name prefixes)
 REBUILT = REPORT_FILES + (CHECKPOINT_DIR + "/",)           # may differ after "complete"
 CHECKPOINTS_KEPT = 2              # the newest and the one before: a damaged newest one falls back to it
 TIMING_REPEATS = 3                # each method is timed alone this many times (median and range reported) ...
@@ -57,7 +56,6 @@ TIMING_MIN_SECONDS = 0.5          # ... each time for at least this long ...
 TIMING_MAX_EPOCHS = 50            # ... or this many short epochs, whichever comes first
 TIMING_STEPS_PER_EPOCH = 20       # minibatches per epoch of the short timing run
 TIMING_EVAL_EXAMPLES = 200        # val/test examples of the timing run (evaluation is not what is timed)
-HEADLINE = ("test_error", "val_error")  # scalars compared pairwise between methods
 
 
 def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, data_dir: str | Path | None = None,
