@@ -35,4 +35,10 @@ from reglab.results.writer import (TEXT_COLUMNS, rows_to_csv, read_csv_columns, 
                                    recorded_digests, DamagedFiles, check_unchanged)
 from reglab.results.reader import (Verification, verify_run, Run, INT_COLUMNS, load_run)
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "FIGURES_DIR", "REPORT_FILES", "HEADLINE", "LOCK", "NO_SPACE", "write_error", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "read_json", "now_iso", "pid_alive", "RunLock", "check_out_dir", "TEXT_COLUMNS", "rows_to_csv", "read_csv_columns", "RunWriter", "shard_epoch", "run_files", "file_sha256", "manifest_digest", "manifest_intact", "recorded_digests", "DamagedFiles", "check_unchanged", "Verification", "verify_run", "Run", "INT_COLUMNS", "load_run"]
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "MANIFEST", "FIGURES_DIR", "REPORT_FILES", "HEADLINE", "LOCK", "NO_SPACE",
+    "write_error", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "read_json", "now_iso",
+    "pid_alive", "RunLock", "check_out_dir", "TEXT_COLUMNS", "rows_to_csv", "read_csv_columns", "RunWriter",
+    "shard_epoch", "run_files", "file_sha256", "manifest_digest", "manifest_intact", "recorded_digests",
+    "DamagedFiles", "check_unchanged", "Verification", "verify_run", "Run", "INT_COLUMNS", "load_run",
+]

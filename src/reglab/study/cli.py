@@ -72,7 +72,8 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: the physical cores in this process's affinity that "
                         "are free now, measured over 0.2 s, at least 1; --resume: the run's own). "
-                        "Oversubscribed cores slow torch down many times")
+                        "Oversubscribed cores slow torch down many times: a count above the usable CPUs is capped "
+                        "to them (one line says so)")
     p.add_argument("--allow-checksum-mismatch", action="store_true",
                    help="use dataset files whose checksums differ from the published ones (recorded as such)")
     p.set_defaults(func=run_command)
