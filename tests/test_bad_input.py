@@ -516,6 +516,8 @@ def bad_path(draw, root: Path, a_file: Path):
 
 PATH_OPTIONS = {"--out": ["run", "pointcloud", "--smoke"], "--config": ["run"], "--resume": ["run"],
                 "--data-dir": ["run", "mnist", "--smoke"]}
+OTHER_COMMANDS = {"tune --out": ["tune", "pointcloud", "--smoke", "--out"], "report RUN_DIR": ["report"],
+                  "verify RUN_DIR": ["verify"], "adam --out": ["adam", "--smoke", "--out"]}
 
 
 def test_a_bad_path_argument_is_one_line_naming_the_option_before_anything_is_printed(tmp_path):
@@ -523,16 +525,16 @@ def test_a_bad_path_argument_is_one_line_naming_the_option_before_anything_is_pr
     a_file = tmp_path / "FILE"
     a_file.write_text("keep me")
 
-    @_settings(60)
-    @given(st.sampled_from(sorted(PATH_OPTIONS) + ["tune --out"]), st.data())
+    @_settings(80)
+    @given(st.sampled_from(sorted(PATH_OPTIONS) + sorted(OTHER_COMMANDS)), st.data())
     def check(option, data):
         kind, path = data.draw(bad_path(tmp_path, a_file))
         before = tree(tmp_path)
-        if option == "tune --out":
-            argv = ["tune", "pointcloud", "--smoke", "--out", path]
+        if option in OTHER_COMMANDS:
+            argv = OTHER_COMMANDS[option] + [path]
         else:
             argv = PATH_OPTIONS[option] + [option, path]
-        rc, out, err = cli(argv + ["--threads", "1"])
+        rc, out, err = cli(argv + (["--threads", "1"] if argv[0] in ("run", "tune", "adam") else []))
         seen[kind] += 1
         assert rc == 2, (argv, err)
         assert out == "", out                     # nothing printed before the check

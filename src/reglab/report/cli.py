@@ -33,7 +33,9 @@ def register(subparsers) -> None:
 
 
 def _report(args) -> int:
+    from reglab.paths import check_path
     from reglab.report.datasize import build_datasize_report, is_datasize_dir
+    check_path(args.run_dir, "RUN_DIR")
     if is_datasize_dir(args.run_dir):   # a data-size study: one report over its sizes' run directories
         if args.tensorboard or args.parquet:
             raise ReglabError(f"{args.run_dir} is a data-size study, one run directory per training-set size; "
