@@ -489,3 +489,164 @@ def test_a_bad_tune_storage_url_is_one_line_never_a_traceback(tmp_path):
     check()
     print(f"\nfault suite: {seen['tried']} tune storage URLs: {seen['rejected in one line']} rejected in one line, "
           f"{seen['usable']} usable")
+
+
+# ----------------------------------------------------------------------------
+# issue 22: path, thread, size and memory arguments, alone and combined
+
+NAME_MAX = 255
+
+
+@st.composite
+def bad_path(draw, root: Path, a_file: Path):
+    """A path no command can use: too long, a name too long, unrepresentable, or under a file."""
+    kind = draw(st.sampled_from(["long name", "long path", "nul", "surrogate", "under a file"]))
+    where = draw(st.sampled_from([root, a_file.parent / "new"]))
+    if kind == "long name":
+        return kind, str(where / ("n" * draw(st.integers(NAME_MAX + 1, 3 * NAME_MAX))))
+    if kind == "long path":
+        depth = draw(st.integers(17, 40))
+        return kind, str(where.joinpath(*["d" * 250] * depth))
+    if kind == "nul":
+        return kind, f"{where}/a\0{draw(st.text(alphabet='xyz', max_size=3))}"
+    if kind == "surrogate":
+        return kind, f"{where}/a{chr(draw(st.integers(0xD800, 0xDBFF)))}b"
+    return kind, str(a_file / draw(st.sampled_from(["run", "a/b", "x.toml"])))
+
+
+PATH_OPTIONS = {"--out": ["run", "pointcloud", "--smoke"], "--config": ["run"], "--resume": ["run"],
+                "--data-dir": ["run", "mnist", "--smoke"]}
+OTHER_COMMANDS = {"tune --out": ["tune", "pointcloud", "--smoke", "--out"], "report RUN_DIR": ["report"],
+                  "verify RUN_DIR": ["verify"], "adam --out": ["adam", "--smoke", "--out"]}
+
+
+def test_a_bad_path_argument_is_one_line_naming_the_option_before_anything_is_printed(tmp_path):
+    seen = Counter()
+    a_file = tmp_path / "FILE"
+    a_file.write_text("keep me")
+
+    @_settings(80)
+    @given(st.sampled_from(sorted(PATH_OPTIONS) + sorted(OTHER_COMMANDS)), st.data())
+    def check(option, data):
+        kind, path = data.draw(bad_path(tmp_path, a_file))
+        before = tree(tmp_path)
+        if option in OTHER_COMMANDS:
+            argv = OTHER_COMMANDS[option] + [path]
+        else:
+            argv = PATH_OPTIONS[option] + [option, path]
+        rc, out, err = cli(argv + (["--threads", "1"] if argv[0] in ("run", "tune", "adam") else []))
+        seen[kind] += 1
+        assert rc == 2, (argv, err)
+        assert out == "", out                     # nothing printed before the check
+        assert_one_line(err)
+        line = err.strip()
+        assert option.split()[-1] in line or "config file" in line or a_file.name in line, line
+        assert tree(tmp_path) == before           # nothing written
+    check()
+    print(f"\nbad-input suite: {sum(seen.values())} bad path arguments ({dict(seen)}): all one line, exit 2")
+    assert len(seen) == 5
+
+
+class TinyMemory:
+    """available_memory() of a machine with 1 MiB free: no study fits, so every command must stop early."""
+    def __enter__(self):
+        self.patch = mock.patch("reglab.memory.available_memory", lambda device="cpu", **kw: {"MemAvailable": 2**20})
+        self.patch.start()
+
+    def __exit__(self, *exc):
+        self.patch.stop()
+
+
+sizes = st.one_of(st.integers(-3, 3), st.integers(4, 10**7), st.sampled_from([2**31, 10**12]))
+
+
+@st.composite
+def run_arguments(draw):
+    """A combination of `reglab run` options: sizes, seeds, epochs, threads, a --set or two."""
+    argv = ["run", draw(st.sampled_from(["mnist", "pointcloud"])), "--smoke"]
+    if draw(st.booleans()):
+        argv += ["--seeds", str(draw(sizes))]
+    if draw(st.booleans()):
+        argv += ["--epochs", str(draw(sizes))]
+    for key in draw(st.lists(st.sampled_from(["hidden", "batch_size", "eval_batch_size", "n_epochs"]),
+                             max_size=2, unique=True)):
+        if key == "hidden":
+            widths = draw(st.lists(sizes, min_size=0, max_size=3))
+            argv += ["--set", f"hidden=[{', '.join(map(str, widths))}]"]
+        else:
+            argv += ["--set", f"{key}={draw(sizes)}"]
+    argv += ["--threads", str(draw(st.integers(1, 4)))]
+    if draw(st.booleans()):
+        argv += ["--resume", "nowhere"]           # with other options: refused as a combination
+    return argv
+
+
+def test_any_combination_of_size_arguments_is_refused_in_one_line_when_memory_is_short(tmp_path):
+    seen = Counter()
+
+    @_settings(80)
+    @given(run_arguments())
+    def check(argv):
+        out_dir = tmp_path / "run"
+        with TinyMemory():
+            rc, out, err = cli(argv + ([] if "--resume" in argv else ["--out", str(out_dir)]))
+        assert rc == 2, (argv, err)
+        assert out == "", out
+        lines = [ln for ln in err.strip().splitlines() if "usable CPU" not in ln]   # a capped --threads
+        assert_one_line("\n".join(lines))
+        assert not out_dir.exists()
+        line = lines[0]
+        seen["memory" if "needs about" in line else "combination" if "--resume" in line else "value"] += 1
+    check()
+    print(f"\nbad-input suite: {sum(seen.values())} combinations of run size arguments: {dict(seen)}; all one line")
+    assert seen["memory"] and seen["value"]
+
+
+@st.composite
+def tune_arguments(draw):
+    argv = ["tune", "pointcloud", "--smoke"]
+    for opt in draw(st.lists(st.sampled_from(["--trials", "--batch-trials", "--seeds-per-trial",
+                                              "--epochs-per-task", "--max-retries"]), max_size=3, unique=True)):
+        argv += [opt, str(draw(st.integers(-2, 10**6)))]
+    if draw(st.booleans()):
+        argv += ["--timeout", draw(st.sampled_from(["0", "-1", "nan", "inf", "1e9", "5"]))]
+    return argv
+
+
+def test_any_combination_of_tune_budget_arguments_is_one_line_before_the_base_config_is_printed(tmp_path):
+    seen = Counter()
+
+    @_settings(40)
+    @given(tune_arguments())
+    def check(argv):
+        out_dir = tmp_path / "tune"
+        with TinyMemory():
+            rc, out, err = cli(argv + ["--out", str(out_dir), "--threads", "1"])
+        assert rc == 2, (argv, err)
+        assert out == "", out                     # the base config is printed only after every check
+        assert_one_line(err)
+        assert not out_dir.exists()
+        seen["memory" if "needs about" in err else "argument"] += 1
+    check()
+    print(f"\nbad-input suite: {sum(seen.values())} combinations of tune arguments: {dict(seen)}; all one line")
+    assert seen["memory"] and seen["argument"]
+
+
+def test_threads_are_capped_to_the_usable_cpus_and_announced_only_then(monkeypatch):
+    from reglab import threads
+    from reglab.study.cli import resolve_threads
+
+    @_settings(60)
+    @given(st.integers(-5, 10**6), st.integers(1, 64))
+    def check(requested, usable):
+        monkeypatch.setattr(threads, "usable_cpus", lambda: usable)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                got = resolve_threads(requested, None)
+            except ReglabError as e:
+                assert requested < 1 and "Fix: " in str(e)
+                return
+        assert got == min(requested, usable)
+        assert (err.getvalue().count("\n") == 1) == (requested > usable)
+    check()

@@ -132,3 +132,41 @@ def test_every_bad_setting_is_its_own_line_with_the_toml_message():
         "--set methods.l2=1: a method setting is methods.NAME.KEY. Fix: e.g. methods.dropout+l2.dropout_hidden=0.3.",
         "--set methods.l2.lr=abc: 'l2.lr' must be a number; got 'abc'." + FIX,
     ]
+
+
+# ----------------------------------------------------------------------------
+# names are strings; [method_defaults]
+
+def test_a_method_or_study_named_inf_or_nan_stays_that_name_in_toml_json_and_back(tmp_path):
+    from reglab.config import study_from_dict, to_toml
+    from reglab.results import atomic_write_json, read_json
+
+    p = tmp_path / "s.toml"
+    p.write_text('name = "nan"\nhidden = [8]\n[data]\nname = "moons"\n'
+                 '[[methods]]\nname = "inf"\nmax_norm = inf\n[[methods]]\nname = "nan"\n[[methods]]\nname = "1"\n')
+    cfg = load_toml(p)
+    assert cfg.name == "nan" and [m.name for m in cfg.methods] == ["inf", "nan", "1"]
+    assert cfg.methods[0].max_norm == math.inf
+    (tmp_path / "again.toml").write_text(to_toml(cfg))
+    assert load_toml(tmp_path / "again.toml") == cfg
+    atomic_write_json(tmp_path / "c.json", cfg.to_dict())
+    assert study_from_dict(read_json(tmp_path / "c.json")) == cfg
+
+
+def test_method_defaults_fill_every_method_and_a_methods_own_value_wins(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text('name = "d"\nhidden = [8]\n[data]\nname = "moons"\n[method_defaults]\nlr = 0.1\nmomentum = 0.95\n'
+                 '[[methods]]\nname = "a"\nlr = 0.05\n[[methods]]\nname = "b"\n')
+    a, b = load_toml(p).methods
+    assert (a.lr, a.momentum, b.lr, b.momentum) == (0.05, 0.95, 0.1, 0.95)
+
+
+@pytest.mark.parametrize("table, named", [('[method_defaults]\nlrr = 1\n', "method_defaults.lrr"),
+                                          ('[method_defaults]\nname = "x"\n', "'name'"),
+                                          ('method_defaults = 3\n', "method_defaults must be a table")])
+def test_a_bad_method_defaults_table_is_one_line_naming_it(tmp_path, table, named):
+    p = tmp_path / "s.toml"
+    p.write_text('name = "d"\n' + table + '[[methods]]\nname = "a"\n')
+    with pytest.raises(ReglabError) as e:
+        load_toml(p)
+    assert named in str(e.value) and "Fix: " in str(e.value) and "\n" not in str(e.value)

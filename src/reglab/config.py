@@ -18,6 +18,7 @@ Conventions (stated once, used everywhere):
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from reglab.errors import ReglabError
+from reglab.nonfinite import decode, encode
 
 # ----------------------------------------------------------------------------
 # constraints, declared once as data, with one error template
@@ -304,21 +306,17 @@ STUDY_CONSTRAINTS: dict[str, tuple] = {
 
 
 def _json_safe(obj):
-    """inf is not JSON: store it as the string "inf" (read back by from_dict)."""
-    if isinstance(obj, float) and math.isinf(obj):
-        return "inf" if obj > 0 else "-inf"
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
+    """inf is not JSON: store it as the string "inf" (reglab.nonfinite; read back by from_dict)."""
+    return encode(obj)
 
 
-def _unsafe(v):
-    if v == "inf":
-        return INF
-    if v == "-inf":
-        return -INF
+FLOAT_FIELDS = frozenset(k for k, rule in METHOD_CONSTRAINTS.items() if rule[0] == "float")
+
+
+def _number(key: str, v):
+    """A float field's "inf"/"-inf" as the float; every other value (names included) as it is."""
+    if key in FLOAT_FIELDS and isinstance(v, str) and v in ("inf", "-inf"):
+        return decode(v)
     return v
 
 
@@ -344,7 +342,7 @@ def method_from_dict(d: dict, *, where: str = "methods[]", defaults: dict | None
     if "name" not in merged:
         raise ReglabError(f"{where} needs a 'name'. Fix: add name = \"l2\" (any label).")
     # TOML ints are fine where floats are expected
-    merged = {k: _unsafe(v) for k, v in merged.items()}
+    merged = {k: _number(k, v) for k, v in merged.items()}
     return MethodConfig(**merged)
 
 
@@ -353,6 +351,7 @@ def study_from_dict(d: dict, *, where: str = "config") -> StudyConfig:
         raise ReglabError(f"{where} must be a table of study settings; got {type(d).__name__}. "
                           "Fix: give a study written by reglab (config.json) or as TOML (docs/studies.md).")
     d = dict(d)
+    defaults = d.pop("method_defaults", None)
     _reject_unknown(d, StudyConfig, where)
     if "name" not in d:
         raise ReglabError(f"{where} needs a 'name'. Fix: add name = \"my-study\" at the top.")
@@ -365,7 +364,14 @@ def study_from_dict(d: dict, *, where: str = "config") -> StudyConfig:
     if not isinstance(methods, list):
         raise ReglabError(f"{where}.methods must be an array of tables ([[methods]]); got {_short(methods)}. "
                           "Fix: write each method as a [[methods]] table.")
-    defaults = d.pop("method_defaults", None) if "method_defaults" in d else None
+    if defaults is not None:
+        if not isinstance(defaults, dict):
+            raise ReglabError(f"{where}.method_defaults must be a table of method settings; got {_short(defaults)}. "
+                              "Fix: write it as a [method_defaults] table, e.g. lr = 0.05.")
+        _reject_unknown(defaults, MethodConfig, f"{where}.method_defaults")
+        if "name" in defaults:
+            raise ReglabError(f"{where}.method_defaults cannot set 'name' (each method has its own). "
+                              "Fix: give the name in each [[methods]] table.")
     out = dict(d)
     out["data"] = DataConfig(**data)
     out["methods"] = tuple(method_from_dict(m, where=f"{where}.methods[{i}]", defaults=defaults)
@@ -402,17 +408,17 @@ def load_toml(path: str | Path) -> StudyConfig:
 
 def to_toml(cfg: StudyConfig) -> str:
     """Write a study as TOML that :func:`load_toml` reads back to an equal config."""
-    d = cfg.to_dict()
+    d = dataclasses.asdict(cfg)   # floats as floats: a name "inf" stays a (quoted) string
     lines: list[str] = []
 
     def fmt(v):
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, str):
-            return "inf" if v == "inf" else f'"{v}"'
+            return json.dumps(v)   # a TOML basic string: JSON's escapes are TOML's
         if isinstance(v, float):
-            return repr(v)
-        if isinstance(v, list):
+            return ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+        if isinstance(v, (list, tuple)):
             return "[" + ", ".join(fmt(x) for x in v) + "]"
         return str(v)
 

@@ -52,6 +52,14 @@ def default_threads(sample_seconds: float = SAMPLE_SECONDS) -> int:
     return choose_threads(read_cpus(sample_seconds))
 
 
+def usable_cpus() -> int:
+    """The most threads that can run at once: the CPUs in this process's affinity mask, at most the
+    cgroup's CPU quota (rounded up), at least 1. An explicit ``--threads`` above it is capped to it."""
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_quota()
+    return max(1, min(allowed, math.ceil(quota) if quota else allowed))
+
+
 def read_cpus(sample_seconds: float = SAMPLE_SECONDS) -> CpuReading:
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     return CpuReading(allowed=len(cpus), physical_cores=_physical_cores(cpus), quota=_cgroup_quota(),

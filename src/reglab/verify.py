@@ -21,6 +21,8 @@ def register(subparsers) -> None:
 
 
 def verify_command(args: argparse.Namespace) -> int:
+    from reglab.paths import check_path
+    check_path(args.run_dir, "RUN_DIR")
     v = verify_run(args.run_dir)
     for kind, names in (("missing", v.missing), ("changed", v.changed), ("extra", v.extra)):
         for name in names:

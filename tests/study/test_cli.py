@@ -70,7 +70,7 @@ def test_a_bad_toml_key_or_value_is_one_line_naming_it(tmp_path, capsys, text, e
     (["run", "mnist", "--preset", "huge"], "unknown preset 'huge' for study 'mnist'; allowed: quick, seed, paper"),
     (["run", "pointcloud", "--dataset", "mnist"], "--dataset must be one of moons, circles, spirals, xor"),
     (["run", "pointcloud", "--resolution", "7"], "--resolution applies to image datasets only"),
-    (["run", "--seeds", "0"], "--seeds must be a whole number >= 1; got 0"),
+    (["run", "--seeds", "0"], "--seeds must be a whole number from 1 to 10,000; got 0"),
     (["run", "--threads", "0"], "--threads must be a whole number >= 1; got 0"),
     (["run", "--resume", "x", "--seeds", "3"], "--resume continues the study stored in the run directory"),
     (["run", "--config", "nowhere.toml"], "config file nowhere.toml does not exist"),
@@ -325,6 +325,7 @@ def test_threads_default_to_the_free_cores_and_resume_keeps_the_runs_own(tmp_pat
     assert resolve_threads(None, None) == 16
     reading = threads.CpuReading(allowed=2, physical_cores=2, quota=None, busy=1.0)
     assert resolve_threads(None, None) == 1
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 16)   # explicit counts up to the CPUs pass as given
     assert resolve_threads(3, None) == 3
     atomic_write_json(tmp_path / "environment.json", {"torch_threads": 2})
     assert resolve_threads(None, str(tmp_path)) == 2
@@ -376,3 +377,57 @@ def test_an_unwritable_out_folder_is_one_line_and_exit_2(tmp_path, capsys):
             subprocess.run(["umount", str(ro)], check=True)
         else:
             ro.chmod(0o700)
+
+
+# ----------------------------------------------------------------------------
+# issue 22: the inputs that escaped as a traceback or a hang, each one line with exit 2
+
+def test_an_out_name_longer_than_the_file_system_allows_is_one_line_before_anything_is_printed(tmp_path, capsys):
+    out = tmp_path / ("x" * 300)
+    assert main(["run", "--smoke", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and "--out" in captured.err and "300 bytes" in captured.err
+    assert list(tmp_path.iterdir()) == []   # (out.exists() itself raises "File name too long")
+
+
+def test_a_net_too_large_for_memory_is_refused_with_the_estimate_before_the_config_is_printed(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--smoke", "--threads", "1", "--set", "hidden=[1000000,1000000]", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err.strip()
+    assert err.count("\n") == 0 and "needs about" in err and "TiB" in err and "available" in err
+    assert "Fix: fewer seeds" in err and "--device cuda" in err
+    assert not out.exists()
+
+
+def test_threads_above_the_usable_cpus_are_capped_to_them_with_one_line(monkeypatch, capsys):
+    from reglab import threads
+    from reglab.study.cli import resolve_threads
+
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    assert resolve_threads(999, None) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--threads 999" in err and "using 2" in err
+    assert resolve_threads(2, None) == 2 and capsys.readouterr().err == ""
+
+
+def test_the_usable_cpus_are_the_affinity_mask_at_most_the_cgroup_quota(monkeypatch):
+    from reglab import threads
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(threads, "_cgroup_quota", lambda: 1.5)
+    assert threads.usable_cpus() == 2
+    monkeypatch.setattr(threads, "_cgroup_quota", lambda: None)
+    assert threads.usable_cpus() == 4
+
+
+def test_a_config_or_resume_path_too_long_and_a_file_on_the_out_path_are_one_line_naming_it(tmp_path, capsys):
+    assert main(["run", "--config", str(tmp_path / ("c" * 300 + ".toml"))]) == 2
+    assert "--config" in _one_error_line(capsys)
+    assert main(["run", "--resume", str(tmp_path / ("r" * 300))]) == 2
+    assert "--resume" in _one_error_line(capsys)
+    (tmp_path / "file").write_text("x")
+    assert main(["run", "--smoke", "--out", str(tmp_path / "file" / "run")]) == 2
+    assert "is a file" in _one_error_line(capsys)

@@ -85,7 +85,7 @@ def test_overrides_change_seeds_dataset_resolution_epochs_and_name():
     (dict(study="mnist", preset="huge"), "unknown preset 'huge' for study 'mnist'; allowed: quick, seed, paper"),
     (dict(study="mnist", dataset="moons"), "--dataset must be one of mnist, fashion-mnist"),
     (dict(study="pointcloud", resolution=7), "--resolution applies to image datasets only"),
-    (dict(study="mnist", seeds=0), "--seeds must be a whole number >= 1; got 0"),
+    (dict(study="mnist", seeds=0), "--seeds must be a whole number from 1 to 10,000; got 0"),
     (dict(study="mnist", epochs=-2), "--epochs must be a whole number >= 1; got -2"),
 ])
 def test_bad_overrides_are_one_line_naming_the_option(kwargs, message):

@@ -71,3 +71,14 @@ def test_an_mnist_smoke_tune_on_the_shared_copy_reads_the_data_folder_from_the_e
 def test_bad_arguments_are_one_line_and_exit_status_2(tmp_path, capsys, argv, expected):
     assert main(argv + ["--out", str(tmp_path / "t")]) == 2
     assert expected in _one_error_line(capsys)
+
+
+def test_bad_trials_or_an_unreachable_storage_is_one_line_before_the_base_config_is_printed(tmp_path, capsys):
+    assert main(["tune", "mnist", "--smoke", "--trials", "0", "--out", str(tmp_path / "t")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "--trials" in captured.err
+    bad = f"sqlite:///{tmp_path}/no/such/folder/optuna.db"
+    assert main(["tune", "pointcloud", "--smoke", "--storage", bad, "--out", str(tmp_path / "t")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "storage" in captured.err
+    assert not (tmp_path / "t").exists()

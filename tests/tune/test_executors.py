@@ -172,3 +172,55 @@ def test_the_command_line_tune_through_ray_equals_the_local_one(ray_session, tmp
     assert main(common + ["--out", str(tmp_path / "local")]) == 0
     assert trials_without_wall_time(tmp_path / "ray") == trials_without_wall_time(tmp_path / "local")
     assert (tmp_path / "ray" / "tuned.toml").read_text() == (tmp_path / "local" / "tuned.toml").read_text()
+
+
+# ----------------------------------------------------------------------------
+# one run sequence: `reglab run`, the in-process executor and Ray give the same summary.json
+
+def _with_early_stopping(study):
+    """A method that stops early (patience 1; no epoch improves by min_delta 0.5) beside one that trains on."""
+    from reglab.config import MethodConfig
+
+    stopper = MethodConfig("early_stopping", lr=0.05, early_stopping=True, patience=1, min_delta=0.5)
+    return study.replace(n_epochs=8, methods=(study.methods[0], stopper))
+
+
+def _timeless_summary(run_dir) -> dict:
+    """summary.json as written (NaN as "nan"), without the wall-clock columns (the only ones that differ)."""
+    def drop(obj):
+        if isinstance(obj, dict):
+            return {k: drop(v) for k, v in obj.items() if "time_s" not in k}
+        if isinstance(obj, list):
+            return [drop(v) for v in obj]
+        return obj
+    return drop(json.loads((run_dir / "summary.json").read_text()))
+
+
+def _reglab_run(cfg, out):
+    from reglab.study.runner import run_study
+    return run_study(cfg, out_dir=out, quiet=True, time_methods=False, report=False)
+
+
+def test_a_study_with_early_stopping_gets_the_same_summary_from_reglab_run_and_the_in_process_executor(
+        study, dataset, tmp_path):
+    from reglab.tune.executors import run_study_sharded
+
+    cfg = _with_early_stopping(study)
+    _reglab_run(cfg, tmp_path / "run")
+    run_study_sharded(cfg, dataset, LocalExecutor(threads=1), out_dir=tmp_path / "local", shard_by=("seed",))
+    by_run = _timeless_summary(tmp_path / "run")
+    stopped = [v for v in by_run["variants"] if v["method"] == "early_stopping" and (v["stop_epoch"] or cfg.n_epochs) < cfg.n_epochs]
+    assert stopped, "no variant stopped early: the test would not cover the NaN epochs after a stop"
+    assert all(isinstance(v["last_val_error"], float) for v in stopped)   # its last sound epoch, not NaN
+    assert _timeless_summary(tmp_path / "local") == by_run
+    assert load_run(tmp_path / "local").complete
+
+
+@pytest.mark.slow
+def test_a_study_with_early_stopping_gets_the_same_summary_through_ray(ray_session, study, dataset, tmp_path):
+    from reglab.tune.executors import run_study_sharded
+
+    cfg = _with_early_stopping(study)
+    _reglab_run(cfg, tmp_path / "run")
+    run_study_sharded(cfg, dataset, RayExecutor(threads=1), out_dir=tmp_path / "ray", shard_by=("method", "seed"))
+    assert _timeless_summary(tmp_path / "ray") == _timeless_summary(tmp_path / "run")

@@ -68,7 +68,14 @@ def cmd_adam(args: argparse.Namespace) -> int:
     if args.threads is not None:
         if args.threads < 1:
             raise ReglabError(f"--threads must be >= 1; got {args.threads}. Fix: leave it out for torch's default.")
-        torch.set_num_threads(args.threads)
+    from reglab.paths import check_folder_to_write, check_path
+    check_folder_to_write(args.out, "--out")   # before the simulation and the training, not after them
+    for option, path in (("--data-dir", args.data_dir), ("--cache-dir", args.cache_dir)):
+        if path:
+            check_path(path, option)
+    if args.threads is not None:
+        from reglab.study.cli import cap_threads
+        torch.set_num_threads(cap_threads(args.threads, "--threads"))
     data_dir, cache_dir = resolve_dirs(args.data_dir, args.cache_dir)
     command = "reglab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(f"reglab adam: simulation {asdict(sim_cfg)}")

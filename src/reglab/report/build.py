@@ -11,10 +11,7 @@ from pathlib import Path
 from reglab.report.digest import digest
 from reglab.report.figures import all_figures, save
 from reglab.report.html import render_html, render_markdown
-from reglab.results import Run, atomic_write_text, load_run
-
-FIGURES_DIR = "figures"
-REPORT_FILES = (FIGURES_DIR + "/", "report.html", "summary.md")  # what a build writes (name prefixes)
+from reglab.results import FIGURES_DIR, Run, atomic_write_text, load_run
 
 
 def build_report(run_dir: str | Path) -> Path:

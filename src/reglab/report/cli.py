@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from reglab.errors import ReglabError
-from reglab.report.build import REPORT_FILES, write_report
-from reglab.results import RunLock, RunWriter, file_sha256, load_run, manifest_intact, run_files
+from reglab.report.build import write_report
+from reglab.results import REPORT_FILES, RunLock, RunWriter, file_sha256, load_run, manifest_intact, run_files
 
 EXIT_INCOMPLETE = 3  # the report was built, but from a run that is still running or was interrupted
 
@@ -33,7 +33,9 @@ def register(subparsers) -> None:
 
 
 def _report(args) -> int:
+    from reglab.paths import check_path
     from reglab.report.datasize import build_datasize_report, is_datasize_dir
+    check_path(args.run_dir, "RUN_DIR")
     if is_datasize_dir(args.run_dir):   # a data-size study: one report over its sizes' run directories
         if args.tensorboard or args.parquet:
             raise ReglabError(f"{args.run_dir} is a data-size study, one run directory per training-set size; "

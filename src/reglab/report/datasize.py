@@ -16,7 +16,6 @@ its own report via ``reglab report <dir>/nXXXXX``). Errors are percent here.
 
 from __future__ import annotations
 
-import base64
 import math
 from html import escape
 from pathlib import Path
@@ -28,14 +27,13 @@ from matplotlib.figure import Figure
 from reglab.config import IMAGE_DATASETS, MethodConfig
 from reglab.errors import ReglabError
 from reglab.report.digest import PALETTE
-from reglab.report.figures import STYLE, FigureSpec, _log_y, save
-from reglab.report.html import CSP, CSS, _md_table, _table
+from reglab.report.figures import STYLE, FigureSpec, save, set_log_y
+from reglab.report.html import PAGE_END, figure_html, page_head, table_html, table_markdown
 from reglab.report.tables import Table
-from reglab.results import atomic_write_text, read_json
+from reglab.results import FIGURES_DIR, atomic_write_text, read_json
 
 DATASIZE_FILE = "datasize.json"          # the names reglab.study.datasize writes (the report does not import it)
 DATASIZE_SUMMARY = "datasize_summary.json"
-FIGURES_DIR = "figures"
 
 
 def is_datasize_dir(path: str | Path) -> bool:
@@ -131,7 +129,7 @@ def _per_method_panels(summary: dict, key: str, ylabel: str, log_y: bool) -> Fig
         ax.fill_between(n, lo, hi, color=colors[m], alpha=0.18, lw=0)
         _size_axis(ax, sizes)
         if log_y:
-            _log_y(ax)
+            set_log_y(ax)
         ax.set_title(m)
         ax.set_ylabel(ylabel)
         ax.legend(loc="upper right", frameon=False)
@@ -296,11 +294,7 @@ def render_html(meta: dict, summary: dict, figures_png: list[tuple[FigureSpec, b
     base = study["base"]
     sizes = summary["sizes"]
     size_list = ", ".join(f"{s['n_train']:,}" for s in sizes)
-    parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>reglab report: {escape(summary['study'])}</title>", f"<style>{CSS}</style></head><body><main>",
+    parts = page_head(f"reglab report: {summary['study']}") + [
         f"<h1>reglab report: {escape(summary['study'])}</h1>",
         f'<p class="sub">Dataset {escape(str(base["data"]["name"]))} · {len(_methods(summary))} methods × '
         f"{_n_seeds(summary)} seeds · training sets of {size_list} examples · "
@@ -308,15 +302,10 @@ def render_html(meta: dict, summary: dict, figures_png: list[tuple[FigureSpec, b
         '<h2 id="results">Results</h2>',
         f'<p class="headline">{escape(_lead(summary))}</p>',
         "<ul>" + "".join(f"<li>{escape(x)}</li>" for x in significance_sentences(summary)) + "</ul>",
-        "<h3>Gain over no regularization (pp of test error)</h3>", _table(gain_table(summary)),
-        "<h3>Test error (%)</h3>", _table(error_table(summary)),
+        "<h3>Gain over no regularization (pp of test error)</h3>", table_html(gain_table(summary)),
+        "<h3>Test error (%)</h3>", table_html(error_table(summary)),
     ]
-    for spec, png in figures_png:
-        uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-        parts.append(f'<figure id="fig-{spec.name}"><h3>{escape(spec.title)}</h3><img src="{uri}" '
-                     f'alt="{escape(spec.title)}"><figcaption>{escape(spec.caption)} '
-                     f'<a href="figures/{spec.name}.svg">SVG</a> · <a href="figures/{spec.name}.png">PNG</a>'
-                     "</figcaption></figure>")
+    parts += [figure_html(spec, png) for spec, png in figures_png]
     parts += ['<h2 id="setup">Setup</h2>', f"<p>{escape(setup_text(meta, summary))}</p>",
               '<ul class="formulas">' + "".join(f"<li>{escape(x)}</li>" for x in method_lines(meta)) + "</ul>"]
     if meta.get("command"):
@@ -324,7 +313,7 @@ def render_html(meta: dict, summary: dict, figures_png: list[tuple[FigureSpec, b
     parts.append("<p>Each size is an ordinary run directory (config, metrics, summary.json, checkpoints); "
                  "build its own report with <code>reglab report DIR</code>: "
                  + ", ".join(f"<code>{escape(s['run'])}</code>" for s in sizes) + ".</p>")
-    parts.append("</main></body></html>")
+    parts.append(PAGE_END)
     return "\n".join(parts) + "\n"
 
 
@@ -357,8 +346,8 @@ def method_lines(meta: dict) -> list[str]:
 def render_markdown(meta: dict, summary: dict) -> str:
     lines = [f"# reglab report: {summary['study']}", "", _lead(summary), ""]
     lines += [f"- {x}" for x in significance_sentences(summary)]
-    lines += ["", "## Gain over no regularization (pp of test error)", "", _md_table(gain_table(summary)),
-              "## Test error (%)", "", _md_table(error_table(summary)), "## Setup", "", setup_text(meta, summary), ""]
+    lines += ["", "## Gain over no regularization (pp of test error)", "", table_markdown(gain_table(summary)),
+              "## Test error (%)", "", table_markdown(error_table(summary)), "## Setup", "", setup_text(meta, summary), ""]
     lines += [f"- {x}" for x in method_lines(meta)]
     if meta.get("command"):
         lines += ["", "```", str(meta["command"]), "```"]

@@ -34,7 +34,7 @@ import numpy as np
 
 from reglab import stats
 from reglab.errors import ReglabError
-from reglab.results import Run
+from reglab.results import HEADLINE, Run
 
 # Srivastava et al. 2014, JMLR 15:1929-1958, Table 9: MNIST test error (%),
 # 784-1024-1024-2048-10 ReLU net. Keys are reglab's method names.
@@ -69,8 +69,6 @@ FINALS = {
     "epochs_run": ("Epochs run", "", 1.0),
     "last_sparsity": ("Weight sparsity", "%", 100.0),
 }
-# the returned model's errors: the headline and the paired comparisons
-HEADLINE = ("test_error", "val_error")
 
 
 @dataclass

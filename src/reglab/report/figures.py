@@ -101,7 +101,7 @@ def _grid(n: int, *, ncols: int = 3, w: float = 3.6, h: float = 2.7, sharey: boo
     return fig, flat
 
 
-def _log_y(ax) -> None:
+def set_log_y(ax) -> None:
     """Log y axis labelled at 1-2-5 steps, so a range under two decades still gets readable ticks."""
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
@@ -220,7 +220,7 @@ def loss_iter_per_method(d: Digest) -> FigureSpec | None:
         if d.steps_per_epoch and m.l1_switch_fraction is not None:
             _mark_l1_switch(ax, m, m.l1_switch_fraction * d.n_epochs * d.steps_per_epoch)
         ax.set_title(m.name, color=m.color, fontweight="bold")
-        _log_y(ax)
+        set_log_y(ax)
     axes[0].set_ylabel("cross-entropy (nats/example)")
     if any(_has(m.iter_loss_penalty) and np.nanmax(np.abs(m.iter_loss_penalty)) > 0 for m in methods):
         key.append(("penalty term (smoothed)", {"ls": ":", "lw": 1.4}))
@@ -246,7 +246,7 @@ def loss_iter_overlay(d: Digest) -> FigureSpec | None:
     for m in methods:
         smooth = np.vstack([_ema(row, _span(len(m.iter_steps))) for row in m.iter_loss_data])
         _plot_band(ax, m.iter_steps, smooth, m.color, m.name, alpha=OVERLAY_BAND_ALPHA)
-    _log_y(ax)
+    set_log_y(ax)
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats/example)")
     fig.legend(loc="outside right upper", frameon=False)
@@ -267,7 +267,7 @@ def loss_epoch_per_method(d: Digest) -> FigureSpec | None:
         _plot_band(ax, x, m.curves["val_loss"], m.color, ls="--")
         _mark_l1_switch(ax, m, _l1_epoch(d, m))
         ax.set_title(m.name, color=m.color, fontweight="bold")
-        _log_y(ax)
+        set_log_y(ax)
     axes[0].set_ylabel("cross-entropy (nats/example)")
     key = [("training", {}), ("validation", {"ls": "--"})]
     if any(m.l1_switch_fraction is not None for m in d.methods):
@@ -302,7 +302,7 @@ def loss_epoch_overlay(d: Digest) -> FigureSpec | None:
             _plot_band(ax, x, m.curves[key], m.color, m.name, alpha=OVERLAY_BAND_ALPHA)
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        _log_y(ax)
+        set_log_y(ax)
     axes[0].set_ylabel("cross-entropy (nats/example)")
     _legend_below(fig, axes[:1])
     return FigureSpec(

@@ -54,13 +54,7 @@ SECTIONS = (("results", "Results"), ("training", "Training curves"), ("inside", 
 def render_html(d: Digest, figures: list[tuple[FigureSpec, bytes]]) -> str:
     """The whole page; `figures` pairs each spec with its PNG bytes."""
     run = d.run
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>reglab report: {escape(d.study)}</title>",
-        f"<style>{CSS}</style></head><body><main>",
+    parts = page_head(f"reglab report: {d.study}") + [
         f"<h1>reglab report: {escape(d.study)}</h1>",
         f'<p class="sub">Dataset {escape(d.dataset)} · {len(d.methods)} methods × '
         f"{'/'.join(str(n) for n in sorted({m.n_seeds for m in d.methods}))} seeds · "
@@ -84,28 +78,42 @@ def render_html(d: Digest, figures: list[tuple[FigureSpec, bytes]]) -> str:
     parts.append(f'<p class="headline">{escape(headline(d))}</p>')
     for text in schedule_flag_texts(d):
         parts.append(f'<div class="banner incomplete">{escape(text)}</div>')
-    parts.append(_table(results_table(d)))
-    parts += [_figure(s, png) for s, png in by_section.get("results", [])]
+    parts.append(table_html(results_table(d)))
+    parts += [figure_html(s, png) for s, png in by_section.get("results", [])]
 
     parts.append('<h2 id="training">Training curves</h2>')
-    parts += [_figure(s, png) for s, png in by_section.get("training", [])] or [
+    parts += [figure_html(s, png) for s, png in by_section.get("training", [])] or [
         '<p class="note">No epoch has been written yet.</p>']
 
     parts.append('<h2 id="inside">Inside the networks</h2>')
-    parts += [_figure(s, png) for s, png in by_section.get("inside", [])] or [
+    parts += [figure_html(s, png) for s, png in by_section.get("inside", [])] or [
         '<p class="note">analysis.npz is not there yet (it is written when training ends).</p>']
 
     parts.append('<h2 id="comparisons">Paired comparisons</h2>')
     paired = paired_table(d)
-    parts.append(_table(paired) if paired.rows else
+    parts.append(table_html(paired) if paired.rows else
                  '<p class="note">Paired comparisons need at least two seeds shared by two methods.</p>')
 
     parts.append(_setup(d))
-    parts.append("</main></body></html>")
+    parts.append(PAGE_END)
     return "\n".join(parts) + "\n"
 
 
-def _figure(spec: FigureSpec, png: bytes) -> str:
+PAGE_END = "</main></body></html>"
+
+
+def page_head(title: str) -> list[str]:
+    """The lines of every reglab page up to ``<main>``: charset, a CSP that allows no network access
+    (figures are inline data URIs), viewport, title and the shared style sheet."""
+    return ["<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{escape(title)}</title>",
+            f"<style>{CSS}</style></head><body><main>"]
+
+
+def figure_html(spec: FigureSpec, png: bytes) -> str:
     uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
     return (f'<figure id="fig-{spec.name}"><h3>{escape(spec.title)}</h3>'
             f'<img src="{uri}" alt="{escape(spec.title)}">'
@@ -114,7 +122,7 @@ def _figure(spec: FigureSpec, png: bytes) -> str:
             "</figcaption></figure>")
 
 
-def _table(t: Table) -> str:
+def table_html(t: Table) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in t.columns)
     body = []
     for i, row in enumerate(t.rows):
@@ -159,7 +167,7 @@ def _setup(d: Digest) -> str:
     out.append("<p>The training objective is the mean cross-entropy of the minibatch plus each method's "
                "penalty terms; constraints (max-norm) are applied after each update.</p>")
     out.append("<h3>Every hyperparameter, per method</h3>")
-    out.append(_table(hyperparameter_table(d)))
+    out.append(table_html(hyperparameter_table(d)))
     out.append("<h3>Hardware, packages, timing</h3>")
     out.append(_kv(environment_rows(d)))
     return "\n".join(out)
@@ -175,10 +183,10 @@ def render_markdown(d: Digest, figure_names: list[str]) -> str:
     if not d.complete:
         lines += ["", "**This run is incomplete: the numbers below are not final.**"]
     lines += ["", headline(d), ""] + [f"**{t}**\n" for t in schedule_flag_texts(d)]
-    lines += ["## Results", "", _md_table(results_table(d))]
+    lines += ["## Results", "", table_markdown(results_table(d))]
     paired = paired_table(d)
     if paired.rows:
-        lines += ["## Paired comparisons", "", _md_table(paired)]
+        lines += ["## Paired comparisons", "", table_markdown(paired)]
     lines += ["## Setup", "", architecture_text(d), "", data_text(d), ""]
     for m in d.methods:
         lines.append(f"- **{m.name}**: " + " ".join(regularizer_formulas(m) + [optimizer_text(d, m)]))
@@ -190,7 +198,7 @@ def render_markdown(d: Digest, figure_names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _md_table(t: Table) -> str:
+def table_markdown(t: Table) -> str:
     def cell(s: str) -> str:
         return s.replace("|", "\\|")
 

@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass, field
 
 from reglab.config import IMAGE_DATASETS, MethodConfig
-from reglab.report.digest import FINALS, HEADLINE, PAPER_CITATION, Digest, MethodData, median_range
+from reglab.report.digest import FINALS, PAPER_CITATION, Digest, MethodData, median_range
+from reglab.results import HEADLINE
 from reglab.stats import ALPHA
 
 

@@ -72,7 +72,8 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: the physical cores in this process's affinity that "
                         "are free now, measured over 0.2 s, at least 1; --resume: the run's own). "
-                        "Oversubscribed cores slow torch down many times")
+                        "Oversubscribed cores slow torch down many times: a count above the usable CPUs is capped "
+                        "to them (one line says so)")
     p.add_argument("--allow-checksum-mismatch", action="store_true",
                    help="use dataset files whose checksums differ from the published ones (recorded as such)")
     p.set_defaults(func=run_command)
@@ -100,14 +101,17 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
         if given:
             raise ReglabError(f"--resume continues the study stored in the run directory; got also {', '.join(given)}. "
                               f"Fix: reglab run --resume {args.resume}")
+        check_path_arguments(args, data_dir)
         cfg = None
     elif args.config:
         if args.study or args.preset:
             raise ReglabError("--config defines the whole study; drop the STUDY name and --preset.")
+        check_path_arguments(args, data_dir)
         cfg = presets.apply_overrides(load_toml(args.config), seeds=args.seeds, dataset=args.dataset,
                                       resolution=args.resolution, epochs=args.epochs, smoke=args.smoke,
                                       device=args.device, matmul_dtype=args.matmul_dtype)
     else:
+        check_path_arguments(args, data_dir)
         cfg = presets.get(args.study or presets.DEFAULT_STUDY, args.preset, seeds=args.seeds, dataset=args.dataset,
                           resolution=args.resolution, epochs=args.epochs, smoke=args.smoke, device=args.device,
                           matmul_dtype=args.matmul_dtype)
@@ -143,6 +147,20 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     return 0
 
 
+def check_path_arguments(args: argparse.Namespace, data_dir: str | None) -> None:
+    """Every path argument representable, of the right kind and (where written to) writable, before
+    any config is printed or file touched (reglab.paths)."""
+    from reglab.paths import check_folder_to_write, check_path
+    if args.config:
+        check_path(args.config, "--config")   # what is there: load_toml's own lines
+    if args.resume:
+        check_path(args.resume, "--resume")   # what is there: the runner's "cannot resume" lines
+    elif args.out:
+        check_folder_to_write(args.out, "--out")
+    if data_dir:
+        check_path(data_dir, "--data-dir" if args.data_dir else "REGLAB_DATA_DIR")
+
+
 def resolve_threads(requested: int | None, resume_dir: str | None) -> int:
     """Torch's CPU threads: as requested; else the resumed run's own (its last bits may depend on
     it); else the cores free now (reglab.threads: affinity, physical cores, cgroup quota, minus
@@ -151,17 +169,34 @@ def resolve_threads(requested: int | None, resume_dir: str | None) -> int:
     """
     if requested is not None:
         if requested < 1:
-            raise ReglabError(f"--threads must be a whole number >= 1; got {requested}.")
-        return requested
+            raise ReglabError(f"--threads must be a whole number >= 1; got {requested}. Fix: give 1 or more, "
+                              "or leave it out (the free cores).")
+        return cap_threads(requested, "--threads")
     if resume_dir is not None:
         env = Path(resume_dir) / "environment.json"
         if env.exists():
             from reglab.results import read_json
             stored = read_json(env).get("torch_threads")
             if isinstance(stored, int) and stored >= 1:
-                return stored
+                return cap_threads(stored, "the run's stored thread count")
     from reglab.threads import default_threads
     return default_threads()
+
+
+def cap_threads(requested: int, what: str) -> int:
+    """`requested`, or the usable CPUs when it asks for more, with one line saying so (stderr).
+
+    Capped rather than refused: more threads than CPUs never trains faster (on the project's 2-core
+    machine, 999 threads did not finish a 15-second smoke run in 120 s), while a command moved from
+    a larger machine, or a resume of a run begun on one, should still run.
+    """
+    from reglab.threads import usable_cpus
+    usable = usable_cpus()
+    if requested > usable:
+        print(f"reglab: {what} {requested} is more than the {usable} usable CPU(s) of this process; "
+              f"using {usable} (more threads than CPUs slow torch down many times).", file=sys.stderr)
+        return usable
+    return requested
 
 
 def _native_bfloat16_cpu() -> bool:

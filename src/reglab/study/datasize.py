@@ -110,6 +110,8 @@ def run_datasize(study: DataSizeStudy | None, *, out_dir: str | Path | None = No
     complete and continues an interrupted one from its checkpoint.
     """
     from reglab.data import load_dataset
+    from reglab.memory import check_memory
+    from reglab.results import check_out_dir
     from reglab.study.runner import default_run_dir, run_study
 
     if resume:
@@ -143,6 +145,9 @@ def run_datasize(study: DataSizeStudy | None, *, out_dir: str | Path | None = No
         sizes.append({"train_per_class": k, "n_train": n, "run": size_dir_name(n), "n_epochs": cfg.n_epochs,
                       "train_repeat": cfg.data.train_repeat, "cfg": cfg})
     sizes.sort(key=lambda s: s["n_train"])
+    check_out_dir(root, "--resume" if resume else "--out")
+    for s in sizes:
+        check_memory(s["cfg"])   # before any size trains: the largest may not fit
 
     root.mkdir(parents=True, exist_ok=True)
     with RunLock(root):

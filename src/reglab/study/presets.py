@@ -273,6 +273,7 @@ STUDIES: dict[str, dict[str, Callable[[], StudyConfig | DataSizeStudy]]] = {
 }
 DEFAULT_STUDY = "mnist"
 DEFAULT_PRESET = {"mnist": "quick", "pointcloud": "default"}
+MAX_SEEDS = 10_000   # --seeds N: at most this many (each seed is a variant of every method; beyond it, memory)
 STUDY_DATASETS = {"mnist": IMAGE_DATASETS, "pointcloud": POINTCLOUDS}
 
 SMOKE_PER_CLASS = 30     # images: 30 per class in each split = 300 examples each
@@ -298,7 +299,8 @@ def get(study: str = DEFAULT_STUDY, preset: str | None = None, *, seeds: int | N
         raise ReglabError(f"unknown study {study!r}; allowed: {', '.join(STUDIES)}. Fix: reglab run mnist.")
     preset = preset or DEFAULT_PRESET[study]
     if preset not in STUDIES[study]:
-        raise ReglabError(f"unknown preset {preset!r} for study {study!r}; allowed: {', '.join(STUDIES[study])}.")
+        raise ReglabError(f"unknown preset {preset!r} for study {study!r}; allowed: {', '.join(STUDIES[study])}. "
+                          f"Fix: --preset {DEFAULT_PRESET[study]}.")
     cfg = STUDIES[study][preset]()
     if isinstance(cfg, DataSizeStudy):
         return datasize_overrides(cfg, study=study, seeds=seeds, dataset=dataset, resolution=resolution,
@@ -338,24 +340,27 @@ def apply_overrides(cfg: StudyConfig, *, study: str | None = None, seeds: int | 
     if dataset is not None:
         allowed = STUDY_DATASETS.get(study, IMAGE_DATASETS if data.is_image else POINTCLOUDS)
         if dataset not in allowed:
-            raise ReglabError(f"--dataset must be one of {', '.join(allowed)} for this study; got {dataset!r}.")
+            raise ReglabError(f"--dataset must be one of {', '.join(allowed)} for this study; got {dataset!r}. "
+                              f"Fix: --dataset {allowed[0]}.")
         if dataset != data.name:
             name = name.replace(data.name, dataset) if data.name in name else f"{dataset}-{name}"
         data = dataclasses.replace(data, name=dataset)
     if resolution is not None:
         if not data.is_image:
-            raise ReglabError(f"--resolution applies to image datasets only; this study uses {data.name!r}.")
+            raise ReglabError(f"--resolution applies to image datasets only; this study uses {data.name!r}. "
+                              "Fix: drop --resolution.")
         data = dataclasses.replace(data, resolution=resolution)
         if resolution != 28:
             name = f"{name}-{resolution}px"
     changes: dict = {"data": data, "name": name}
     if seeds is not None:
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise ReglabError(f"--seeds must be a whole number >= 1; got {seeds!r}.")
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+            raise ReglabError(f"--seeds must be a whole number from 1 to {MAX_SEEDS:,}; got {seeds!r}. "
+                              "Fix: give a count in that range (each seed is one more variant of every method).")
         changes["seeds"] = tuple(range(seeds))
     if epochs is not None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ReglabError(f"--epochs must be a whole number >= 1; got {epochs!r}.")
+            raise ReglabError(f"--epochs must be a whole number >= 1; got {epochs!r}. Fix: give 1 or more.")
         changes["n_epochs"] = epochs
     if device is not None:
         changes["device"] = device

@@ -41,7 +41,7 @@ from reglab import __version__
 from reglab.config import MethodConfig, StudyConfig, study_from_dict, to_toml
 from reglab.data.dataset import Dataset
 from reglab.errors import ReglabError
-from reglab.results import (MANIFEST, DamagedFiles, RunLock, RunWriter, shard_epoch, atomic_write_bytes,
+from reglab.results import (HEADLINE, MANIFEST, REPORT_FILES, DamagedFiles, RunLock, RunWriter, shard_epoch, atomic_write_bytes,
                             atomic_write_text, check_out_dir, check_unchanged, now_iso, read_csv_columns, read_json,
                             recorded_digests)
 from reglab.stats import describe, holm_adjust, paired_comparison
@@ -49,7 +49,6 @@ from reglab.stats import describe, holm_adjust, paired_comparison
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"                 # text file in checkpoints/ naming the newest complete checkpoint
 CHECKPOINT_FORMAT = "reglab-checkpoint"
-REPORT_FILES = ("figures/", "report.html", "summary.md")  # what a report build writes (name prefixes)
 REBUILT = REPORT_FILES + (CHECKPOINT_DIR + "/",)           # may differ after "complete"
 CHECKPOINTS_KEPT = 2              # the newest and the one before: a damaged newest one falls back to it
 TIMING_REPEATS = 3                # each method is timed alone this many times (median and range reported) ...
@@ -57,7 +56,6 @@ TIMING_MIN_SECONDS = 0.5          # ... each time for at least this long ...
 TIMING_MAX_EPOCHS = 50            # ... or this many short epochs, whichever comes first
 TIMING_STEPS_PER_EPOCH = 20       # minibatches per epoch of the short timing run
 TIMING_EVAL_EXAMPLES = 200        # val/test examples of the timing run (evaluation is not what is timed)
-HEADLINE = ("test_error", "val_error")  # scalars compared pairwise between methods
 
 
 def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, data_dir: str | Path | None = None,
@@ -84,8 +82,10 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
     if resume:
         if out_dir is None:
             raise ReglabError("resume needs the run directory. Fix: reglab run --resume RUN_DIR.")
-        run_dir = Path(out_dir)
+        from reglab.paths import check_path
+        run_dir = check_path(out_dir, "--resume")
         stored = _stored_config(run_dir)
+        check_out_dir(run_dir, "--resume")   # a run on a read-only or full disk cannot continue
         if cfg is not None and cfg.to_dict() != stored.to_dict():
             raise ReglabError(f"the config given differs from the one stored in {run_dir / 'config.json'}. "
                               "Fix: resume with only --resume RUN_DIR (the stored config is used).")
@@ -98,6 +98,8 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
     if cfg.tensorboard:
         from reglab.report.tensorboard import require_tensorboard
         require_tensorboard()  # before training, not after it
+    from reglab.memory import check_memory
+    check_memory(cfg)          # before anything is allocated (or printed)
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     existed = run_dir.exists()
@@ -145,53 +147,28 @@ def default_run_dir(study_name: str, root: str | Path = "runs") -> Path:
 
 def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume: bool, say, show_progress: bool,
                 allow_checksum_mismatch: bool, command: str | None, time_methods: bool, report: bool) -> Path:
+    """The run, step by step: check what a resume builds on, load the data, start (or continue) the
+    run directory, train epoch by epoch, then the sequence every executor shares (:func:`complete_run`)."""
     from reglab.data import load_dataset  # the data package loads lazily: it is large and optional for tests
     from reglab.engine import Trainer
 
-    session_start = time.perf_counter()
-    started = now_iso()
+    session = {"start": time.perf_counter(), "started": now_iso()}
     writer = RunWriter(run_dir)
     writer.remove_temp_files()  # of a process killed mid-write (a fresh run may reuse the folder of one)
-    recorded: dict[str, str] = {}
-    if resume:
-        recorded = recorded_digests(run_dir)  # before this session records digests of its own
-        if not (run_dir / MANIFEST).exists() and any((run_dir / n).exists() for n in
-                                                      (CHECKPOINT_DIR, "metrics", "metrics_epoch.csv")):
-            raise DamagedFiles(f"{run_dir / MANIFEST} is missing but the run has results. Fix: restore it "
-                               "from a copy, or start the study again with a new --out.")
-
-    if resume and (run_dir / MANIFEST).exists() and read_json(run_dir / MANIFEST).get("status") == "complete":
-        # the results are final; only the report (rebuilt), the checkpoints (no longer used) and the
-        # shards (removed once consolidated, perhaps by a process killed before it recorded that) may differ
-        check_unchanged(run_dir, recorded, [n for n in recorded if not n.startswith(REBUILT + ("metrics/",))])
-        # a kill after "complete" may have left shards or no report
-        _finish(writer, run_dir, report, say, record=("metrics/",) + REPORT_FILES)
-        say(f"reglab: {run_dir} is already complete; nothing to resume.")
+    recorded = _check_resumable(run_dir) if resume else {}
+    if resume and _is_complete(run_dir):
+        _finish_complete_run(writer, run_dir, recorded, report, say)
         return run_dir
+    checkpoint = _checkpoint_to_resume(run_dir, cfg, recorded) if resume else None
 
+    dataset = load_dataset(cfg.data, data_dir=data_dir, cache_dir=cache_dir,
+                           allow_checksum_mismatch=allow_checksum_mismatch)
+    # printed once every input is known good: the stored files, the checkpoint, the dataset
     say(f"reglab: {'resuming' if resume else 'running'} study {cfg.name!r} "
         f"({len(cfg.methods)} methods x {len(cfg.seeds)} seeds = {cfg.n_variants} variants, "
         f"{cfg.n_epochs} epochs) -> {run_dir}")
     say(resolved_config_text(cfg, run_dir))
-
-    checkpoint = None
-    if resume:
-        checkpoint = _pick_checkpoint(run_dir, cfg)
-        # what the resumed run builds on: its config and the metrics up to the checkpoint
-        epoch = checkpoint["epoch"] if checkpoint is not None else 0
-        check_unchanged(run_dir, recorded, ["config.json", "config.toml", "variants.json"] +
-                        [n for n in recorded if n.startswith("metrics/") and 0 <= shard_epoch(Path(n)) <= epoch])
-
-    dataset = load_dataset(cfg.data, data_dir=data_dir, cache_dir=cache_dir,
-                           allow_checksum_mismatch=allow_checksum_mismatch)
-    if not resume:
-        writer.write_json("config.json", cfg.to_dict())
-        writer.write_text("config.toml", to_toml(cfg))
-        writer.write_json("variants.json", variants_table(cfg))
-    writer.write_json("environment.json", environment(cfg.device))
-    writer.write_json("dataset.json", dataset_description(dataset))
-    writer.update_manifest(study=cfg.name, status="running", n_epochs=cfg.n_epochs, reglab_version=__version__,
-                           **({"epochs_done": 0, "command": command} if not resume else {}))
+    start_run(writer, cfg, dataset, environment(cfg.device), command=command, resume=resume)
 
     trainer = Trainer(cfg, dataset)
     # the runner's own state, saved in every checkpoint beside the trainer's
@@ -205,9 +182,77 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     first_epoch = trainer.epoch
 
     def this_session() -> dict:
-        return {"started": started, "wall_s": time.perf_counter() - session_start,
+        return {"started": session["started"], "wall_s": time.perf_counter() - session["start"],
                 "first_epoch": first_epoch + 1, "resumed": resume}
 
+    _train(trainer, cfg, writer, run_dir, book, lambda: earlier_sessions + [this_session()], show_progress)
+
+    def timing(summary: dict) -> dict:
+        method_times = time_each_method(cfg, dataset, summary, Trainer) if time_methods else {}
+        return timing_table(cfg, book, earlier_sessions + [this_session()], method_times, summary)
+
+    complete_run(writer, cfg, finals=trainer.final_summary(), analysis=trainer.analysis(), timing=timing,
+                 epochs_done=trainer.epoch, say=say)
+    report_path = finish_run(writer, run_dir, report, say)
+    say(f"reglab: results in {run_dir}")
+    if report_path is not None:
+        say(f"reglab: report at {report_path}")
+    if cfg.tensorboard:
+        _write_tensorboard(writer, run_dir, say)
+    return run_dir
+
+
+def _check_resumable(run_dir: Path) -> dict[str, str]:
+    """The digests the run recorded (read before this session records its own); a run with results
+    but no manifest is refused."""
+    recorded = recorded_digests(run_dir)
+    if not (run_dir / MANIFEST).exists() and any((run_dir / n).exists() for n in
+                                                  (CHECKPOINT_DIR, "metrics", "metrics_epoch.csv")):
+        raise DamagedFiles(f"{run_dir / MANIFEST} is missing but the run has results. Fix: restore it "
+                           "from a copy, or start the study again with a new --out.")
+    return recorded
+
+
+def _is_complete(run_dir: Path) -> bool:
+    return (run_dir / MANIFEST).exists() and read_json(run_dir / MANIFEST).get("status") == "complete"
+
+
+def _finish_complete_run(writer: RunWriter, run_dir: Path, recorded: dict[str, str], report: bool, say) -> None:
+    """A resume of a complete run: the results are final; only the report (rebuilt), the checkpoints
+    (no longer used) and the shards (removed once consolidated, perhaps by a process killed before it
+    recorded that) may differ. A kill after "complete" may have left shards or no report."""
+    check_unchanged(run_dir, recorded, [n for n in recorded if not n.startswith(REBUILT + ("metrics/",))])
+    finish_run(writer, run_dir, report, say, record=("metrics/",) + REPORT_FILES)
+    say(f"reglab: {run_dir} is already complete; nothing to resume.")
+
+
+def _checkpoint_to_resume(run_dir: Path, cfg: StudyConfig, recorded: dict[str, str]) -> dict | None:
+    """The newest sound checkpoint (None: start from epoch 0), after checking what the resumed run
+    builds on: its config and the metrics up to that checkpoint."""
+    checkpoint = _pick_checkpoint(run_dir, cfg)
+    epoch = checkpoint["epoch"] if checkpoint is not None else 0
+    check_unchanged(run_dir, recorded, ["config.json", "config.toml", "variants.json"] +
+                    [n for n in recorded if n.startswith("metrics/") and 0 <= shard_epoch(Path(n)) <= epoch])
+    return checkpoint
+
+
+def start_run(writer: RunWriter, cfg: StudyConfig, dataset: Dataset, env: dict, *, command: str | None,
+              resume: bool = False) -> None:
+    """The files that describe a run, written before it trains (a resume keeps its config and
+    variants), and the manifest's "running"."""
+    if not resume:
+        writer.write_json("config.json", cfg.to_dict())
+        writer.write_text("config.toml", to_toml(cfg))
+        writer.write_json("variants.json", variants_table(cfg))
+    writer.write_json("environment.json", env)
+    writer.write_json("dataset.json", dataset_description(dataset))
+    writer.update_manifest(study=cfg.name, status="running", n_epochs=cfg.n_epochs, reglab_version=__version__,
+                           **({"epochs_done": 0, "command": command} if not resume else {}))
+
+
+def _train(trainer, cfg: StudyConfig, writer: RunWriter, run_dir: Path, book: dict, sessions, show_progress: bool):
+    """Epoch by epoch until the trainer is done: metrics shards, the manifest's epoch count, a
+    checkpoint every ``checkpoint_every`` epochs and at the end, the progress bar."""
     variants = cfg.variants()
     bar = _progress_bar(cfg.n_epochs, trainer.epoch, cfg.name) if show_progress else None
     try:
@@ -224,7 +269,7 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
             # checkpoint can check every shard it keeps
             writer.update_manifest(epochs_done=rec.epoch)
             if rec.epoch % cfg.checkpoint_every == 0 or trainer.done:
-                _save_checkpoint(run_dir, trainer, dict(book, sessions=earlier_sessions + [this_session()]), cfg)
+                _save_checkpoint(run_dir, trainer, dict(book, sessions=sessions()), cfg)
                 writer.update_manifest()
             if bar is not None:
                 bar.set_postfix_str(f"best val error {100 * book['best_val_error']:.2f}%")
@@ -233,32 +278,36 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
         if bar is not None:
             bar.close()
 
-    writer.finalize(trainer.epoch)  # consolidated CSVs first: the summary reads them
-    finals = trainer.final_summary()
-    last = _last_epoch_metrics(writer)
-    summary = build_summary(cfg, finals, last)
+
+def complete_run(writer: RunWriter, cfg: StudyConfig, *, finals, analysis: dict, timing, epochs_done: int,
+                 say) -> dict:
+    """What every executor does once training is done (``reglab run``, and the in-process and Ray
+    executors of :func:`reglab.tune.executors.run_study_sharded`), so the same study gets the same
+    summary.json however it was trained:
+
+    consolidate the per-epoch shards into the CSVs, summarize from them (each variant's last epoch
+    with a finite validation error, so one that stopped early is described by its last sound epoch),
+    write the analysis arrays, time (``timing(summary)`` gives timing.json), mark the manifest
+    complete and print the summary table. Returns the summary.
+    """
+    writer.finalize(epochs_done)  # consolidated CSVs first: the summary reads them
+    summary = build_summary(cfg, finals, _last_epoch_metrics(writer))
     writer.write_json("summary.json", summary)
-    writer.write_npz("analysis.npz", {k: np.asarray(v) for k, v in trainer.analysis().items()})
-
-    method_times = time_each_method(cfg, dataset, summary, Trainer) if time_methods else {}
-    sessions = earlier_sessions + [this_session()]
-    writer.write_json("timing.json", timing_table(cfg, book, sessions, method_times, summary))
-
-    writer.update_manifest(status="complete", epochs_done=trainer.epoch)
+    writer.write_npz("analysis.npz", {k: np.asarray(v) for k, v in analysis.items()})
+    writer.write_json("timing.json", timing(summary))
+    writer.update_manifest(status="complete", epochs_done=epochs_done)
     say(format_summary_table(summary))
-    report_path = _finish(writer, run_dir, report, say)
-    say(f"reglab: results in {run_dir}")
-    if report_path is not None:
-        say(f"reglab: report at {report_path}")
-    if cfg.tensorboard:
-        from reglab.report.tensorboard import TENSORBOARD_DIR, write_tensorboard
-        from reglab.results import load_run
-        say(f"reglab: TensorBoard: tensorboard --logdir {write_tensorboard(load_run(run_dir))}")
-        writer.update_manifest(record=(TENSORBOARD_DIR + "/",), touch=False)   # `reglab verify` holds them too
-    return run_dir
+    return summary
 
 
-def _finish(writer: RunWriter, run_dir: Path, report: bool, say, record: tuple[str, ...] | None = None) -> Path | None:
+def _write_tensorboard(writer: RunWriter, run_dir: Path, say) -> None:
+    from reglab.report.tensorboard import TENSORBOARD_DIR, write_tensorboard
+    from reglab.results import load_run
+    say(f"reglab: TensorBoard: tensorboard --logdir {write_tensorboard(load_run(run_dir))}")
+    writer.update_manifest(record=(TENSORBOARD_DIR + "/",), touch=False)   # `reglab verify` holds them too
+
+
+def finish_run(writer: RunWriter, run_dir: Path, report: bool, say, record: tuple[str, ...] | None = None) -> Path | None:
     """The steps after the manifest says complete; each is redone by a resume after a kill.
 
     Drop the per-epoch shards, build the report unless one was built (``report`` in the

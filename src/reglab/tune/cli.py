@@ -117,6 +117,7 @@ def tune_command(args: argparse.Namespace, environ: dict | None = None) -> int:
         raise ReglabError("--address applies to --executor ray only. Fix: add --executor ray.")
     shard_by = parse_shard_by(args.shard_by, args.executor)
     out = Path(args.out) if args.out else default_out(cfg.name)
+    check_before_printing(args, cfg, n_trials, out, data_dir)
     say = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     say("# base study (its methods are the starting point)\n" + to_toml(cfg))
 
@@ -136,6 +137,32 @@ def tune_command(args: argparse.Namespace, environ: dict | None = None) -> int:
             out.rmdir()
         raise
     return 0
+
+
+def check_before_printing(args: argparse.Namespace, cfg: StudyConfig, n_trials: int | None, out: Path,
+                          data_dir: str | None) -> None:
+    """Every argument, the paths, the storage and the memory, before the base config is printed."""
+    from reglab.memory import check_memory
+    from reglab.paths import check_folder_to_write, check_path
+    from reglab.study.cli import cap_threads
+    from reglab.tune.search import check_tune_arguments, open_storage
+
+    check_tune_arguments(n_trials=n_trials, timeout_s=args.timeout, seeds_per_trial=args.seeds_per_trial,
+                         batch_trials=args.batch_trials, epochs_per_task=args.epochs_per_task,
+                         sampler=args.sampler, pruner=args.pruner)
+    if args.max_retries < 0:
+        raise ReglabError(f"--max-retries must be a whole number >= 0; got {args.max_retries}. Fix: give 0 or more.")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ReglabError(f"--threads must be a whole number >= 1; got {args.threads}. Fix: give 1 or more.")
+        args.threads = cap_threads(args.threads, "--threads")
+    check_folder_to_write(out, "--out")
+    if data_dir:
+        check_path(data_dir, "--data-dir" if args.data_dir else "REGLAB_DATA_DIR")
+    if args.storage:
+        open_storage(args.storage)   # an unreachable database is one line now, not after the config
+    # one round trains batch_trials x seeds_per_trial variants of every method as one model
+    check_memory(cfg, variants_per_method=args.batch_trials * args.seeds_per_trial)
 
 
 def select_methods(cfg, methods: str | None):

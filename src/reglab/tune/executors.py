@@ -335,7 +335,6 @@ def run_study_sharded(cfg: StudyConfig, dataset: Dataset, executor, *, out_dir: 
     ``reglab report`` reads it unchanged; checkpoints are not written (a sharded study is
     re-run, not resumed).
     """
-    from reglab import __version__
     from reglab.results import RunLock, RunWriter, MANIFEST
     from reglab.study import runner
 
@@ -346,16 +345,9 @@ def run_study_sharded(cfg: StudyConfig, dataset: Dataset, executor, *, out_dir: 
         if (run_dir / MANIFEST).exists():
             raise ReglabError(f"{run_dir} already holds a run. Fix: choose another --out.")
         writer = RunWriter(run_dir)
-        writer.write_json("config.json", cfg.to_dict())
-        from reglab.config import to_toml
-        writer.write_text("config.toml", to_toml(cfg))
-        writer.write_json("variants.json", runner.variants_table(cfg))
-        writer.write_json("dataset.json", runner.dataset_description(dataset))
         env = runner.environment(cfg.device)
         env["executor"] = executor.describe()
-        writer.write_json("environment.json", env)
-        writer.update_manifest(study=cfg.name, status="running", n_epochs=cfg.n_epochs, epochs_done=0,
-                               reglab_version=__version__, command=command)
+        runner.start_run(writer, cfg, dataset, env, command=command)
         say(f"reglab: study {cfg.name!r} as {len(parts)} shard(s) on executor {executor.name} -> {run_dir}")
         executor.open(dataset)
         try:
@@ -375,25 +367,21 @@ def run_study_sharded(cfg: StudyConfig, dataset: Dataset, executor, *, out_dir: 
         variants = cfg.variants()
         for rec in records:
             writer.write_epoch(rec.epoch, runner.epoch_rows(rec, variants), runner.iter_rows(rec))
-        finals = _merge_finals(cfg, [(sub, steps[key].final["summary"]) for key, sub in parts])
-        last = {int(v): row for v, row in
-                ((r["variant"], r) for r in runner.epoch_rows(records[-1], variants))}
-        summary = runner.build_summary(cfg, finals, last)
-        writer.write_json("summary.json", summary)
-        writer.write_npz("analysis.npz", _merge_analysis(cfg, [(sub, steps[key].final["analysis"])
-                                                               for key, sub in parts]))
-        wall = time.perf_counter() - t0
-        writer.write_json("timing.json", {
-            "study_wall_s": wall,
-            "executor": executor.describe(),
-            "shards": {key: {"train_wall_s": steps[key].wall_s, "n_variants": sub.n_variants}
-                       for key, sub in parts},
-            "note": "each shard trained as its own batched model; shard times overlap when tasks run in parallel",
-        })
-        writer.finalize()
-        writer.update_manifest(status="complete", epochs_done=records[-1].epoch)
-        writer.remove_shards()
-    say(runner.format_summary_table(summary))
+
+        def timing(summary: dict) -> dict:
+            return {"study_wall_s": time.perf_counter() - t0,
+                    "executor": executor.describe(),
+                    "shards": {key: {"train_wall_s": steps[key].wall_s, "n_variants": sub.n_variants}
+                               for key, sub in parts},
+                    "note": "each shard trained as its own batched model; shard times overlap when tasks run "
+                            "in parallel"}
+
+        # the sequence `reglab run` ends with: consolidate, summarize, time, complete
+        runner.complete_run(writer, cfg, finals=_merge_finals(cfg, [(sub, steps[key].final["summary"])
+                                                                    for key, sub in parts]),
+                            analysis=_merge_analysis(cfg, [(sub, steps[key].final["analysis"]) for key, sub in parts]),
+                            timing=timing, epochs_done=records[-1].epoch, say=say)
+        runner.finish_run(writer, run_dir, report=False, say=say)   # the shards go; the manifest says so
     say(f"reglab: results in {run_dir}")
     return run_dir
 

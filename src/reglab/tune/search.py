@@ -362,16 +362,8 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
 
     from reglab.tune.executors import LocalExecutor
 
-    if n_trials is None and timeout_s is None:
-        raise ReglabError("no budget given. Fix: pass --trials N and/or --timeout SECONDS.")
-    _check_positive("--trials", n_trials)
-    _check_positive("--timeout", timeout_s, integer=False)
-    _check_positive("--seeds-per-trial", seeds_per_trial)
-    _check_positive("--batch-trials", batch_trials)
-    _check_positive("--epochs-per-task", epochs_per_task)
-    if sampler not in SAMPLERS:
-        raise ReglabError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}.")
-    make_pruner(pruner)
+    check_tune_arguments(n_trials=n_trials, timeout_s=timeout_s, seeds_per_trial=seeds_per_trial,
+                         batch_trials=batch_trials, epochs_per_task=epochs_per_task, sampler=sampler, pruner=pruner)
     out_dir = Path(out_dir)
     seeds = trial_seeds(base.seeds, seeds_per_trial)
     spaces = {m.name: search_space(m, base.optimizer) for m in base.methods}
@@ -457,6 +449,21 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
     return TuneResult(out_dir=out_dir, tuned=tuned, methods=methods, failed=failed)
 
 
+def check_tune_arguments(*, n_trials, timeout_s, seeds_per_trial, batch_trials, epochs_per_task, sampler,
+                         pruner) -> None:
+    """The budget and search settings of :func:`tune`, one ReglabError each (the CLI calls it before printing)."""
+    if n_trials is None and timeout_s is None:
+        raise ReglabError("no budget given. Fix: pass --trials N and/or --timeout SECONDS.")
+    _check_positive("--trials", n_trials)
+    _check_positive("--timeout", timeout_s, integer=False)
+    _check_positive("--seeds-per-trial", seeds_per_trial)
+    _check_positive("--batch-trials", batch_trials)
+    _check_positive("--epochs-per-task", epochs_per_task)
+    if sampler not in SAMPLERS:
+        raise ReglabError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}.")
+    make_pruner(pruner)
+
+
 def trial_seeds(preset_seeds: Sequence[int], k: int) -> tuple[int, ...]:
     """The seeds a trial trains with: the preset's first `k`, then the integers after its largest."""
     extra = range(max(preset_seeds) + 1, max(preset_seeds) + 1 + max(0, k - len(preset_seeds)))
@@ -469,7 +476,7 @@ def _check_positive(option: str, value, integer: bool = True) -> None:
     ok = (not isinstance(value, bool)) and (isinstance(value, int) if integer else isinstance(value, (int, float)))
     if not ok or not value > 0 or (not integer and not math.isfinite(value)):
         kind = "a whole number >= 1" if integer else "a number of seconds > 0"
-        raise ReglabError(f"{option} must be {kind}; got {value!r}.")
+        raise ReglabError(f"{option} must be {kind}; got {value!r}. Fix: give {kind}.")
 
 
 def _ask_round(base, studies, spaces, told, n_trials, batch_trials, seeds, sampler) -> list[TrialRun]:
