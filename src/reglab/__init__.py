@@ -5,6 +5,7 @@ Python API (notebook-friendly)::
     import reglab
     ds = reglab.load_dataset("mnist", data_dir="path/to/datasets")
     cfg = reglab.presets.get("mnist", "quick")
+    cfg = reglab.table_study(data=(X, y))                      # or (frame, "target"), or "my.csv", target=...
     run = reglab.run_study(cfg, data_dir="path/to/datasets")   # trains, writes the run directory + report
     run.epochs, run.iterations, run.summary                    # pandas DataFrames (reglab.frames)
     reglab.load_runs([run.dir, "runs/other"]).summary          # several runs, with a `run` column
@@ -27,6 +28,7 @@ _LAZY = {
     "Dataset": ("reglab.data", "Dataset"),
     "Trainer": ("reglab.engine", "Trainer"),
     "presets": ("reglab.study.presets", None),
+    "table_study": ("reglab.study.table", "table"),
     "load_run": ("reglab.frames", "load_run"),
     "load_runs": ("reglab.frames", "load_runs"),
     "build_report": ("reglab.report", "build_report"),
@@ -37,7 +39,10 @@ def run_study(cfg, **kwargs):
     """Train the study `cfg`, write its run directory (and report) and return it as a
     :class:`reglab.frames.RunFrames`: ``.epochs``, ``.iterations``, ``.summary`` DataFrames,
     ``.dir``, ``.report``. Keyword arguments are those of :func:`reglab.study.runner.run_study`
-    (``out_dir``, ``data_dir``, ``quiet``, ``report``, ...), which returns the directory alone.
+    (``out_dir``, ``data_dir``, ``quiet``, ``report``, ``data``, ...), which returns the directory alone.
+
+    Your own table: ``cfg = reglab.table_study(data=(X, y))`` (or ``data=(frame, "target")``, or a
+    file: ``reglab.table_study("my.csv", target="label")``), then ``reglab.run_study(cfg, data=(X, y))``.
     """
     from reglab.frames import load_run
     from reglab.study.runner import run_study as run_to_dir

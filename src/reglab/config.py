@@ -69,6 +69,9 @@ def _check(key: str, value: Any, rule: tuple) -> None:
     elif kind == "str":
         if not isinstance(value, str) or not value:
             raise _fail(key, "a non-empty string", value)
+    elif kind == "text":   # a string that may be empty (empty = not given)
+        if not isinstance(value, str):
+            raise _fail(key, "a string", value)
 
 
 INF = math.inf
@@ -78,9 +81,10 @@ MATMUL_DTYPES = ("float32", "tf32", "bfloat16")
 INITS = ("he_normal", "he_uniform", "glorot_uniform", "torch_default")
 MONITORS = ("val_loss", "val_error")
 MOMENTUM_RAMPS = ("linear", "exponential")
-DATASETS = ("mnist", "fashion-mnist", "moons", "circles", "spirals", "xor")
+DATASETS = ("mnist", "fashion-mnist", "moons", "circles", "spirals", "xor", "table")
 IMAGE_DATASETS = ("mnist", "fashion-mnist")
 POINTCLOUDS = ("moons", "circles", "spirals", "xor")
+TABLE_MISSING = ("error", "drop", "impute")
 
 
 # ----------------------------------------------------------------------------
@@ -191,7 +195,7 @@ METHOD_CONSTRAINTS: dict[str, tuple] = {
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "mnist"             # mnist | fashion-mnist | moons | circles | spirals | xor
+    name: str = "mnist"             # mnist | fashion-mnist | moons | circles | spirals | xor | table
     resolution: int = 28            # image side in pixels: 28, or 7 (4x4 average pooling); images only
     train_on_all: bool = False      # train on all 60,000 (validation split then still the last 10,000)
     standardize: bool = False       # subtract the training mean pixel, divide by its std
@@ -204,11 +208,24 @@ class DataConfig:
     n_points: int = 600             # point clouds: total points over train/val/test
     noise: float = 0.2              # point clouds: Gaussian noise std (in units of the shape's scale)
     flip: float = 0.05              # point clouds: label-flip rate in [0, 0.5)
-    data_seed: int = 0              # seeds the point cloud and the minibatch order
+    data_seed: int = 0              # seeds the point cloud, a table's split and the minibatch order
+    # --- tables (name = "table"; reglab.data.table) ---
+    source: str = ""                # a CSV / Parquet / .npz file, or "sklearn:NAME"; "" = arrays given in Python
+    target: str = ""                # the label column (CSV, Parquet); "" for .npz, sklearn sets and arrays
+    split_column: str = ""          # a column whose values train / val / test name each row's split;
+                                    # "" = a stratified split from data_seed
+    val_fraction: float = 0.15      # of each class, to validation (stratified split), in (0, 1)
+    test_fraction: float = 0.15     # of each class, to test (stratified split), in (0, 1)
+    missing: str = "error"          # rows with missing values: error (refuse) | drop | impute (training
+                                    # split's mean for numbers; a "missing" category for strings)
+    max_categories: int = 50        # one-hot: most distinct values a string column may have, >= 2
 
     def __post_init__(self) -> None:
         for key, rule in DATA_CONSTRAINTS.items():
             _check(f"data.{key}", getattr(self, key), rule)
+        if self.name == "table" and self.val_fraction + self.test_fraction >= 1:
+            raise _fail("data.val_fraction + data.test_fraction", "< 1",
+                        self.val_fraction + self.test_fraction, "leave some rows for training, e.g. 0.15 each.")
 
     @property
     def is_image(self) -> bool:
@@ -227,6 +244,13 @@ DATA_CONSTRAINTS: dict[str, tuple] = {
     "noise": ("float", 0.0, INF, False, True),
     "flip": ("float", 0.0, 0.5, False, True),
     "data_seed": ("int", 0, 2**63 - 1),
+    "source": ("text",),
+    "target": ("text",),
+    "split_column": ("text",),
+    "val_fraction": ("float", 0.0, 1.0, True, True),
+    "test_fraction": ("float", 0.0, 1.0, True, True),
+    "missing": ("choice", TABLE_MISSING),
+    "max_categories": ("int", 2, 10**6),
 }
 
 

@@ -93,16 +93,25 @@ def load_images(cfg: DataConfig, *, data_dir: str | Path | None = None, cache_di
 
 def load_dataset(cfg: DataConfig | str, *, data_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, download: bool = True,
-                 allow_checksum_mismatch: bool = False, mirrors: Sequence[str] | None = None) -> Dataset:
+                 allow_checksum_mismatch: bool = False, mirrors: Sequence[str] | None = None,
+                 table=None) -> Dataset:
     """The dataset `cfg` describes (a :class:`DataConfig`, or just its name), as three tensor splits.
 
     Images are looked up in ``data_dir/<name>/``, ``cache_dir/<name>/``,
     ``/usr/share/datasets/<name>/``, then downloaded from `mirrors` (default:
     the public mirrors) into ``cache_dir`` when `download`; point clouds are
-    generated from cfg's n_points, noise, flip and data_seed.
+    generated from cfg's n_points, noise, flip and data_seed; a table (``name = "table"``) is read
+    from ``cfg.source`` or taken from `table`, ``(X, y)`` or ``(frame, "target")``
+    (:mod:`reglab.data.table`).
     """
     if isinstance(cfg, str):
         cfg = DataConfig(name=cfg)
+    if cfg.name == "table":
+        from reglab.data.table import load_table
+        return load_table(cfg, data=table)
+    if table is not None:
+        raise ReglabError(f"data=(...) was given, but this study's data is {cfg.name!r}. "
+                          "Fix: use a table study (reglab.presets.table(data=...)) or drop data=.")
     if not cfg.is_image:
         return load_pointcloud(cfg)
     return load_images(cfg, data_dir=data_dir, cache_dir=cache_dir, download=download,

@@ -16,7 +16,7 @@ import sys
 
 from reglab.config import MATMUL_DTYPES
 from reglab.errors import ReglabError
-from reglab.study import presets
+from reglab.study import presets, table
 
 EPILOG = """examples:
   reglab run                                  the default study: mnist, preset quick, 3 seeds
@@ -27,6 +27,8 @@ EPILOG = """examples:
   reglab run mnist --set methods.dropout+l2.dropout_hidden=0.3 --set n_epochs=30
   reglab run pointcloud --smoke --tensorboard   then: tensorboard --logdir RUN_DIR/tensorboard
   reglab run --resume runs/mnist-quick-20250101-120000
+  reglab run table --data my.csv --target label      your own table (CSV, Parquet, .npz); values: reglab tune table
+  reglab run table --data sklearn:digits --preset datasize
 """
 
 
@@ -36,10 +38,11 @@ def register(subparsers) -> None:
         description="Train every method x seed of a study as one batched model; write a run directory "
                     "(config, environment, dataset checksums, metrics, checkpoints, summary) and a report.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("study", nargs="?", choices=list(presets.STUDIES), default=None,
+    p.add_argument("study", nargs="?", choices=list(presets.STUDIES) + ["table"], default=None,
                    help=f"the study to run (default: {presets.DEFAULT_STUDY})")
     p.add_argument("--preset", help="preset of the study: " + "; ".join(
-        f"{s}: {', '.join(ps)} (default {presets.DEFAULT_PRESET[s]})" for s, ps in presets.STUDIES.items()))
+        f"{s}: {', '.join(ps)} (default {presets.DEFAULT_PRESET[s]})" for s, ps in presets.STUDIES.items())
+        + "; table: " + ", ".join(table.PRESETS) + " (default default)")
     p.add_argument("--seeds", type=int, metavar="N", help="train every method with seeds 0..N-1")
     p.add_argument("--dataset", help="mnist | fashion-mnist for the mnist study; moons | circles | spirals | xor "
                                      "for pointcloud")
@@ -76,6 +79,7 @@ def register(subparsers) -> None:
                         "to them (one line says so)")
     p.add_argument("--allow-checksum-mismatch", action="store_true",
                    help="use dataset files whose checksums differ from the published ones (recorded as such)")
+    table.add_table_options(p)
     p.set_defaults(func=run_command)
 
 
@@ -97,12 +101,18 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
                                       ("--smoke", args.smoke or None), ("--device", args.device),
                                       ("--matmul-dtype", args.matmul_dtype), ("--set", args.set),
                                       ("--tensorboard", args.tensorboard or None))
-                 if val is not None]
+                 if val is not None] + table.given_table_options(args)
         if given:
             raise ReglabError(f"--resume continues the study stored in the run directory; got also {', '.join(given)}. "
                               f"Fix: reglab run --resume {args.resume}")
         check_path_arguments(args, data_dir)
         cfg = None
+    elif args.study == "table":
+        check_path_arguments(args, data_dir)
+        cfg = table_config(args, data_dir, cache_dir)
+    elif table.given_table_options(args):
+        raise ReglabError(f"{', '.join(table.given_table_options(args))} describe a table study. "
+                          "Fix: reglab run table --data FILE --target COLUMN (a --config study has a [data] table).")
     elif args.config:
         if args.study or args.preset:
             raise ReglabError("--config defines the whole study; drop the STUDY name and --preset.")
@@ -159,6 +169,22 @@ def check_path_arguments(args: argparse.Namespace, data_dir: str | None) -> None
         check_folder_to_write(args.out, "--out")
     if data_dir:
         check_path(data_dir, "--data-dir" if args.data_dir else "REGLAB_DATA_DIR")
+
+
+def table_config(args: argparse.Namespace, data_dir, cache_dir):
+    """`reglab run/tune table`: the table is read once here to size the study (reglab.study.table)."""
+    from reglab.data import load_dataset
+
+    if args.config:
+        raise ReglabError("--config defines the whole study; drop the STUDY name 'table'. "
+                          "Fix: reglab run --config FILE.toml.")
+    if args.dataset or args.resolution:
+        raise ReglabError("--dataset and --resolution are for mnist and pointcloud. Fix: reglab run table --data FILE.")
+    data_cfg = table.table_data_config(args)
+    dataset = load_dataset(data_cfg, data_dir=data_dir, cache_dir=cache_dir)
+    return table.table_study(data_cfg, dataset, args.preset or "default", seeds=getattr(args, "seeds", None),
+                             epochs=args.epochs, smoke=args.smoke, device=args.device,
+                             matmul_dtype=args.matmul_dtype)
 
 
 def resolve_threads(requested: int | None, resume_dir: str | None) -> int:
@@ -219,6 +245,10 @@ def command_line(args: argparse.Namespace) -> str:
     for opt in ("preset", "seeds", "dataset", "resolution", "config", "out", "resume", "data_dir", "epochs",
                 "device", "matmul_dtype", "threads"):
         val = getattr(args, opt)
+        if val is not None:
+            parts += ["--" + opt.replace("_", "-"), str(val)]
+    for opt in table.TABLE_OPTIONS:
+        val = getattr(args, opt, None)
         if val is not None:
             parts += ["--" + opt.replace("_", "-"), str(val)]
     for setting in args.set or ():

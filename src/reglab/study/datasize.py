@@ -103,7 +103,8 @@ def size_dir_name(n_train: int) -> str:
 
 def run_datasize(study: DataSizeStudy | None, *, out_dir: str | Path | None = None, data_dir=None, cache_dir=None,
                  resume: bool = False, quiet: bool = False, progress: bool = True,
-                 allow_checksum_mismatch: bool = False, command: str | None = None, report: bool = True) -> Path:
+                 allow_checksum_mismatch: bool = False, command: str | None = None, report: bool = True,
+                 data=None) -> Path:
     """Run every size of `study` (one batched run directory each), then summarize and report.
 
     Resuming (``resume=True``, `study` None or equal to the stored one) skips the sizes that are
@@ -135,7 +136,7 @@ def run_datasize(study: DataSizeStudy | None, *, out_dir: str | Path | None = No
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
     full = load_dataset(study.base.data, data_dir=data_dir, cache_dir=cache_dir,
-                        allow_checksum_mismatch=allow_checksum_mismatch)
+                        allow_checksum_mismatch=allow_checksum_mismatch, table=data)
     n_full, n_classes = int(full.x_train.shape[0]), full.n_classes
     del full
     sizes = []
@@ -169,7 +170,7 @@ def run_datasize(study: DataSizeStudy | None, *, out_dir: str | Path | None = No
                 run_study(s["cfg"], out_dir=sub, data_dir=data_dir, cache_dir=cache_dir,
                           resume=(sub / "config.json").exists(), quiet=quiet, progress=progress,
                           allow_checksum_mismatch=allow_checksum_mismatch, command=command,
-                          time_methods=False, report=False)
+                          time_methods=False, report=False, data=data)
         except BaseException:
             meta.update(status="interrupted", updated=now_iso())
             atomic_write_json(root / DATASIZE_FILE, meta)

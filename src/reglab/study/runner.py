@@ -61,7 +61,7 @@ TIMING_EVAL_EXAMPLES = 200        # val/test examples of the timing run (evaluat
 def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, data_dir: str | Path | None = None,
               cache_dir: str | Path | None = None, resume: bool = False, quiet: bool = False,
               progress: bool = True, allow_checksum_mismatch: bool = False, command: str | None = None,
-              time_methods: bool = True, report: bool = True) -> Path:
+              time_methods: bool = True, report: bool = True, data=None) -> Path:
     """Train every (method, seed) of `cfg` as one batched model and write the run directory.
 
     Args:
@@ -75,6 +75,8 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
         command: the command line that started the run, stored in the manifest.
         time_methods: time each method's variants alone after the study (timing.json).
         report: build report.html at the end (when the report package is installed).
+        data: a table study's Python data, ``(X, y)`` or ``(frame, "target")`` (reglab.data.table);
+            a resume needs the same data again (its digest is checked against dataset.json).
 
     Returns:
         The run directory.
@@ -112,7 +114,7 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
                 return _run_locked(cfg, run_dir, data_dir=data_dir, cache_dir=cache_dir, resume=resume, say=say,
                                    show_progress=progress and not quiet,
                                    allow_checksum_mismatch=allow_checksum_mismatch, command=command,
-                                   time_methods=time_methods, report=report)
+                                   time_methods=time_methods, report=report, data=data)
             except BaseException as e:
                 # damaged files are left as they are found: recording their digests now would hide them
                 if (run_dir / MANIFEST).exists() and not isinstance(e, DamagedFiles):
@@ -132,6 +134,15 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
         raise
 
 
+def _check_same_table(stored: dict, dataset: Dataset) -> None:
+    """A resumed table study must train on the table it began with (same sha256 digests)."""
+    before = stored.get("info", {}).get("checksums") if stored.get("info", {}).get("kind") == "table" else None
+    now = dataset.info.get("checksums")
+    if before is not None and before != now:
+        raise ReglabError("the table given differs from the one this run began with (its sha256 is not the one in "
+                          "dataset.json). Fix: resume with the same file or data=(X, y), or start a new run.")
+
+
 def default_run_dir(study_name: str, root: str | Path = "runs") -> Path:
     """``runs/<study>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3`` ... if that folder exists."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -146,9 +157,11 @@ def default_run_dir(study_name: str, root: str | Path = "runs") -> Path:
 # the run
 
 def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume: bool, say, show_progress: bool,
-                allow_checksum_mismatch: bool, command: str | None, time_methods: bool, report: bool) -> Path:
+                allow_checksum_mismatch: bool, command: str | None, time_methods: bool, report: bool,
+                data=None) -> Path:
     """The run, step by step: check what a resume builds on, load the data, start (or continue) the
-    run directory, train epoch by epoch, then the sequence every executor shares (:func:`complete_run`)."""
+    run directory, train epoch by epoch, then the sequence every executor shares (:func:`complete_run`).
+    ``data``: a table study's (X, y) or (frame, target) from Python (reglab.data.table)."""
     from reglab.data import load_dataset  # the data package loads lazily: it is large and optional for tests
     from reglab.engine import Trainer
 
@@ -162,7 +175,9 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
     checkpoint = _checkpoint_to_resume(run_dir, cfg, recorded) if resume else None
 
     dataset = load_dataset(cfg.data, data_dir=data_dir, cache_dir=cache_dir,
-                           allow_checksum_mismatch=allow_checksum_mismatch)
+                           allow_checksum_mismatch=allow_checksum_mismatch, table=data)
+    if resume and (run_dir / "dataset.json").exists():
+        _check_same_table(read_json(run_dir / "dataset.json"), dataset)
     # printed once every input is known good: the stored files, the checkpoint, the dataset
     say(f"reglab: {'resuming' if resume else 'running'} study {cfg.name!r} "
         f"({len(cfg.methods)} methods x {len(cfg.seeds)} seeds = {cfg.n_variants} variants, "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from reglab.config import MATMUL_DTYPES, StudyConfig
 from reglab.errors import ReglabError
-from reglab.study import presets
+from reglab.study import presets, table
 from reglab.tune.executors import DEFAULT_MAX_RETRIES, EXECUTORS
 from reglab.tune.search import PRUNERS, SAMPLERS, SHARD_KEYS, redact_url
 
@@ -27,6 +27,7 @@ EPILOG = """examples:
   reglab tune mnist --trials 20 --out runs/tune-l2       (again: resumes the same Optuna studies)
   reglab tune mnist --trials 50 --storage postgresql://user:pw@db/optuna   (many workers, one study)
   reglab tune mnist --trials 20 --executor ray --address auto              (an existing Ray cluster)
+  reglab tune table --data my.csv --target label --trials 20   your own table (reglab run table --help)
 then: reglab run --config RUN/tuned.toml
 """
 
@@ -40,10 +41,10 @@ def register(subparsers) -> None:
                     "(a study config for `reglab run --config`), trials.csv/json with validation curves, "
                     "sensitivity plots and the Optuna storage.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("study", nargs="?", choices=list(presets.STUDIES), default=presets.DEFAULT_STUDY,
+    p.add_argument("study", nargs="?", choices=list(presets.STUDIES) + ["table"], default=presets.DEFAULT_STUDY,
                    help=f"the study whose methods are tuned (default: {presets.DEFAULT_STUDY})")
     p.add_argument("--preset", help="preset of the study (its methods and settings are the starting point): " +
-                   "; ".join(f"{s}: {', '.join(ps)}" for s, ps in presets.STUDIES.items()))
+                   "; ".join(f"{s}: {', '.join(ps)}" for s, ps in presets.STUDIES.items()) + "; table: default")
     p.add_argument("--methods", metavar="M1,M2", help="tune only these methods of the preset (default: all)")
     p.add_argument("--trials", type=int, metavar="N",
                    help=f"trials per method in this session (default with --smoke: {SMOKE_TRIALS})")
@@ -85,6 +86,7 @@ def register(subparsers) -> None:
     p.add_argument("--allow-checksum-mismatch", action="store_true",
                    help="use dataset files whose checksums differ from the published ones")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    table.add_table_options(p)
     p.set_defaults(func=tune_command)
 
 
@@ -97,8 +99,17 @@ def tune_command(args: argparse.Namespace, environ: dict | None = None) -> int:
 
     environ = os.environ if environ is None else environ
     data_dir = args.data_dir or environ.get("REGLAB_DATA_DIR") or None
-    cfg = presets.get(args.study, args.preset, dataset=args.dataset, resolution=args.resolution,
-                      epochs=args.epochs, smoke=args.smoke, device=args.device, matmul_dtype=args.matmul_dtype)
+    if args.study == "table":
+        from reglab.data.sources import default_cache_dir as _cache
+        from reglab.study.cli import table_config
+        args.config = None
+        cfg = table_config(args, data_dir, _cache(environ))
+    elif table.given_table_options(args):
+        raise ReglabError(f"{', '.join(table.given_table_options(args))} describe a table study. "
+                          "Fix: reglab tune table --data FILE --target COLUMN.")
+    else:
+        cfg = presets.get(args.study, args.preset, dataset=args.dataset, resolution=args.resolution,
+                          epochs=args.epochs, smoke=args.smoke, device=args.device, matmul_dtype=args.matmul_dtype)
     if not isinstance(cfg, StudyConfig):   # the datasize preset: a sweep of studies, one per training-set size
         raise ReglabError(f"reglab tune searches one study; preset {args.preset!r} is a data-size sweep. "
                           "Fix: tune a single-study preset (e.g. --preset quick) or a --config TOML at one size.")
@@ -207,6 +218,10 @@ def command_line(args: argparse.Namespace) -> str:
         if val is not None:
             if opt == "storage":
                 val = redact_url(val)
+            parts += ["--" + opt.replace("_", "-"), str(val)]
+    for opt in table.TABLE_OPTIONS:
+        val = getattr(args, opt, None)
+        if val is not None:
             parts += ["--" + opt.replace("_", "-"), str(val)]
     for flag in ("smoke", "allow_checksum_mismatch", "quiet"):
         if getattr(args, flag):

@@ -193,7 +193,8 @@ def write_plots(out_dir: Path, records: list[dict], spaces: dict) -> list[Path]:
             if best is not None:
                 ax.scatter([best[0]["params"][name]], [best[1]], s=110, facecolors="none", edgecolors="tab:red",
                            linewidths=1.8, zorder=4, label="best")
-                ax.set_ylim(0.9 * min(y for _, y, _ in shown), top * 1.02)
+                if top is not None:   # a best validation error of 0 (an easy table) leaves the scale as it is
+                    ax.set_ylim(0.9 * min(y for _, y, _ in shown), top * 1.02)
             if p.log:
                 ax.set_xscale("log")
             ax.set_xlim(*_padded(p.low, p.high, p.log))
