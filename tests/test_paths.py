@@ -52,9 +52,11 @@ def test_a_read_only_file_system_is_refused_before_anything_is_written(tmp_path)
 
 
 def test_a_full_file_system_is_refused_with_what_is_free_and_needed(tmp_path):
-    with mock.patch.object(paths.os, "statvfs", return_value=_statvfs(free_blocks=10)):
+    with mock.patch.object(paths.os, "statvfs", return_value=_statvfs(free_blocks=1)):
         msg = _refused(paths.check_folder_to_write, tmp_path / "run", "--out")
-    assert "40.0 KiB free" in msg and "16.0 MiB" in msg
+    assert "4.0 KiB free" in msg and "8.0 KiB" in msg
+    with mock.patch.object(paths.os, "statvfs", return_value=_statvfs(free_blocks=2)):   # 8 KiB: enough to start
+        assert paths.check_folder_to_write(tmp_path / "run", "--out") == tmp_path / "run"
 
 
 def test_a_writable_folder_with_room_passes_and_nothing_is_created(tmp_path):
