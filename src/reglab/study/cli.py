@@ -139,7 +139,8 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     if settings is not None and settings.matmul_dtype == "bfloat16" and settings.device == "cpu" \
             and not _native_bfloat16_cpu():
         print("reglab: warning: this CPU has no bfloat16 matrix instructions (AVX512-BF16 or AMX); "
-              "--matmul-dtype bfloat16 will likely train slower than float32.", file=sys.stderr)
+              "its bfloat16 products are emulated (40-50x slower than float32 on an AVX2 EPYC, docs/studies.md). "
+              "Fix: drop --matmul-dtype bfloat16.", file=sys.stderr)
 
     # a polite kill (SIGTERM) ends like Ctrl-C: the manifest says "interrupted", the lock is released
     signal.signal(signal.SIGTERM, _raise_interrupt)
