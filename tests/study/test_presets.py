@@ -1,5 +1,7 @@
 """Presets: names, the six Table 9 methods, overrides, tiny mode."""
 
+import dataclasses
+
 import pytest
 
 from reglab.config import StudyConfig
@@ -115,6 +117,20 @@ def test_the_datasize_preset_takes_dataset_and_seeds_and_refuses_epochs():
         presets.get("mnist", "datasize", epochs=3)
     smoke = presets.get("mnist", "datasize", smoke=True)
     assert smoke.base.data.subset_per_class == 30 and max(smoke.train_per_class) <= 30
+
+
+def test_fashion_mnist_datasize_gets_its_own_validated_values_and_mnist_keeps_its_own():
+    def by_method(ds):
+        return {m.name: m for m in ds.base.methods}
+    mnist = by_method(presets.get("mnist", "datasize"))
+    fashion = by_method(presets.get("mnist", "datasize", dataset="fashion-mnist"))
+    # MNIST's search (docs/studies.md): lr 0.1 for every method, L2 1e-3
+    assert {m.lr for m in mnist.values()} == {0.1} and mnist["l2"].l2 == 1e-3
+    # Fashion-MNIST's search: lr 0.03 for every method, L2 1e-4; the rest as on MNIST
+    assert {m.lr for m in fashion.values()} == {0.03} and fashion["l2"].l2 == 1e-4
+    assert set(fashion) == set(mnist)
+    for name in ("l2+l1_late", "l2+kl", "max_norm", "dropout+l2", "dropout+max_norm"):
+        assert dataclasses.replace(fashion[name], lr=0.1) == mnist[name]
 
 
 def test_a_size_that_does_not_fit_the_epoch_is_one_clear_error():
