@@ -133,13 +133,17 @@ def test_the_datasize_preset_runs_in_smoke_mode_and_reports_over_its_sizes(tmp_p
     from reglab.study.datasize import DATASIZE_FILE, DATASIZE_SUMMARY
     out = tmp_path / "run"
     assert main(["run", "mnist", "--preset", "datasize", "--dataset", dataset, "--smoke", "--seeds", "2",
+                 "--set", "methods.none.lr=0.02",
                  "--out", str(out), "--data-dir", DATA_DIR, "--quiet"]) == 0
     meta = read_json(out / DATASIZE_FILE)
     assert meta["status"] == "complete" and [s["n_train"] for s in meta["sizes"]] == [50, 100, 300]
+    own_lr = {"mnist": 0.1, "fashion-mnist": 0.03}[dataset]   # each dataset's validated lr (docs/studies.md)
     for s in meta["sizes"]:
         run = load_run(out / s["run"])
         assert run.complete and run.methods[0] == "none" and len(run.methods) == 7
         assert read_json(out / s["run"] / "dataset.json")["name"] == dataset
+        lrs = {m["name"]: m["lr"] for m in read_json(out / s["run"] / "config.json")["methods"]}
+        assert lrs.pop("none") == 0.02 and set(lrs.values()) == {own_lr}   # --set still overrides the preset
     summary = read_json(out / DATASIZE_SUMMARY)
     assert all(len(s["gains"]) == 6 and all("p_holm" in g for g in s["gains"]) for s in summary["sizes"])
     assert (out / "report.html").is_file() and (out / "figures" / "test_error_vs_size.svg").is_file()

@@ -126,7 +126,10 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
                           resolution=args.resolution, epochs=args.epochs, smoke=args.smoke, device=args.device,
                           matmul_dtype=args.matmul_dtype)
     if cfg is not None and args.set:
-        cfg = apply_settings(cfg, args.set)
+        if hasattr(cfg, "base"):               # a data-size study: the settings are its base study's
+            cfg = cfg.replace(base=apply_settings(cfg.base, args.set))
+        else:
+            cfg = apply_settings(cfg, args.set)
     if cfg is not None and args.tensorboard:
         cfg = cfg.replace(tensorboard=True)
     torch.set_num_threads(resolve_threads(args.threads, args.resume))
