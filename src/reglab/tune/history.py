@@ -15,7 +15,6 @@ Errors are fractions in [0, 1] in the files and percent in the plots.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 from pathlib import Path
