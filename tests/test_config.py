@@ -121,11 +121,11 @@ def test_every_bad_setting_is_its_own_line_with_the_toml_message():
         "--set methods.max_norm.dropout_hidden=1.5: 'max_norm.dropout_hidden' must be a number in [0, 1); got 1.5."
         + FIX,
         "--set n_epocs=3: unknown key n_epocs. Fix: use one of name, hidden, init, optimizer, n_epochs, batch_size, "
-        "seeds, log_every, checkpoint_every, eval_batch_size, device, matmul_dtype, tensorboard.",
+        "seeds, log_every, checkpoint_every, eval_batch_size, device, matmul_dtype, tensorboard, plugins.",
         "--set methods.l3.l2=1: this study has no method named 'l3'; its methods: l2, max_norm. "
         "Fix: use one of those names, or * for every method.",
         "--set methods.l2.l3=1: unknown key methods.l2.l3. Fix: use one of " + ", ".join(
-            f for f in MethodConfig.__dataclass_fields__) + ".",
+            f for f in MethodConfig.__dataclass_fields__ if f != "plugin_values") + ".",
         "--set data.foo=1: unknown key data.foo. Fix: use one of " + ", ".join(DataConfig.__dataclass_fields__) + ".",
         "--set n_epochs: expected PATH=VALUE. Fix: e.g. --set n_epochs=30 or --set methods.l2.l2=1e-3.",
         "--set n_epochs=0: 'n_epochs' must be a whole number in [1, 10000000]; got 0." + FIX,

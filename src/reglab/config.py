@@ -126,10 +126,44 @@ class MethodConfig:
     eps: float = 1e-8               # Adam epsilon, > 0
     eps_inside_sqrt: bool = False   # Adam: sqrt(v_hat + eps) instead of sqrt(v_hat) + eps (PyTorch: outside)
     bias_correction: bool = True    # Adam: divide m, v by (1 - beta^t)
+    # --- hyperparameters that plugin regularizers declare (reglab.engine.registry) ---
+    plugin_values: tuple[tuple[str, Any], ...] = ()   # sorted (key, value) pairs, every declared key; read as
+                                                      # attributes (method.KEY), written flat in TOML/JSON
 
     def __post_init__(self) -> None:
         for key, rule in METHOD_CONSTRAINTS.items():
             _check(f"{self.name}.{key}" if key != "name" else "name", getattr(self, key), rule)
+        if not isinstance(self.plugin_values, tuple) or any(
+                not (isinstance(kv, tuple) and len(kv) == 2 and isinstance(kv[0], str)) for kv in self.plugin_values):
+            raise _fail(f"{self.name}.plugin_values", "a tuple of (key, value) pairs", self.plugin_values)
+
+    def __getattr__(self, key: str) -> Any:
+        # only called when normal lookup fails: a plugin regularizer's value (``uses(m)`` reads ``m.KEY``)
+        if key.startswith("__"):
+            raise AttributeError(key)
+        for k, v in object.__getattribute__(self, "plugin_values"):
+            if k == key:
+                return v
+        raise AttributeError(f"method {object.__getattribute__(self, 'name')!r} has no setting {key!r} "
+                             "(neither a MethodConfig field nor a value a loaded plugin declares)")
+
+    def with_values(self, **values: Any) -> MethodConfig:
+        """This method with some fields and/or plugin values changed (validated again)."""
+        fields = {k: v for k, v in values.items() if k in METHOD_FIELDS}
+        extra = {k: v for k, v in values.items() if k not in METHOD_FIELDS}
+        known = dict(self.plugin_values)
+        for k in extra:
+            if k not in known:
+                raise ReglabError(f"method {self.name!r} has no setting {k!r}. Fix: use one of "
+                                  f"{', '.join(list(METHOD_FIELDS) + sorted(known))}.")
+        known.update(extra)
+        return dataclasses.replace(self, **fields, plugin_values=tuple(sorted(known.items())))
+
+    def to_dict(self) -> dict:
+        """The method as TOML/JSON writes it: every field, then each plugin value as a key of its own."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "plugin_values"}
+        d.update(self.plugin_values)
+        return d
 
     # "does this method use X": the one definition (engine, tuner and presets ask these)
     @property
@@ -274,6 +308,8 @@ class StudyConfig:
     device: str = "cpu"                         # "cpu" or "cuda"
     matmul_dtype: str = "float32"               # float32 | tf32 (CUDA only) | bfloat16: the training products' operands
     tensorboard: bool = False                   # also write TensorBoard event files to RUN_DIR/tensorboard/
+    plugins: tuple[str, ...] = ()               # modules whose REGULARIZERS the study loads, besides the
+                                                # `reglab.regularizers` entry points (reglab.engine.registry)
 
     def __post_init__(self) -> None:
         for key, rule in STUDY_CONSTRAINTS.items():
@@ -288,6 +324,10 @@ class StudyConfig:
                               "Fix: list each seed once, e.g. seeds = [0, 1, 2].")
         for w in self.hidden:
             _check("hidden[]", w, ("int", 1, 1_000_000))
+        for module in self.plugins:
+            if not isinstance(module, str) or not all(part.isidentifier() for part in module.split(".")):
+                raise _fail("plugins[]", "a Python module name (dotted identifiers)", module,
+                            'list modules by import name, e.g. plugins = ["my_regularizers"].')
         if self.matmul_dtype == "tf32" and self.device != "cuda":
             raise ReglabError(f"matmul_dtype 'tf32' (TensorFloat-32 products) exists only on CUDA GPUs; got device "
                               f"'{self.device}'. Fix: train on a GPU (--device cuda, or device = \"cuda\" in a config), "
@@ -303,12 +343,11 @@ class StudyConfig:
                 for i, m in enumerate(self.methods) for j, s in enumerate(self.seeds)]
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        return _json_safe(d)
+        return _json_safe(_plain_dict(self))
 
     @classmethod
-    def from_dict(cls, d: dict, *, where: str = "config") -> StudyConfig:
-        return study_from_dict(d, where=where)
+    def from_dict(cls, d: dict, *, where: str = "config", declared: Declared | None = None) -> StudyConfig:
+        return study_from_dict(d, where=where, declared=declared)
 
     def replace(self, **changes) -> StudyConfig:
         return dataclasses.replace(self, **changes)
@@ -329,18 +368,36 @@ STUDY_CONSTRAINTS: dict[str, tuple] = {
 }
 
 
+def _plain_dict(cfg: StudyConfig) -> dict:
+    """``dataclasses.asdict`` with each method flat (its plugin values as keys, MethodConfig.to_dict)."""
+    d = dataclasses.asdict(cfg)
+    d["methods"] = [m.to_dict() for m in cfg.methods]
+    if not cfg.plugins:
+        del d["plugins"]   # a study without plugins is written as before they existed (same digests)
+    return d
+
+
 def _json_safe(obj):
     """inf is not JSON: store it as the string "inf" (reglab.nonfinite; read back by from_dict)."""
     return encode(obj)
 
 
 FLOAT_FIELDS = frozenset(k for k, rule in METHOD_CONSTRAINTS.items() if rule[0] == "float")
+METHOD_FIELDS = tuple(k for k in METHOD_CONSTRAINTS)   # every MethodConfig field a TOML method may set
+
+# Hyperparameters that loaded plugin regularizers declare, as the method keys they add:
+# key -> (rule in METHOD_CONSTRAINTS' form, default). reglab.engine.registry builds it from the
+# declarations; config knows no regularizer.
+Declared = dict[str, tuple[tuple, Any]]
 
 
-def _number(key: str, v):
+def _number(key: str, v, declared: Declared | None = None):
     """A float field's "inf"/"-inf" as the float; every other value (names included) as it is."""
-    if key in FLOAT_FIELDS and isinstance(v, str) and v in ("inf", "-inf"):
+    is_float = key in FLOAT_FIELDS or (declared is not None and key in declared and declared[key][0][0] == "float")
+    if is_float and isinstance(v, str) and v in ("inf", "-inf"):
         return decode(v)
+    if is_float and key not in FLOAT_FIELDS and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)   # a plugin value keeps one type, so equal settings compare (and batch) equal
     return v
 
 
@@ -348,29 +405,41 @@ def _known_keys(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def _reject_unknown(d: dict, cls, where: str) -> None:
-    known = _known_keys(cls)
+def _reject_unknown(d: dict, cls, where: str, declared: Declared | None = None) -> None:
+    known = [k for k in _known_keys(cls) if k != "plugin_values"] + sorted(declared or ())
     for k in d:
         if k not in known:
             raise ReglabError(f"unknown key {where}.{_short(k) if len(str(k)) > 80 else k}; allowed: "
                               f"{', '.join(known)}. Fix: remove it or correct its spelling.")
 
 
-def method_from_dict(d: dict, *, where: str = "methods[]", defaults: dict | None = None) -> MethodConfig:
+def method_from_dict(d: dict, *, where: str = "methods[]", defaults: dict | None = None,
+                     declared: Declared | None = None) -> MethodConfig:
+    """A method from its TOML/JSON table. `declared`: the plugin values loaded regularizers declare
+    (key -> (rule, default)); each is checked against its declared rule and stored, with the default
+    where the table does not give it, in ``plugin_values``."""
     if not isinstance(d, dict):
         raise ReglabError(f"{where} must be a table of method settings; got {_short(d)}. "
                           "Fix: write each method as a [[methods]] table.")
     merged = dict(defaults or {})
     merged.update(d)
-    _reject_unknown(merged, MethodConfig, where)
+    _reject_unknown(merged, MethodConfig, where, declared)
     if "name" not in merged:
         raise ReglabError(f"{where} needs a 'name'. Fix: add name = \"l2\" (any label).")
     # TOML ints are fine where floats are expected
-    merged = {k: _number(k, v) for k, v in merged.items()}
-    return MethodConfig(**merged)
+    merged = {k: _number(k, v, declared) for k, v in merged.items()}
+    fields = {k: v for k, v in merged.items() if k in METHOD_FIELDS}
+    values = {}
+    for key, (rule, default) in (declared or {}).items():
+        value = merged.get(key, default)
+        _check(f"{merged['name']}.{key}", value, rule)
+        values[key] = value
+    return MethodConfig(**fields, plugin_values=tuple(sorted(values.items())))
 
 
-def study_from_dict(d: dict, *, where: str = "config") -> StudyConfig:
+def study_from_dict(d: dict, *, where: str = "config", declared: Declared | None = None) -> StudyConfig:
+    """A study from its TOML/JSON form; `declared`: the plugin values its methods may set (see
+    :func:`method_from_dict`; reglab.engine.registry.study_from_dict loads the study's plugins first)."""
     if not isinstance(d, dict):
         raise ReglabError(f"{where} must be a table of study settings; got {type(d).__name__}. "
                           "Fix: give a study written by reglab (config.json) or as TOML (docs/studies.md).")
@@ -392,25 +461,36 @@ def study_from_dict(d: dict, *, where: str = "config") -> StudyConfig:
         if not isinstance(defaults, dict):
             raise ReglabError(f"{where}.method_defaults must be a table of method settings; got {_short(defaults)}. "
                               "Fix: write it as a [method_defaults] table, e.g. lr = 0.05.")
-        _reject_unknown(defaults, MethodConfig, f"{where}.method_defaults")
+        _reject_unknown(defaults, MethodConfig, f"{where}.method_defaults", declared)
         if "name" in defaults:
             raise ReglabError(f"{where}.method_defaults cannot set 'name' (each method has its own). "
                               "Fix: give the name in each [[methods]] table.")
     out = dict(d)
     out["data"] = DataConfig(**data)
-    out["methods"] = tuple(method_from_dict(m, where=f"{where}.methods[{i}]", defaults=defaults)
+    out["methods"] = tuple(method_from_dict(m, where=f"{where}.methods[{i}]", defaults=defaults, declared=declared)
                            for i, m in enumerate(methods))
-    for key in ("hidden", "seeds"):
+    for key in ("hidden", "seeds", "plugins"):
         if key in out:
             if not isinstance(out[key], (list, tuple)):
                 raise ReglabError(f"{where}.{key} must be a list of whole numbers; got {_short(out[key])}. "
-                                  f"Fix: write it as a list, e.g. {key} = {'[256, 256]' if key == 'hidden' else '[0, 1, 2]'}.")
+                                  f"Fix: write it as a list, e.g. {key} = {_EXAMPLE_LISTS[key]}.")
             out[key] = tuple(out[key])
     return StudyConfig(**out)
 
 
-def load_toml(path: str | Path) -> StudyConfig:
+_EXAMPLE_LISTS = {"hidden": "[256, 256]", "seeds": "[0, 1, 2]", "plugins": '["my_regularizers"]'}
+
+
+def load_toml(path: str | Path, *, declared: Declared | None = None) -> StudyConfig:
     """Read a study from TOML: top-level study keys, a [data] table, [[methods]] tables."""
+    try:
+        return study_from_dict(read_toml(path), where=Path(path).name, declared=declared)
+    except ReglabError as e:
+        raise ReglabError(f"config file {Path(path)}: {e}") from None
+
+
+def read_toml(path: str | Path) -> dict:
+    """A study TOML file as a dict, unchecked (one ReglabError for a file that is not readable TOML)."""
     p = Path(path)
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -424,15 +504,12 @@ def load_toml(path: str | Path) -> StudyConfig:
         raise ReglabError(f"config file {p} is not UTF-8 text. Fix: give a study TOML file.") from None
     except tomllib.TOMLDecodeError as e:
         raise ReglabError(f"config file {p} is not valid TOML ({e}). Fix: correct the syntax.") from None
-    try:
-        return study_from_dict(raw, where=p.name)
-    except ReglabError as e:
-        raise ReglabError(f"config file {p}: {e}") from None
+    return raw
 
 
 def to_toml(cfg: StudyConfig) -> str:
     """Write a study as TOML that :func:`load_toml` reads back to an equal config."""
-    d = dataclasses.asdict(cfg)   # floats as floats: a name "inf" stays a (quoted) string
+    d = _plain_dict(cfg)   # floats as floats: a name "inf" stays a (quoted) string
     lines: list[str] = []
 
     def fmt(v):
@@ -460,7 +537,8 @@ def to_toml(cfg: StudyConfig) -> str:
 # ----------------------------------------------------------------------------
 # one-value overrides: `reglab run ... --set methods.dropout+l2.dropout_hidden=0.3`
 
-def apply_settings(cfg: StudyConfig, settings: list[str] | tuple[str, ...], *, option: str = "--set") -> StudyConfig:
+def apply_settings(cfg: StudyConfig, settings: list[str] | tuple[str, ...], *, option: str = "--set",
+                   declared: Declared | None = None) -> StudyConfig:
     """`cfg` with each ``PATH=VALUE`` of `settings` applied in order, validated as a TOML study is.
 
     PATH is a dotted path into the study as written in TOML: a study key (``n_epochs``), ``data.KEY``,
@@ -468,23 +546,24 @@ def apply_settings(cfg: StudyConfig, settings: list[str] | tuple[str, ...], *, o
     TOML value (``0.3``, ``true``, ``[512, 512]``, ``inf``, ``"moons"``); anything that is not TOML is
     taken as a number if Python reads it as one, else as a string, so ``data.name=moons`` needs no quotes.
     Every bad setting is reported, one line each, in a single ReglabError; nothing is applied then.
+    `declared`: the plugin values the study's methods may set (key -> (rule, default)).
     """
     d = cfg.to_dict()
     errors = []
     for setting in settings:
         try:
-            changed = _set_path(d, setting)
-            study_from_dict(changed, where=option)  # the TOML path's validation, every rule
+            changed = _set_path(d, setting, declared)
+            study_from_dict(changed, where=option, declared=declared)  # the TOML path's validation, every rule
         except ReglabError as e:
             errors.append(f"{option} {setting}: {e}")
             continue
         d = changed
     if errors:
         raise ReglabError(*errors)
-    return study_from_dict(d, where=option)
+    return study_from_dict(d, where=option, declared=declared)
 
 
-def _set_path(d: dict, setting: str) -> dict:
+def _set_path(d: dict, setting: str, declared: Declared | None = None) -> dict:
     """A copy of the study dict `d` with one ``PATH=VALUE`` setting applied (paths checked, values not)."""
     path, eq, text = setting.partition("=")
     path = path.strip()
@@ -501,7 +580,7 @@ def _set_path(d: dict, setting: str) -> dict:
         if name != "*" and name not in names:
             raise ReglabError(f"this study has no method named {name!r}; its methods: {', '.join(names)}. "
                               "Fix: use one of those names, or * for every method.")
-        _known_leaf(key, MethodConfig, f"methods.{name}.")
+        _known_leaf(key, MethodConfig, f"methods.{name}.", declared)
         out["methods"] = [dict(m, **{key: value}) if name in ("*", m["name"]) else m for m in d["methods"]]
     elif keys[0] == "data":
         if len(keys) != 2:
@@ -516,8 +595,8 @@ def _set_path(d: dict, setting: str) -> dict:
     return out
 
 
-def _known_leaf(key: str, cls, prefix: str) -> None:
-    known = [k for k in _known_keys(cls) if k not in ("data", "methods")]
+def _known_leaf(key: str, cls, prefix: str, declared: Declared | None = None) -> None:
+    known = [k for k in _known_keys(cls) if k not in ("data", "methods", "plugin_values")] + sorted(declared or ())
     if key not in known:
         raise ReglabError(f"unknown key {prefix}{key}. Fix: use one of {', '.join(known)}.")
 

@@ -13,28 +13,35 @@ from reglab.engine.dropout import Dropout
 from reglab.engine.penalties import L1, L2, KLSparsity, MaxNorm
 from reglab.engine.regularizer import Hyperparameter, Regularizer
 
-_L1_HP = (Hyperparameter("l1", low=0.0, log=True, doc="lambda in lambda * sum |w|"),)
-_L1_LATE_HP = _L1_HP + (Hyperparameter("l1_start", low=0.0, high=1.0, doc="fraction of all steps before L1 acts"),)
+_L1_HP = (Hyperparameter("l1", low=0.0, log=True, doc="lambda in lambda * sum |w|",
+                         search=(1e-7, 1e-3), grid=(1e-6, 1e-5, 1e-4)),)
+_L1_LATE_HP = _L1_HP + (Hyperparameter("l1_start", low=0.0, high=1.0, doc="fraction of all steps before L1 acts",
+                                        search=(0.5, 0.95), grid=(0.6, 0.8, 0.9)),)
 
 BUILTINS: dict[str, Regularizer] = {r.name: r for r in (
     Regularizer("l2", "lambda/2 * sum w^2 (weights only); gradient lambda * w",
-                (Hyperparameter("l2", low=0.0, log=True, doc="lambda in lambda/2 * sum w^2"),),
+                (Hyperparameter("l2", low=0.0, log=True, doc="lambda in lambda/2 * sum w^2",
+                                search=(1e-6, 1e-1), grid=(1e-5, 1e-4, 1e-3)),),
                 lambda m: m.uses_l2, L2),
     Regularizer("l1", "lambda * sum |w| (weights only); gradient lambda * sign(w)", _L1_HP,
                 lambda m: m.uses_l1 and not m.uses_late_l1, lambda c: L1(c, late=False)),
     Regularizer("l1_late", "lambda * sum |w| for steps t > l1_start * T", _L1_LATE_HP,
                 lambda m: m.uses_late_l1, lambda c: L1(c, late=True)),
     Regularizer("kl_sparsity", "beta * sum_j KL(rho || q_j), q_j = m_j / (1 + m_j), m_j unit j's mean output",
-                (Hyperparameter("kl_beta", low=0.0, log=True), Hyperparameter("kl_rho", low=0.0, high=1.0, default=0.05,
-                                                                              log=True),
-                 Hyperparameter("kl_ema", low=0.0, high=1.0)),
+                (Hyperparameter("kl_beta", low=0.0, log=True, search=(1e-5, 1e-1), grid=(1e-4, 1e-3, 1e-2)),
+                 Hyperparameter("kl_rho", low=0.0, high=1.0, default=0.05, log=True, search=(0.01, 0.3),
+                                grid=(0.03, 0.1, 0.2)),
+                 Hyperparameter("kl_ema", low=0.0, high=1.0, tuned=False)),
                 lambda m: m.uses_kl_sparsity, KLSparsity),
     Regularizer("max_norm", "after every update w_j <- w_j * min(1, c / ||w_j||_2), w_j unit j's incoming weights",
-                (Hyperparameter("max_norm", low=0.0, default=math.inf, log=True),),
+                (Hyperparameter("max_norm", low=0.0, default=math.inf, log=True, search=(0.5, 20.0),
+                                grid=(1.5, 3.0, 6.0)),),
                 lambda m: m.uses_max_norm, MaxNorm),
     Regularizer("dropout", "inverted dropout: h <- h * mask / (1 - p), mask ~ Bernoulli(1 - p); off at evaluation",
-                (Hyperparameter("dropout_input", low=0.0, high=1.0, doc="drop probability of input units"),
-                 Hyperparameter("dropout_hidden", low=0.0, high=1.0, doc="drop probability of hidden units")),
+                (Hyperparameter("dropout_input", low=0.0, high=1.0, doc="drop probability of input units",
+                                search=(0.0, 0.5), grid=(0.1, 0.2, 0.4)),
+                 Hyperparameter("dropout_hidden", low=0.0, high=1.0, doc="drop probability of hidden units",
+                                search=(0.1, 0.7), grid=(0.3, 0.5, 0.6))),
                 lambda m: m.uses_dropout, Dropout, noise=True),
     Regularizer("early_stopping", "stop after `patience` epochs without a val improvement > min_delta; "
                 "restore the best weights", (), lambda m: m.early_stopping, None),

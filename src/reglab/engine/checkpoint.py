@@ -55,7 +55,8 @@ def load_state_dict(tr: Trainer, state: dict) -> None:
         raise ReglabError(f"trainer state version {state.get('version')} is not {STATE_VERSION}. "
                           "Fix: start the study again.")
     # through from_dict: a checkpoint written before a field existed compares with that field's default
-    if StudyConfig.from_dict(state["config"]).to_dict() != tr.cfg.to_dict():
+    from reglab.engine.registry import declarations
+    if StudyConfig.from_dict(state["config"], declared=declarations(tr.regularizers)).to_dict() != tr.cfg.to_dict():
         raise ReglabError("the checkpoint was written for a different study configuration. "
                           "Fix: resume with the run's own config.")
     tr.epoch, tr.step = int(state["epoch"]), int(state["step"])

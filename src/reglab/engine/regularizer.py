@@ -47,8 +47,14 @@ StateRows = dict[tuple[int, Any], torch.Tensor]   # (variant, key) -> that varia
 
 @dataclass(frozen=True)
 class Hyperparameter:
-    """One declared hyperparameter: the MethodConfig field ``name``, its ``kind`` ("float", "int",
-    "bool"), the valid range [low, high], the ``default`` (off), and whether to search it on a log scale."""
+    """One declared hyperparameter: the method key ``name`` (a MethodConfig field for a built-in, a
+    key of its own for a plugin), its ``kind`` ("float", "int", "bool"), the valid range [low, high],
+    the ``default`` (off), and whether to search it on a log scale.
+
+    For ``reglab tune``: ``search`` is the range sampled ([low, high] when None and both are finite
+    (> 0 for log); otherwise a decade either side of the method's value, inside [low, high]), ``grid``
+    the grid sampler's values (None: 3 points spread over the search range); ``tuned=False`` keeps it
+    fixed. A value of 0 is "off" and never tuned (a method at 0 does not use it)."""
     name: str
     kind: str = "float"
     low: float = 0.0
@@ -56,6 +62,9 @@ class Hyperparameter:
     default: Any = 0.0
     log: bool = False
     doc: str = ""
+    search: tuple[float, float] | None = None
+    grid: tuple[float, ...] | None = None
+    tuned: bool = True
 
 
 @dataclass(frozen=True)

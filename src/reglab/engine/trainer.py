@@ -51,7 +51,6 @@ from reglab.engine.mlp import BatchedMLP
 from reglab.engine.optim import SGD, Adam, optimizer_for
 from reglab.engine.outputs import EpochRecord
 from reglab.engine.regularizer import Regularizer, StateRows
-from reglab.engine.builtins import BUILTINS
 from reglab.engine.step import TrainingStep, epoch_permutation, order_generator
 from reglab.errors import ReglabError
 
@@ -79,7 +78,10 @@ class Trainer:
     def __init__(self, cfg: StudyConfig, dataset: Dataset, *, dtype: torch.dtype = torch.float32,
                  regularizers: dict[str, Regularizer] | None = None):
         self.cfg = cfg
-        self.regularizers = dict(BUILTINS if regularizers is None else regularizers)  # name -> Regularizer
+        if regularizers is None:   # the built-ins, the reglab.regularizers entry points and cfg.plugins
+            from reglab.engine.registry import for_study
+            regularizers = for_study(cfg).regularizers
+        self.regularizers = dict(regularizers)  # name -> Regularizer
         self.dtype = dtype
         self.device = _resolve_device(cfg.device)
         _check_dataset(cfg, dataset)

@@ -87,6 +87,7 @@ class MethodData:
     finals: list[dict]                       # one per seed: FINALS + HEADLINE keys, best_epoch, stop_epoch, diverged
     stats: dict[str, dict] = field(default_factory=dict)  # FINALS/HEADLINE key -> stats.describe(...) dict
     time_s: list[float] = field(default_factory=list)     # training-time samples of this method alone, seconds
+    regularizers: list[dict] = field(default_factory=list)  # regularizers.json entries this method uses
 
     @property
     def n_seeds(self) -> int:
@@ -141,6 +142,15 @@ class Digest:
 
 # ----------------------------------------------------------------------------
 
+def _used_regularizers(run: Run, method: str) -> list[dict]:
+    """The regularizers.json entries (name, formula, source, hyperparameters) that `method` uses;
+    [] for a run written before that file existed."""
+    record = getattr(run, "regularizers", None)
+    entries = record.get("regularizers") if isinstance(record, dict) else None
+    return [e for e in entries or [] if isinstance(e, dict) and method in (e.get("used_by") or [])
+            and isinstance(e.get("name"), str) and isinstance(e.get("formula"), str)]
+
+
 def digest(run: Run) -> Digest:
     """Assemble the report's view of `run`; raises ReglabError if its files do not fit together."""
     if not isinstance(run.variants, list) or not run.variants:
@@ -172,7 +182,8 @@ def digest(run: Run) -> Digest:
         steps, loss_data, loss_pen = _iter_curves(run.iter_rows, idx)
         m = MethodData(name=name, color=PALETTE[i % len(PALETTE)], variants=idx, seeds=[int(v["seed"]) for v in vs],
                        hyperparameters=dict(vs[0].get("hyperparameters") or {}), curves=curves, iter_steps=steps,
-                       iter_loss_data=loss_data, iter_loss_penalty=loss_pen, finals=[], time_s=times.get(name, []))
+                       iter_loss_data=loss_data, iter_loss_penalty=loss_pen, finals=[], time_s=times.get(name, []),
+                       regularizers=_used_regularizers(run, name))
         for k, j in enumerate(idx):
             f = dict(summary_variants[j]) if j in summary_variants else _finals_from_rows(curves, k, m.hyperparameters)
             _complete_finals(f, curves, k)

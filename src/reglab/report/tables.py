@@ -265,8 +265,27 @@ def regularizer_formulas(m: MethodData) -> list[str]:
     if hp.get("early_stopping"):
         out.append(f"Early stopping on {hp.get('monitor', 'val_loss')}: stop after {hp.get('patience')} epochs "
                    f"without an improvement larger than {_f(hp, 'min_delta'):g}; the best weights are restored.")
+    out += registry_formulas(m)
     if not out:
         out.append("No regularization: plain cross-entropy.")
+    return out
+
+
+# the regularizers whose text regularizer_formulas writes by hand (with the values worked in)
+WRITTEN_OUT = frozenset(("l2", "l1", "l1_late", "kl_sparsity", "max_norm", "dropout", "early_stopping"))
+
+
+def registry_formulas(m: MethodData) -> list[str]:
+    """Every other regularizer the method uses (a plugin's, or a built-in without hand-written text),
+    as the run recorded it in regularizers.json: its declared formula and the method's values."""
+    out = []
+    for e in m.regularizers:
+        if e["name"] in WRITTEN_OUT:
+            continue
+        names = [h.get("name") for h in e.get("hyperparameters") or [] if isinstance(h, dict)]
+        values = ", ".join(f"{k} = {_fmt_value(m.hyperparameters[k])}" for k in names if k in m.hyperparameters)
+        source = "" if e.get("source") in (None, "reglab") else f" (plugin {e['source']})"
+        out.append(f"{e['name']}{source}: {e['formula']}" + (f"; {values}." if values else "."))
     return out
 
 

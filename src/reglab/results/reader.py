@@ -73,6 +73,7 @@ class Run:
     environment: dict | None = None
     dataset: dict | None = None
     analysis: dict[str, np.ndarray] = field(default_factory=dict)
+    regularizers: dict | None = None        # regularizers.json: plugins used, each used regularizer's formula
 
     @property
     def complete(self) -> bool:
@@ -161,4 +162,4 @@ def load_run(run_dir: str | Path) -> Run:
                epoch_rows=metrics("epoch"), iter_rows=metrics("iter"),
                summary=optional_json("summary.json"), timing=optional_json("timing.json"),
                environment=optional_json("environment.json"), dataset=optional_json("dataset.json"),
-               analysis=analysis)
+               analysis=analysis, regularizers=optional_json("regularizers.json"))

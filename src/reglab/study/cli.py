@@ -58,6 +58,7 @@ def register(subparsers) -> None:
                         "(n_epochs=30), data.KEY (data.resolution=7) or methods.NAME.KEY with the method by its "
                         "name, * for all (methods.dropout+l2.dropout_hidden=0.3); VALUE is TOML (0.3, true, "
                         "[512, 512], inf); checked like a TOML study, recorded in config.toml")
+    add_plugin_option(p)
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files to RUN_DIR/tensorboard/, one run per method/seed "
                         "(needs: pip install 'reglab[tensorboard]')")
@@ -83,10 +84,32 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_command)
 
 
+def add_plugin_option(p) -> None:
+    """--plugin MODULE (repeatable), for `reglab run` and `reglab tune` (reglab.engine.registry)."""
+    p.add_argument("--plugin", action="append", metavar="MODULE",
+                   help="load the regularizers of this Python module (its REGULARIZERS list; repeatable), besides "
+                        "the installed `reglab.regularizers` entry points; recorded in the study's plugins "
+                        "(docs/regularizers.md)")
+
+
+def resolve_plugins(cfg, args: argparse.Namespace):
+    """`cfg` with the --plugin modules added, checked (each bad plugin one line); --set applied after,
+    so it may change plugin values."""
+    from reglab.config import apply_settings
+    from reglab.engine.registry import for_study, with_plugins
+
+    cfg = with_plugins(cfg, args.plugin or ())
+    study = getattr(cfg, "base", cfg)
+    if args.set:
+        if study is not cfg:   # a data-size study: the settings are its base study's
+            return cfg.replace(base=apply_settings(study, args.set))
+        cfg = apply_settings(cfg, args.set, declared=for_study(cfg).declared)
+    return cfg
+
+
 def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     import torch
 
-    from reglab.config import apply_settings, load_toml
     from reglab.data.sources import default_cache_dir
     from reglab.study.runner import run_study
 
@@ -100,7 +123,7 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
                                       ("--config", args.config), ("--out", args.out), ("--epochs", args.epochs),
                                       ("--smoke", args.smoke or None), ("--device", args.device),
                                       ("--matmul-dtype", args.matmul_dtype), ("--set", args.set),
-                                      ("--tensorboard", args.tensorboard or None))
+                                      ("--tensorboard", args.tensorboard or None), ("--plugin", args.plugin))
                  if val is not None] + table.given_table_options(args)
         if given:
             raise ReglabError(f"--resume continues the study stored in the run directory; got also {', '.join(given)}. "
@@ -117,7 +140,9 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
         if args.study or args.preset:
             raise ReglabError("--config defines the whole study; drop the STUDY name and --preset.")
         check_path_arguments(args, data_dir)
-        cfg = presets.apply_overrides(load_toml(args.config), seeds=args.seeds, dataset=args.dataset,
+        from reglab.engine.registry import load_toml
+        cfg = presets.apply_overrides(load_toml(args.config, extra_plugins=args.plugin or ()), seeds=args.seeds,
+                                      dataset=args.dataset,
                                       resolution=args.resolution, epochs=args.epochs, smoke=args.smoke,
                                       device=args.device, matmul_dtype=args.matmul_dtype)
     else:
@@ -125,11 +150,8 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
         cfg = presets.get(args.study or presets.DEFAULT_STUDY, args.preset, seeds=args.seeds, dataset=args.dataset,
                           resolution=args.resolution, epochs=args.epochs, smoke=args.smoke, device=args.device,
                           matmul_dtype=args.matmul_dtype)
-    if cfg is not None and args.set:
-        if hasattr(cfg, "base"):               # a data-size study: the settings are its base study's
-            cfg = cfg.replace(base=apply_settings(cfg.base, args.set))
-        else:
-            cfg = apply_settings(cfg, args.set)
+    if cfg is not None:
+        cfg = resolve_plugins(cfg, args)
     if cfg is not None and args.tensorboard:
         cfg = cfg.replace(tensorboard=True)
     torch.set_num_threads(resolve_threads(args.threads, args.resume))
@@ -255,6 +277,8 @@ def command_line(args: argparse.Namespace) -> str:
         val = getattr(args, opt, None)
         if val is not None:
             parts += ["--" + opt.replace("_", "-"), str(val)]
+    for module in getattr(args, "plugin", None) or ():
+        parts += ["--plugin", module]
     for setting in args.set or ():
         parts += ["--set", setting]
     for flag in ("smoke", "quiet", "no_report", "allow_checksum_mismatch", "tensorboard"):

@@ -97,6 +97,8 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
             raise ReglabError("no study config given. Fix: pass a StudyConfig (e.g. from reglab.study.presets.get).")
         run_dir = Path(out_dir) if out_dir is not None else default_run_dir(cfg.name)
         check_out_dir(run_dir)
+    from reglab.engine.registry import for_study
+    for_study(cfg, probe=True)   # a bad plugin is one line now, before anything is written
     if cfg.tensorboard:
         from reglab.report.tensorboard import require_tensorboard
         require_tensorboard()  # before training, not after it
@@ -256,6 +258,8 @@ def start_run(writer: RunWriter, cfg: StudyConfig, dataset: Dataset, env: dict, 
     """The files that describe a run, written before it trains (a resume keeps its config and
     variants), and the manifest's "running"."""
     if not resume:
+        from reglab.engine.registry import RECORD_FILE, for_study
+        writer.write_json(RECORD_FILE, for_study(cfg).record(cfg))   # the plugins and formulas it used
         writer.write_json("config.json", cfg.to_dict())
         writer.write_text("config.toml", to_toml(cfg))
         writer.write_json("variants.json", variants_table(cfg))
@@ -491,7 +495,9 @@ def _read_checkpoint(path: Path, cfg: StudyConfig) -> tuple[dict | None, str | N
     if not isinstance(runner_book, dict) or any(k not in runner_book for k in RUNNER_KEYS):
         return None, "its runner state is incomplete"
     try:
-        same = study_from_dict(ckpt.get("config"), where=str(path)) == cfg
+        from reglab.engine.registry import declarations, for_study
+        same = study_from_dict(ckpt.get("config"), where=str(path),
+                               declared=declarations(for_study(cfg).regularizers)) == cfg
     except (ReglabError, TypeError, ValueError):
         same = False
     if not same:
@@ -508,7 +514,12 @@ def _stored_config(run_dir: Path) -> StudyConfig:
     if not (run_dir / "config.json").exists():
         raise ReglabError(f"cannot resume: {run_dir} has no config.json (not a reglab run, or it died before "
                           "writing one). Fix: start the study again.")
-    return study_from_dict(read_json(run_dir / "config.json"), where=str(run_dir / "config.json"))
+    from reglab.engine.registry import RECORD_FILE, check_recorded_plugins, study_from_dict as with_plugins
+    stored = read_json(run_dir / "config.json")
+    if (run_dir / RECORD_FILE).exists():
+        for line in check_recorded_plugins(read_json(run_dir / RECORD_FILE), stored, run_dir):
+            print(line, file=sys.stderr)
+    return with_plugins(stored, where=str(run_dir / "config.json"))
 
 
 # ----------------------------------------------------------------------------
@@ -516,7 +527,7 @@ def _stored_config(run_dir: Path) -> StudyConfig:
 
 def variants_table(cfg: StudyConfig) -> list[dict]:
     """One entry per variant: its index in every array, method, seed and the method's hyperparameters."""
-    return [{"variant": i, "method": m.name, "seed": s, "hyperparameters": dataclasses.asdict(m)}
+    return [{"variant": i, "method": m.name, "seed": s, "hyperparameters": m.to_dict()}
             for i, m, s in cfg.variants()]
 
 

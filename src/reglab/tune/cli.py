@@ -45,6 +45,10 @@ def register(subparsers) -> None:
                    help=f"the study whose methods are tuned (default: {presets.DEFAULT_STUDY})")
     p.add_argument("--preset", help="preset of the study (its methods and settings are the starting point): " +
                    "; ".join(f"{s}: {', '.join(ps)}" for s, ps in presets.STUDIES.items()) + "; table: default")
+    p.add_argument("--config", metavar="TOML", help="tune the methods of a user-defined study instead of a preset "
+                   "(docs/studies.md); its plugin regularizers' declared hyperparameters are searched too")
+    from reglab.study.cli import add_plugin_option
+    add_plugin_option(p)
     p.add_argument("--methods", metavar="M1,M2", help="tune only these methods of the preset (default: all)")
     p.add_argument("--trials", type=int, metavar="N",
                    help=f"trials per method in this session (default with --smoke: {SMOKE_TRIALS})")
@@ -99,7 +103,16 @@ def tune_command(args: argparse.Namespace, environ: dict | None = None) -> int:
 
     environ = os.environ if environ is None else environ
     data_dir = args.data_dir or environ.get("REGLAB_DATA_DIR") or None
-    if args.study == "table":
+    if args.config:
+        from reglab.engine.registry import load_toml
+        if args.study == "table" or args.preset:
+            raise ReglabError("--config defines the whole study; drop the STUDY name 'table' and --preset.")
+        from reglab.paths import check_path
+        check_path(args.config, "--config")
+        cfg = presets.apply_overrides(load_toml(args.config, extra_plugins=args.plugin or ()), dataset=args.dataset,
+                                      resolution=args.resolution, epochs=args.epochs, smoke=args.smoke,
+                                      device=args.device, matmul_dtype=args.matmul_dtype)
+    elif args.study == "table":
         from reglab.data.sources import default_cache_dir as _cache
         from reglab.study.cli import table_config
         args.config = None
@@ -113,7 +126,9 @@ def tune_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     if not isinstance(cfg, StudyConfig):   # the datasize preset: a sweep of studies, one per training-set size
         raise ReglabError(f"reglab tune searches one study; preset {args.preset!r} is a data-size sweep. "
                           "Fix: tune a single-study preset (e.g. --preset quick) or a --config TOML at one size.")
-    cfg = select_methods(cfg, args.methods)
+    from reglab.engine.registry import for_study, with_plugins
+    cfg = select_methods(with_plugins(cfg, args.plugin or ()), args.methods)
+    for_study(cfg, probe=True)   # a bad plugin is one line now, before anything is printed or written
     if cfg.device == "cuda":
         import torch
         if not torch.cuda.is_available():
@@ -210,8 +225,8 @@ def default_out(study_name: str, root: str | Path = "runs") -> Path:
 
 def command_line(args: argparse.Namespace) -> str:
     """The `reglab tune ...` command that reproduces `args` (stored in tune.json)."""
-    parts = ["reglab", "tune", args.study]
-    for opt in ("preset", "methods", "trials", "timeout", "sampler", "pruner", "batch_trials", "seeds_per_trial",
+    parts = ["reglab", "tune"] + ([] if args.config else [args.study])
+    for opt in ("config", "preset", "methods", "trials", "timeout", "sampler", "pruner", "batch_trials", "seeds_per_trial",
                 "seed", "storage", "executor", "address", "threads", "max_retries", "shard_by", "epochs_per_task",
                 "epochs", "dataset", "resolution", "device", "matmul_dtype", "out", "data_dir"):
         val = getattr(args, opt)
@@ -223,6 +238,8 @@ def command_line(args: argparse.Namespace) -> str:
         val = getattr(args, opt, None)
         if val is not None:
             parts += ["--" + opt.replace("_", "-"), str(val)]
+    for module in args.plugin or ():
+        parts += ["--plugin", module]
     for flag in ("smoke", "allow_checksum_mismatch", "quiet"):
         if getattr(args, flag):
             parts.append("--" + flag.replace("_", "-"))

@@ -15,12 +15,11 @@ Errors are fractions in [0, 1] in the files and percent in the plots.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 from pathlib import Path
 
-from reglab.config import StudyConfig, to_toml
+from reglab.config import FLOAT_FIELDS, StudyConfig, to_toml
 from reglab.results import atomic_write_bytes, atomic_write_json, atomic_write_text, rows_to_csv
 
 STATE_NAMES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
@@ -120,8 +119,8 @@ def summarize(base: StudyConfig, records: list[dict]) -> tuple[StudyConfig, dict
             "preset_value": default["value"] if default else None,
             "preset_params": {k: getattr(m, k) for k in best["params"]} if best else {},
         }
-        tuned_methods.append(dataclasses.replace(m, **{k: float(v) for k, v in best["params"].items()})
-                             if best else m)
+        tuned_methods.append(m.with_values(**{k: float(v) if isinstance(v, float) or k in FLOAT_FIELDS else v
+                                              for k, v in best["params"].items()}) if best else m)
     tuned = base.replace(name=f"{base.name}-tuned", methods=tuple(tuned_methods))
     failed = [{"method": r["method"], "trial": r["trial"], "error": r["error"]}
               for r in records if r["state"] == "failed"]

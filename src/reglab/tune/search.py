@@ -1,9 +1,10 @@
 """Choose each method's hyperparameters on the validation split, with Optuna.
 
-What is searched (declared once, as data, in :data:`PARAMS` and
-:data:`LEARNING_RATE`): a method tunes its learning rate and the coefficients
-of the regularizers it uses -- L2 lambda, L1 lambda and its switch-on point,
-KL beta and target rho, the max-norm radius c, the dropout rates. A method
+What is searched (declared once, as data: :data:`LEARNING_RATE`, and each
+regularizer's ``Hyperparameter`` declarations, read by :func:`regularizer_params`):
+a method tunes its learning rate and the coefficients of the regularizers it
+uses -- L2 lambda, L1 lambda and its switch-on point, KL beta and target rho,
+the max-norm radius c, the dropout rates, and whatever a plugin declares. A method
 whose preset value of a coefficient is 0 does not use that regularizer and
 does not tune it. Scale parameters (rates, coefficients, radii) are sampled
 log-uniformly; fractions (dropout rates, the L1 switch-on point) uniformly.
@@ -80,14 +81,15 @@ class Param:
     log: bool                                   # sample uniformly in log(value) (scales spanning decades)
     grid: tuple[float, ...]                     # the values the grid sampler tries
     applies: Callable[[MethodConfig], bool]     # tuned only for methods for which this is true
+    kind: str = "float"                         # "float" or "int" (sampled as a whole number)
 
     def widened_to(self, value: float) -> Param:
         """This range stretched to contain `value` (a preset's value is always a point of the search)."""
         return dataclasses.replace(self, low=min(self.low, value), high=max(self.high, value))
 
     def describe(self) -> dict:
-        return {"low": self.low, "high": self.high, "scale": "log" if self.log else "linear",
-                "grid": list(self.grid)}
+        d = {"low": self.low, "high": self.high, "scale": "log" if self.log else "linear", "grid": list(self.grid)}
+        return d if self.kind == "float" else d | {"kind": self.kind}
 
 
 # The learning rate is tuned for every method; its range depends on the study-wide optimizer.
@@ -96,28 +98,62 @@ LEARNING_RATE: dict[str, Param] = {
     "adam": Param("lr", 1e-5, 1e-2, True, (1e-4, 3e-4, 1e-3), lambda m: True),
 }
 
-# The regularizers' own hyperparameters; conventions as in reglab.config (l2 is lambda in
-# lambda/2 * sum w^2, l1 is lambda in lambda * sum |w|, l1_start a fraction of all steps,
-# kl_beta multiplies sum_j KL(rho || rho_hat_j), max_norm is the radius of each unit's
-# incoming weight vector, dropout rates are drop probabilities of inverted dropout).
-PARAMS: tuple[Param, ...] = (
-    Param("l2", 1e-6, 1e-1, True, (1e-5, 1e-4, 1e-3), lambda m: m.uses_l2),
-    Param("l1", 1e-7, 1e-3, True, (1e-6, 1e-5, 1e-4), lambda m: m.uses_l1),
-    Param("l1_start", 0.5, 0.95, False, (0.6, 0.8, 0.9), lambda m: m.uses_late_l1),
-    Param("kl_beta", 1e-5, 1e-1, True, (1e-4, 1e-3, 1e-2), lambda m: m.uses_kl_sparsity),
-    Param("kl_rho", 0.01, 0.3, True, (0.03, 0.1, 0.2), lambda m: m.uses_kl_sparsity),
-    Param("max_norm", 0.5, 20.0, True, (1.5, 3.0, 6.0), lambda m: m.uses_max_norm),
-    Param("dropout_input", 0.0, 0.5, False, (0.1, 0.2, 0.4), lambda m: m.dropout_input > 0),
-    Param("dropout_hidden", 0.1, 0.7, False, (0.3, 0.5, 0.6), lambda m: m.dropout_hidden > 0),
-)
+def regularizer_params(method: MethodConfig, regularizers: dict | None = None) -> tuple[Param, ...]:
+    """The regularizers' own hyperparameters `method` tunes, read from their declarations
+    (``Regularizer.hyperparameters``, built-ins and plugins alike; default registry: the built-ins,
+    the entry points and none of a study's plugins -- :func:`tune` passes the study's).
 
-
-def search_space(method: MethodConfig, optimizer: str) -> dict[str, Param]:
-    """The hyperparameters `method` tunes: field name -> Param, learning rate first.
-
-    Each range contains the method's own (preset) value.
+    A hyperparameter is tuned when a regularizer that `method` uses declares it, its kind is float
+    or int, ``tuned`` is true and the method's value is not 0 (0 is off: a method at 0 does not use
+    it); each name once, in registration order. Its range is ``search``, else the valid range
+    [low, high] when finite (and > 0 on a log scale), else a decade either side of the method's
+    value inside [low, high]; its grid ``grid``, else 3 points at 1/6, 1/2, 5/6 of the range.
+    Conventions of the built-ins' values as in reglab.config (l2 is lambda in lambda/2 * sum w^2,
+    l1 is lambda in lambda * sum |w|, l1_start a fraction of all steps, kl_beta multiplies
+    sum_j KL(rho || rho_hat_j), max_norm is the radius of each unit's incoming weight vector,
+    dropout rates are drop probabilities of inverted dropout).
     """
-    params = (LEARNING_RATE[optimizer],) + PARAMS
+    if regularizers is None:
+        from reglab.engine.registry import load_registry
+        regularizers = load_registry().regularizers
+    out: dict[str, Param] = {}
+    for reg in regularizers.values():
+        if not reg.uses(method):
+            continue
+        for h in reg.hyperparameters:
+            if h.name in out or not h.tuned or h.kind not in ("float", "int"):
+                continue
+            value = getattr(method, h.name)
+            if value == 0:
+                continue
+            low, high = _search_range(h, value)
+            grid = tuple(h.grid) if h.grid is not None else _spread(low, high, h.log)
+            out[h.name] = Param(h.name, low, high, h.log, grid, reg.uses, kind=h.kind)
+    return tuple(out.values())
+
+
+def _search_range(h, value: float) -> tuple[float, float]:
+    if h.search is not None:
+        return float(h.search[0]), float(h.search[1])
+    if math.isfinite(h.low) and math.isfinite(h.high) and (h.low > 0 or not h.log):
+        return float(h.low), float(h.high)
+    if not math.isfinite(value):
+        raise ReglabError(f"hyperparameter {h.name!r} has no finite search range and the method's value is {value}. "
+                          f"Fix: declare search=(low, high) for {h.name!r}.")
+    return max(float(h.low), value / 10), min(float(h.high), value * 10)
+
+
+def _spread(low: float, high: float, log: bool) -> tuple[float, ...]:
+    if log:
+        a, b = math.log(low), math.log(high)
+        return tuple(float(f"{math.exp(a + f * (b - a)):.3g}") for f in (1 / 6, 1 / 2, 5 / 6))
+    return tuple(float(f"{low + f * (high - low):.3g}") for f in (1 / 6, 1 / 2, 5 / 6))
+
+
+def search_space(method: MethodConfig, optimizer: str, regularizers: dict | None = None) -> dict[str, Param]:
+    """The hyperparameters `method` tunes: name -> Param, learning rate first, then
+    :func:`regularizer_params`. Each range contains the method's own (preset) value."""
+    params = (LEARNING_RATE[optimizer],) + regularizer_params(method, regularizers)
     return {p.field: p.widened_to(getattr(method, p.field)) for p in params if p.applies(method)}
 
 
@@ -127,8 +163,9 @@ def grid_size(space: dict[str, Param]) -> int:
 
 def suggest_method(base: MethodConfig, trial, space: dict[str, Param]) -> MethodConfig:
     """The method a trial evaluates: `base` with the trial's values, named "<base>#t<number>"."""
-    values = {name: trial.suggest_float(name, p.low, p.high, log=p.log) for name, p in space.items()}
-    return dataclasses.replace(base, name=f"{base.name}{TRIAL_SEPARATOR}{trial.number}", **values)
+    values = {name: trial.suggest_int(name, math.ceil(p.low), math.floor(p.high), log=p.log) if p.kind == "int"
+              else trial.suggest_float(name, p.low, p.high, log=p.log) for name, p in space.items()}
+    return base.with_values(name=f"{base.name}{TRIAL_SEPARATOR}{trial.number}", **values)
 
 
 # ----------------------------------------------------------------------------
@@ -337,7 +374,8 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
          timeout_s: float | None = None, sampler: str = "tpe", pruner: str = "median",
          storage: str | None = None, executor=None, seeds_per_trial: int = 1, batch_trials: int = 4,
          sampler_seed: int = 0, shard_by: Sequence[str] = (), epochs_per_task: int | None = None,
-         command: str | None = None, say: Callable[[str], None] = lambda s: None) -> TuneResult:
+         command: str | None = None, say: Callable[[str], None] = lambda s: None,
+         regularizers: dict | None = None) -> TuneResult:
     """Tune every method of `base` on `dataset`'s validation split; write the results to `out_dir`.
 
     Args:
@@ -357,6 +395,7 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
             (default: 1 with a pruner, all epochs without one).
         command: the command line, stored in tune.json.
         say: progress lines (print, or nothing).
+        regularizers: name -> Regularizer whose declarations are searched (default: the study's registry).
     """
     import optuna
 
@@ -366,7 +405,10 @@ def tune(base: StudyConfig, dataset: Dataset, *, out_dir: str | Path, n_trials: 
                          batch_trials=batch_trials, epochs_per_task=epochs_per_task, sampler=sampler, pruner=pruner)
     out_dir = Path(out_dir)
     seeds = trial_seeds(base.seeds, seeds_per_trial)
-    spaces = {m.name: search_space(m, base.optimizer) for m in base.methods}
+    if regularizers is None:   # the study's own: built-ins, entry points and base.plugins
+        from reglab.engine.registry import for_study
+        regularizers = for_study(base).regularizers
+    spaces = {m.name: search_space(m, base.optimizer, regularizers) for m in base.methods}
     for m in base.methods:
         if TRIAL_SEPARATOR in m.name:
             raise ReglabError(f"method name {m.name!r} contains {TRIAL_SEPARATOR!r}, which marks trials. "
