@@ -67,7 +67,7 @@ def test_a_bad_toml_key_or_value_is_one_line_naming_it(tmp_path, capsys, text, e
 
 
 @pytest.mark.parametrize("argv,expected", [
-    (["run", "mnist", "--preset", "huge"], "unknown preset 'huge' for study 'mnist'; allowed: quick, seed, paper"),
+    (["run", "mnist", "--preset", "huge"], "unknown preset 'huge' for study 'mnist'; allowed: quick, seed, table9-cpu, paper, datasize"),
     (["run", "pointcloud", "--dataset", "mnist"], "--dataset must be one of moons, circles, spirals, xor"),
     (["run", "pointcloud", "--resolution", "7"], "--resolution applies to image datasets only"),
     (["run", "--seeds", "0"], "--seeds must be a whole number from 1 to 10,000; got 0"),
@@ -110,7 +110,8 @@ def test_the_pointcloud_smoke_study_runs_end_to_end_from_the_cli(tmp_path, capsy
 @needs_mnist
 @pytest.mark.slow
 @pytest.mark.parametrize("preset,extra,dataset", [
-    ("quick", [], "mnist"), ("seed", ["--resolution", "7"], "mnist"), ("paper", [], "mnist"),
+    ("quick", [], "mnist"), ("seed", ["--resolution", "7"], "mnist"), ("table9-cpu", [], "mnist"),
+    ("paper", [], "mnist"),
     ("quick", ["--dataset", "fashion-mnist"], "fashion-mnist")])
 def test_every_mnist_preset_runs_in_smoke_mode_on_the_shared_copy(tmp_path, preset, extra, dataset):
     out = tmp_path / "run"

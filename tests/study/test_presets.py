@@ -56,6 +56,24 @@ def test_the_seed_preset_is_one_hidden_layer_of_32_for_50_epochs():
     assert cfg.hidden == (32,) and cfg.n_epochs == 50
 
 
+def test_the_table9_cpu_preset_is_the_validated_512_512_net_for_50_epochs():
+    """Values as docs/studies.md's search table picked them on the validation split."""
+    cfg = presets.get("mnist", "table9-cpu")
+    assert cfg.hidden == (512, 512) and cfg.n_epochs == 50 and cfg.batch_size == 100 and cfg.device == "cpu"
+    assert cfg.seeds == (0, 1, 2) and cfg.matmul_dtype == "float32"
+    by = {m.name: m for m in cfg.methods}
+    assert all(m.lr == 0.1 and m.momentum == 0.9 and m.lr_decay_steps == 7500 for m in cfg.methods)
+    assert by["max_norm"].max_norm == 1.5 and by["dropout+max_norm"].max_norm == 2.0
+    assert (by["dropout+l2"].dropout_input, by["dropout+l2"].dropout_hidden) == (0.1, 0.3)
+    assert (by["dropout+max_norm"].dropout_input, by["dropout+max_norm"].dropout_hidden) == (0.1, 0.3)
+    # the quick preset's L1 (1e-4 on 784-256-256-10) at the same share of E sum|w| at He init:
+    # sum n_out sqrt(n_in) is 256*28 + 256*16 + 10*16 = 11,424 there, 512*28 + 512*sqrt(512) + 10*sqrt(512) here
+    mass_quick = 256 * 28 + 256 * 16 + 10 * 16
+    mass_here = 512 * 28 + 512 * 512 ** 0.5 + 10 * 512 ** 0.5
+    assert by["l2+l1_late"].l1 == pytest.approx(1e-4 * mass_quick / mass_here, rel=0.15)
+    assert by["l2+l1_late"].l1 == 4e-5
+
+
 def test_the_paper_preset_is_the_papers_net_and_budget():
     cfg = presets.get("mnist", "paper")
     assert cfg.hidden == (1024, 1024, 2048) and cfg.batch_size == 100
@@ -84,7 +102,7 @@ def test_overrides_change_seeds_dataset_resolution_epochs_and_name():
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(study="cifar"), "unknown study 'cifar'; allowed: mnist, pointcloud"),
-    (dict(study="mnist", preset="huge"), "unknown preset 'huge' for study 'mnist'; allowed: quick, seed, paper"),
+    (dict(study="mnist", preset="huge"), "unknown preset 'huge' for study 'mnist'; allowed: quick, seed, table9-cpu, paper, datasize"),
     (dict(study="mnist", dataset="moons"), "--dataset must be one of mnist, fashion-mnist"),
     (dict(study="pointcloud", resolution=7), "--resolution applies to image datasets only"),
     (dict(study="mnist", seeds=0), "--seeds must be a whole number from 1 to 10,000; got 0"),
