@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_study.py [--quick] [--data-dir DIR] [--json OUT.json]
 
-For each net (784-32-10, the quick preset's net, 784-1024-1024-2048-10) and
+For each net (784-32-10, the quick preset's net, 784-1024-1024-2048-10; with
+``--nets table9-cpu`` also that preset's 784-512-512-10 with its own values) and
 each seed count (1 and 5 seeds per method) it trains the six methods of
 Srivastava et al. 2014, Table 9 two ways in this one process, alternating and
 repeated: (a) the hand loop of ``hand_loop.py`` (one ``nn.Sequential`` per
@@ -366,7 +367,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="folder holding mnist/ (default: $REGLAB_DATA_DIR; none: random data, timing only)")
     p.add_argument("--repeats", type=int, help="alternating repeats per configuration (default 5; quick 3)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds per method (default: 1 5; tiny: 1 2)")
-    p.add_argument("--nets", nargs="+", choices=["tiny", "quick", "paper"], default=["tiny", "quick", "paper"])
+    p.add_argument("--nets", nargs="+", choices=["tiny", "quick", "table9-cpu", "paper"],
+                   default=None,
+                   help="tiny: 784-32-10; quick: the quick preset's net; table9-cpu: that preset's 784-512-512-10 "
+                        "with its own methods' values (dropout 0.1/0.3, radii 1.5/2); paper: 784-1024-1024-2048-10 "
+                        "(default: tiny quick paper; with --tiny: tiny)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: all)")
     p.add_argument("--fairness-epochs", type=int, help="epochs of the fairness check (default 3; quick 2)")
     p.add_argument("--no-fairness", action="store_true", help="skip the fairness check")
@@ -384,16 +389,20 @@ def main(argv: list[str] | None = None) -> int:
 
     # budget: timed minibatches per method-seed, by net and mode (full, quick, tiny)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    steps = {"full": {"tiny": 100, "quick": 40, "paper": 8},
-             "quick": {"tiny": 30, "quick": 10, "paper": 2},
-             "tiny": {"tiny": 3, "quick": 2, "paper": 1}}[mode]
+    steps = {"full": {"tiny": 100, "quick": 40, "table9-cpu": 20, "paper": 8},
+             "quick": {"tiny": 30, "quick": 10, "table9-cpu": 5, "paper": 2},
+             "tiny": {"tiny": 3, "quick": 2, "table9-cpu": 1, "paper": 1}}[mode]
     repeats = args.repeats or {"full": 5, "quick": 3, "tiny": 1}[mode]
     gemm_n = {"full": 4096, "quick": 2048, "tiny": 512}[mode]
-    nets = ["tiny"] if args.tiny else args.nets
+    nets = args.nets or (["tiny"] if args.tiny else ["tiny", "quick", "paper"])
     seed_counts = args.seeds or ([1, 2] if args.tiny else [1, 5])
 
     base, methods_from = quick_preset()
-    hidden_of = {"tiny": TINY_NET, "quick": base.hidden, "paper": PAPER_NET}
+    hidden_of = {"tiny": TINY_NET, "quick": base.hidden, "table9-cpu": presets.TABLE9_CPU["hidden"],
+                 "paper": PAPER_NET}
+    # the methods (hyperparameters) each net is timed with: the quick preset's, except on the
+    # table9-cpu net, which gets that preset's own (its dropout rates decide the masks' cost)
+    base_of = {net: base for net in hidden_of} | {"table9-cpu": presets.mnist_table9_cpu()}
     dataset, data_note = load_mnist(args.data_dir, base.data)
     if args.tiny:
         dataset = subset(dataset, 2_000)
@@ -402,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"reglab {env['reglab']} benchmark ({mode}): {env['cpu']}, {env['cpus']} CPUs, torch {env['torch']}, "
         f"{env['threads']} threads")
     log(f"data: {data_note}; {len(dataset.x_train)} training examples per epoch")
-    log(f"methods ({methods_from}): " + ", ".join(m.name for m in base.methods))
+    log(f"methods ({methods_from}): " + ", ".join(m.name for m in base.methods)
+        + ("; on 784-512-512-10 with reglab.study.presets.mnist_table9_cpu()'s values" if "table9-cpu" in nets
+           else ""))
     timed = ", ".join(f"{'-'.join(map(str, [784, *hidden_of[n], 10]))}: {steps[n]}" for n in nets)
     log(f"timed: minibatches of {BATCH_SIZE} per method-seed per repeat ({timed}), scaled to one epoch of "
         f"{len(dataset.x_train)} examples; {repeats} alternating repeats, medians\n")
@@ -410,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for net in nets:
         for n_seeds in seed_counts:
-            cfg = study_config(base, hidden_of[net], n_seeds, n_epochs=10_000)
+            cfg = study_config(base_of[net], hidden_of[net], n_seeds, n_epochs=10_000)
             label = "-".join(map(str, [784, *cfg.hidden, 10]))
             log(f"  {label}, {len(cfg.methods)} methods x {n_seeds} seeds = {cfg.n_variants} method-seeds")
             m = measure(cfg, dataset, steps[net], repeats, gemm_n, log, bfloat16=not args.no_bfloat16)

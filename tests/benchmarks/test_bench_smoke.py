@@ -53,6 +53,14 @@ def test_no_bfloat16_times_float32_only(tmp_path):
     assert "bfloat16 products" not in proc.stdout
 
 
+def test_the_table9_cpu_net_is_timed_with_that_presets_methods(tmp_path):
+    proc, result = run_tiny(tmp_path, "--nets", "table9-cpu", "--seeds", "1", "--no-bfloat16", data_dir=None)
+    [row] = result["configurations"]
+    assert (row["net"], row["n_seeds"], row["n_variants"]) == ("784-512-512-10", 1, 6)
+    assert math.isfinite(row["reglab_s_per_epoch"]) and row["reglab_s_per_epoch"] > 0
+    assert "mnist_table9_cpu()'s values" in proc.stdout
+
+
 @pytest.mark.slow
 def test_tiny_benchmark_on_mnist_runs_the_fairness_check_for_all_six_methods(tmp_path):
     data_dir = os.environ.get("REGLAB_DATA_DIR")

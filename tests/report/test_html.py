@@ -100,6 +100,20 @@ def test_the_mnist_tables_carry_the_papers_table9_column_and_every_statistic(mni
     assert "A − B, test error (pp)" in text and "A − B, val error (pp)" in text
 
 
+def test_the_quick_study_on_mnist_points_to_the_preset_that_shows_table9s_ranking(tmp_path, mnist_report):
+    from reglab.report import build_report
+    from reglab.study.presets import TABLE9_CPU_WALL_MIN
+    from .conftest import mnist_config, write_synthetic_run
+    write_synthetic_run(tmp_path, mnist_config(n_epochs=3).replace(name="mnist-quick"))
+    text = " ".join(parse(build_report(tmp_path)).text)
+    expected = f"reglab run mnist --preset table9-cpu (784-512-512-10, 50 epochs, 3 seeds; about {TABLE9_CPU_WALL_MIN} min"
+    assert "Next:" in text and expected in text
+    assert expected in (tmp_path / "summary.md").read_text()
+    # another study (or the quick preset on Fashion-MNIST, where table9-cpu was not validated) has no pointer
+    assert "--preset table9-cpu" not in " ".join(parse(mnist_report).text)
+    assert "--preset table9-cpu" not in (mnist_report.parent / "summary.md").read_text()
+
+
 def test_the_pointcloud_tables_have_no_paper_column(pointcloud_report):
     text = " ".join(parse(pointcloud_report).text)
     assert "Table 9 (%)" not in text

@@ -99,6 +99,7 @@ class StandInTrainer:
 
 @pytest.fixture
 def stand_in(monkeypatch):
+    import reglab.engine.registry  # noqa: F401  (the runner imports it by name: loaded before the stand-in)
     fake = types.ModuleType("reglab.engine")
     fake.Trainer = StandInTrainer
     monkeypatch.setitem(sys.modules, "reglab.engine", fake)
@@ -290,6 +291,18 @@ def test_the_resolved_config_and_a_summary_table_are_printed(tmp_path, stand_in,
     assert "# resolved config" in out and "name=plumbing" in out
     assert "method l2: l2=0.001" in out and "method l1: l1=0.0001" in out
     assert "test error %" in out and f"results in {tmp_path / 'run'}" in out
+
+
+def test_a_study_with_a_follow_up_prints_the_next_command_last(tmp_path, stand_in, capsys, monkeypatch):
+    from reglab.study import presets
+    monkeypatch.setitem(presets.FOLLOW_UP, ("plumbing", "moons"), "reglab run elsewhere")
+    runner.run_study(_cfg(n_epochs=1), out_dir=tmp_path / "run", progress=False)
+    assert capsys.readouterr().out.rstrip().splitlines()[-1] == "reglab: next: reglab run elsewhere"
+    runner.run_study(_cfg(n_epochs=1, name="other"), out_dir=tmp_path / "other", progress=False)
+    assert "next:" not in capsys.readouterr().out
+    # the default study on MNIST has one: the preset where Table 9's ranking can be seen
+    assert "--preset table9-cpu" in presets.follow_up("mnist-quick", "mnist")
+    assert presets.follow_up("mnist-quick", "fashion-mnist") is None
 
 
 def test_default_run_dir_is_study_name_and_time_and_never_reused(tmp_path):

@@ -211,6 +211,25 @@ TABLE9_CPU = dict(
 TABLE9_CPU["l1"] = l1_for_net(QUICK["l1"], (784, 256, 256, 10), (784, *TABLE9_CPU["hidden"], 10))
 
 
+# Where a preset's answer is not the end of the story: the command to run next, printed after the study's
+# summary table and shown in its report.html and summary.md. Keyed by (study name, dataset name).
+# TABLE9_CPU_WALL_MIN: table9-cpu's measured wall time, command to report.html with a fresh venv, on an idle
+# 2-core Xeon (docs/studies.md, "Table 9's finding on a CPU").
+TABLE9_CPU_WALL_MIN = 45
+FOLLOW_UP = {
+    ("mnist-quick", "mnist"): (
+        "The quick net (784-256-256-10, 20 epochs) has too little room to overfit for Table 9's methods to "
+        "separate. For the paper's ranking: reglab run mnist --preset table9-cpu (784-512-512-10, 50 epochs, "
+        f"3 seeds; about {TABLE9_CPU_WALL_MIN} min on 2 CPU cores), where dropout + max-norm has the lowest "
+        "mean test error (1.35 %; with 3 seeds only its gap to late L1 is significant: docs/studies.md)."),
+}
+
+
+def follow_up(study_name: str, dataset: str) -> str | None:
+    """The next command to run after the study `study_name` on `dataset`, in one sentence (None: none)."""
+    return FOLLOW_UP.get((study_name, dataset))
+
+
 def mnist_datasize(dataset: str = "mnist") -> DataSizeStudy:
     """When does a regularizer pay off: ``none`` and the six Table 9 methods, 3 seeds, on class-balanced
     training subsets of 500, 1,000, 2,000, 5,000, 10,000 and 50,000 (the whole split) examples.

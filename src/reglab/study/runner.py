@@ -45,6 +45,7 @@ from reglab.results import (HEADLINE, MANIFEST, REPORT_FILES, DamagedFiles, RunL
                             atomic_write_text, check_out_dir, check_unchanged, now_iso, read_csv_columns, read_json,
                             recorded_digests)
 from reglab.stats import describe, holm_adjust, paired_comparison
+from reglab.study.presets import follow_up
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"                 # text file in checkpoints/ naming the newest complete checkpoint
@@ -216,6 +217,8 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
         say(f"reglab: report at {report_path}")
     if cfg.tensorboard:
         _write_tensorboard(writer, run_dir, say)
+    if (next_step := follow_up(cfg.name, cfg.data.name)) is not None:
+        say(f"reglab: next: {next_step}")
     return run_dir
 
 
