@@ -57,6 +57,17 @@ def test_scale_parameters_are_log_uniform_and_fractions_uniform():
     assert grid_size(space) == 3 ** len(space)
 
 
+@pytest.mark.parametrize("setting,expected", [
+    pytest.param(dict(gaussian_dropout_hidden=0.5), (0.1, 0.7, False, (0.3, 0.5, 0.6)), id="gaussian_dropout"),
+])
+def test_the_built_ins_beyond_table_9_are_searched_over_their_declared_ranges(setting, expected):
+    space = search_space(MethodConfig("new", **setting), "sgd")
+    (name,) = setting
+    assert list(space) == ["lr", name]
+    p = space[name]
+    assert (p.low, p.high, p.log, p.grid) == expected
+
+
 @pytest.mark.parametrize("study,preset", [(s, p) for s in presets.STUDIES for p in presets.STUDIES[s]])
 def test_every_presets_own_values_lie_inside_its_search_space(study, preset):
     cfg = presets.get(study, preset)

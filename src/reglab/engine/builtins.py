@@ -1,4 +1,5 @@
-"""The six Table 9 regularizers (and early stopping), declared through the regularizer API.
+"""The six Table 9 regularizers (and early stopping), and the built-in beyond them (Gaussian dropout),
+declared through the regularizer API.
 
 Each keeps its hand-written, tested gradient (``regularizers``); the step
 reaches them only through ``Regularizer.bind`` and the ``Hooks`` it returns.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 
 from reglab.engine.dropout import Dropout
+from reglab.engine.gaussian_dropout import GaussianDropout
 from reglab.engine.penalties import L1, L2, KLSparsity, MaxNorm
 from reglab.engine.regularizer import Hyperparameter, Regularizer
 
@@ -43,6 +45,16 @@ BUILTINS: dict[str, Regularizer] = {r.name: r for r in (
                  Hyperparameter("dropout_hidden", low=0.0, high=1.0, doc="drop probability of hidden units",
                                 search=(0.1, 0.7), grid=(0.3, 0.5, 0.6))),
                 lambda m: m.uses_dropout, Dropout, noise=True),
+    # beyond Table 9 (issue 19): off unless a method sets them; the default study does not
+    Regularizer("gaussian_dropout", "Gaussian dropout (Srivastava et al. 2014, sec. 10): h <- h * r, "
+                "r ~ N(1, p/(1-p)) per unit and example, on inputs and/or hidden units; off at evaluation",
+                (Hyperparameter("gaussian_dropout_input", low=0.0, high=1.0,
+                                doc="drop rate p the input noise stands for: variance p/(1-p)",
+                                search=(0.05, 0.5), grid=(0.1, 0.2, 0.4)),
+                 Hyperparameter("gaussian_dropout_hidden", low=0.0, high=1.0,
+                                doc="drop rate p the hidden noise stands for: variance p/(1-p)",
+                                search=(0.1, 0.7), grid=(0.3, 0.5, 0.6))),
+                lambda m: m.uses_gaussian_dropout, GaussianDropout, noise=True),
     Regularizer("early_stopping", "stop after `patience` epochs without a val improvement > min_delta; "
                 "restore the best weights", (), lambda m: m.early_stopping, None),
 )}

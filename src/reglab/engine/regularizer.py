@@ -71,7 +71,9 @@ class Hyperparameter:
 class BindContext:
     """What a regularizer's hooks may read: the live variants (study indices ``live``, their
     ``methods``), layer ``sizes`` [D, H1, ..., C], all steps ``total_steps``, dtype, device, the
-    step's ``scratch`` buffers and each live variant's dropout ``generators`` (None: not dropping)."""
+    step's ``scratch`` buffers and each live variant's train-time noise ``generators`` (None for a variant
+    that no noise regularizer acts on; one stream per variant, shared by its noise regularizers in
+    registration order, checkpointed with the trainer)."""
     methods: list[MethodConfig]
     live: np.ndarray
     sizes: list[int]

@@ -1,4 +1,4 @@
-"""Regularizers for stacked weights: penalties, max-norm, dropout masks.
+"""Regularizers for stacked weights: penalties, max-norm, dropout masks, Gaussian noise.
 
 Every function works on a slice of variants: weights are ``(V, in, out)``
 (column ``j`` of ``w[v]`` is unit ``j``'s incoming weight vector), activations
@@ -132,6 +132,30 @@ def kl_sparsity(batch_mean: torch.Tensor, rho: float, beta: float, ema: float = 
         kl = rho * torch.log(rho / q) + (1.0 - rho) * torch.log((1.0 - rho) / (1.0 - q))
         value = beta * kl.sum(dim=-1)
     return value, grad, m_hat
+
+
+# ----------------------------------------------------------------------------
+# Gaussian dropout
+
+
+def gaussian_dropout_std(p: float) -> float:
+    """sigma of the multiplicative noise ``r ~ N(1, sigma^2)`` that stands for dropping with
+    probability ``p``: ``sigma^2 = p / (1 - p)``, the variance of inverted dropout's factor
+    ``mask / (1 - p)`` (Srivastava et al. 2014, sec. 10, with their retention rate ``1 - p``)."""
+    return math.sqrt(p / (1.0 - p))
+
+
+def fill_standard_normal_(rows: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """Row i of ``rows`` (n_rows, n) from ``generators[i]``, standard normal: one ``normal_`` call per
+    row, so each variant's noise comes from its own stream whatever the other rows are."""
+    for row, gen in zip(rows, generators):
+        row.normal_(generator=gen)
+    return rows
+
+
+def gaussian_factors_(z: torch.Tensor, p: float) -> torch.Tensor:
+    """Standard normal draws ``z`` -> the noise factors ``r = 1 + sigma z``, in place (sigma of ``p``)."""
+    return z.mul_(gaussian_dropout_std(p)).add_(1.0)
 
 
 # ----------------------------------------------------------------------------

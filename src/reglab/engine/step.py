@@ -4,7 +4,8 @@
 2. minibatch: indices from the epoch's permutation (the same for every variant),
    gathered from tensors already on the device (no DataLoader);
 3. forward: first layer from the shared minibatch (a stride-0 view) or from
-   dropped-out inputs; ReLU; hidden dropout masks; KL statistics;
+   noisy inputs; ReLU; hidden train-time noise (dropout masks, Gaussian
+   dropout); KL statistics;
 4. loss: softmax cross-entropy on the logits, recorded per step without a sync;
    a variant whose loss is NaN/inf is frozen from here on (diverged: learning
    rate 0 and a zero data gradient);
@@ -52,8 +53,9 @@ class TrainingStep:
     """Everything one training step reads, for the live variants of ``batch`` (in study order).
 
     ``methods`` and ``method_index`` (index into ``cfg.methods``) are per live variant,
-    ``dropout_generators`` too (None for a variant that does not drop). ``regularizers``: the
-    registry (name -> Regularizer); each one a live variant uses is bound to this batch (``hooks``).
+    ``dropout_generators`` too (its train-time noise stream; None for a variant without noise).
+    ``regularizers``: the registry (name -> Regularizer); each one a live variant uses is bound to
+    this batch (``hooks``).
     """
 
     def __init__(self, cfg: StudyConfig, batch: LiveBatch, methods: list[MethodConfig], method_index: list[int],
