@@ -13,6 +13,8 @@ Conventions (stated once, used everywhere):
 * Penalties and max-norm act on weights only, never biases.
 * A coefficient of 0 disables a penalty; ``max_norm`` of 0 or inf disables it.
 * Steps count optimizer updates (minibatches), starting at 1.
+* ``orthogonality`` is lambda in ``lambda * ||W^T W - I||_F^2`` per layer, W (in, out) as stored
+  (column j = unit j's incoming weights), so the (out, out) Gram matrix of the units; weights only.
 * Gaussian dropout rates are the drop probability p that the noise stands for:
   ``r ~ N(1, p / (1 - p))`` (Srivastava et al. 2014, sec. 10).
 """
@@ -109,6 +111,8 @@ class MethodConfig:
     gaussian_dropout_input: float = 0.0   # Gaussian dropout of the inputs: h <- h * r, r ~ N(1, p/(1-p)), with p
                                           # the drop rate it stands for (Srivastava et al. 2014, sec. 10), [0, 1)
     gaussian_dropout_hidden: float = 0.0  # the same on every hidden unit, [0, 1)
+    orthogonality: float = 0.0      # lambda in lambda * sum_l ||W_l^T W_l - I||_F^2, W_l (in, out): the Gram
+                                    # matrix of the units' incoming weight vectors (out x out); >= 0
     # --- early stopping ---
     early_stopping: bool = False    # stop this variant when `monitor` has not improved for `patience` epochs
     patience: int = 10              # epochs without improvement before stopping, >= 1
@@ -207,6 +211,10 @@ class MethodConfig:
     def uses_gaussian_dropout(self) -> bool:
         return self.gaussian_dropout_input > 0 or self.gaussian_dropout_hidden > 0
 
+    @property
+    def uses_orthogonality(self) -> bool:
+        return self.orthogonality > 0
+
 
 METHOD_CONSTRAINTS: dict[str, tuple] = {
     "name": ("str",),
@@ -222,6 +230,7 @@ METHOD_CONSTRAINTS: dict[str, tuple] = {
     "dropout_hidden": ("float", 0.0, 1.0, False, True),
     "gaussian_dropout_input": ("float", 0.0, 1.0, False, True, "use 0 to disable (0.5 gives noise variance 1)."),
     "gaussian_dropout_hidden": ("float", 0.0, 1.0, False, True, "use 0 to disable (0.5 gives noise variance 1)."),
+    "orthogonality": ("float", 0.0, INF, False, True, "use 0 to disable."),
     "early_stopping": ("bool",),
     "patience": ("int", 1, 1_000_000),
     "min_delta": ("float", 0.0, INF, False, True),
@@ -402,7 +411,7 @@ def _json_safe(obj):
 
 
 # method settings written only when set (MethodConfig.to_dict): those of the built-ins after Table 9's
-WRITTEN_WHEN_SET = frozenset(("gaussian_dropout_input", "gaussian_dropout_hidden"))
+WRITTEN_WHEN_SET = frozenset(("gaussian_dropout_input", "gaussian_dropout_hidden", "orthogonality"))
 FLOAT_FIELDS = frozenset(k for k, rule in METHOD_CONSTRAINTS.items() if rule[0] == "float")
 METHOD_FIELDS = tuple(k for k in METHOD_CONSTRAINTS)   # every MethodConfig field a TOML method may set
 

@@ -43,6 +43,7 @@ EXAMPLES = {
     # beyond Table 9 (issue 19); hidden rate 0.5: sigma = 1, so 16% of the factors are negative
     "gaussian_dropout": MethodConfig("gaussian_dropout+l2", gaussian_dropout_input=0.2, gaussian_dropout_hidden=0.5,
                                      l2=1e-3),
+    "orthogonality": MethodConfig("orthogonality", orthogonality=1e-3),
 }
 N_EPOCHS = 6          # x 10 steps per epoch = 60 steps
 SEEDS = (3, 4)

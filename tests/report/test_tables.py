@@ -73,3 +73,9 @@ def test_gaussian_dropout_has_its_formula_with_the_methods_rates():
     assert "declared" not in text            # the hand-written text, not the registry's line a second time
     assert regularizer_formulas(_method()) == ["No regularization: plain cross-entropy."]
 
+
+def test_soft_orthogonality_has_its_formula_and_says_which_side_of_w():
+    text = " ".join(regularizer_formulas(_method("orthogonality", orthogonality=1e-4)))
+    assert "‖Wₗᵀ Wₗ − I‖²_F, λₒ = 0.0001" in text and "Gram matrix of the units' incoming weight vectors" in text
+    assert "declared" not in text
+

@@ -1,5 +1,5 @@
-"""The six Table 9 regularizers (and early stopping), and the built-in beyond them (Gaussian dropout),
-declared through the regularizer API.
+"""The six Table 9 regularizers (and early stopping), and the built-ins beyond them (Gaussian dropout,
+soft orthogonality), declared through the regularizer API.
 
 Each keeps its hand-written, tested gradient (``regularizers``); the step
 reaches them only through ``Regularizer.bind`` and the ``Hooks`` it returns.
@@ -12,7 +12,7 @@ import math
 
 from reglab.engine.dropout import Dropout
 from reglab.engine.gaussian_dropout import GaussianDropout
-from reglab.engine.penalties import L1, L2, KLSparsity, MaxNorm
+from reglab.engine.penalties import L1, L2, KLSparsity, MaxNorm, orthogonality
 from reglab.engine.regularizer import Hyperparameter, Regularizer
 
 _L1_HP = (Hyperparameter("l1", low=0.0, log=True, doc="lambda in lambda * sum |w|",
@@ -55,6 +55,11 @@ BUILTINS: dict[str, Regularizer] = {r.name: r for r in (
                                 doc="drop rate p the hidden noise stands for: variance p/(1-p)",
                                 search=(0.1, 0.7), grid=(0.3, 0.5, 0.6))),
                 lambda m: m.uses_gaussian_dropout, GaussianDropout, noise=True),
+    Regularizer("orthogonality", "lambda * sum_l ||W_l^T W_l - I||_F^2, W_l (in, out): the Gram matrix of the "
+                "units' incoming weight vectors (weights only); gradient 4 lambda W (W^T W - I)",
+                (Hyperparameter("orthogonality", low=0.0, log=True, doc="lambda in lambda * ||W^T W - I||_F^2",
+                                search=(1e-6, 1e-2), grid=(1e-5, 1e-4, 1e-3)),),
+                lambda m: m.uses_orthogonality, orthogonality),
     Regularizer("early_stopping", "stop after `patience` epochs without a val improvement > min_delta; "
                 "restore the best weights", (), lambda m: m.early_stopping, None),
 )}

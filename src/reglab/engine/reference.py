@@ -5,9 +5,9 @@ and this reference side by side and compare them; the benchmark times it as
 the loop users write. Nothing here is shared with the batched math: the
 forward pass is ``nn.Linear``/``nn.ReLU``, gradients come from autograd, the
 update from ``torch.optim.SGD`` / ``torch.optim.Adam`` (L2 as their
-``weight_decay`` on the weight parameter group only), L1 and KL-sparsity are
-added to the loss as formulas, max-norm is ``torch.renorm``, Gaussian dropout
-multiplies by its factors (``GaussianNoise``). What IS shared,
+``weight_decay`` on the weight parameter group only), L1, KL-sparsity and soft
+orthogonality are added to the loss as formulas, max-norm is ``torch.renorm``,
+Gaussian dropout multiplies by its factors (``GaussianNoise``). What IS shared,
 because it is input rather than math: the initial weights
 (:func:`~reglab.engine.mlp.init_parameters`), the minibatch order
 (:func:`~reglab.engine.trainer.epoch_permutation`), the dropout masks (drawn
@@ -192,6 +192,9 @@ class ReferenceRun:
         weights = [linear.weight for linear in self.linears]
         if R.l1_is_on(m, t, self.total_steps):
             penalty = penalty + m.l1 * sum(w.abs().sum() for w in weights)
+        if m.uses_orthogonality:   # weight (out, in): weight weight^T is the Gram matrix of the units
+            eye = [torch.eye(w.shape[0], dtype=w.dtype) for w in weights]
+            penalty = penalty + m.orthogonality * sum(((w @ w.T - i) ** 2).sum() for w, i in zip(weights, eye))
         if m.uses_kl_sparsity:
             for l, h in enumerate(hidden):
                 mean = h.mean(0)

@@ -242,7 +242,7 @@ def _check_regularizer(module: str, r: Regularizer) -> None:
     where = f"plugin module {module!r}: regularizer {r.name!r}"
     if not isinstance(r.name, str) or not r.name or any(c.isspace() for c in r.name):
         raise ReglabError(f"plugin module {module!r}: a regularizer name must be a non-empty word; got {r.name!r}. "
-                          "Fix: name it, e.g. Regularizer(\"orthogonality\", ...).")
+                          "Fix: name it, e.g. Regularizer(\"group_lasso\", ...).")
     if not isinstance(r.formula, str) or not r.formula.strip():
         raise ReglabError(f"{where} has no formula. Fix: give its formula as text (the report shows it).")
     if not callable(r.uses) or (r.bind is not None and not callable(r.bind)):

@@ -270,6 +270,10 @@ def regularizer_formulas(m: MethodData) -> list[str]:
                  for what, p in (("each input unit", g_in), ("each hidden unit", g_hid)) if p > 0]
         out.append("Gaussian dropout (Srivastava et al. 2014, sec. 10): " + "; ".join(parts)
                    + "; a new r per unit and example each step; off at evaluation.")
+    if _f(hp, "orthogonality") > 0:
+        out.append(f"Soft orthogonality λₒ·Σₗ ‖Wₗᵀ Wₗ − I‖²_F, λₒ = {_f(hp, 'orthogonality'):g}, Wₗ (in × out) so "
+                   "Wₗᵀ Wₗ is the Gram matrix of the units' incoming weight vectors; gradient 4λₒ·W(WᵀW − I); "
+                   "weights only.")
     if hp.get("early_stopping"):
         out.append(f"Early stopping on {hp.get('monitor', 'val_loss')}: stop after {hp.get('patience')} epochs "
                    f"without an improvement larger than {_f(hp, 'min_delta'):g}; the best weights are restored.")
@@ -281,7 +285,7 @@ def regularizer_formulas(m: MethodData) -> list[str]:
 
 # the regularizers whose text regularizer_formulas writes by hand (with the values worked in)
 WRITTEN_OUT = frozenset(("l2", "l1", "l1_late", "kl_sparsity", "max_norm", "dropout", "early_stopping",
-                         "gaussian_dropout"))
+                         "gaussian_dropout", "orthogonality"))
 
 
 def registry_formulas(m: MethodData) -> list[str]:
