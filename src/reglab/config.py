@@ -16,7 +16,8 @@ Conventions (stated once, used everywhere):
 * ``orthogonality`` is lambda in ``lambda * ||W^T W - I||_F^2`` per layer, W (in, out) as stored
   (column j = unit j's incoming weights), so the (out, out) Gram matrix of the units; weights only.
 * Gaussian dropout rates are the drop probability p that the noise stands for:
-  ``r ~ N(1, p / (1 - p))`` (Srivastava et al. 2014, sec. 10).
+  ``r ~ N(1, p / (1 - p))`` (Srivastava et al. 2014, sec. 10); ``label_smoothing`` is eps in the
+  targets ``(1 - eps) * one-hot + eps / C`` (torch's ``cross_entropy(label_smoothing=eps)``).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class MethodConfig:
     gaussian_dropout_hidden: float = 0.0  # the same on every hidden unit, [0, 1)
     orthogonality: float = 0.0      # lambda in lambda * sum_l ||W_l^T W_l - I||_F^2, W_l (in, out): the Gram
                                     # matrix of the units' incoming weight vectors (out x out); >= 0
+    label_smoothing: float = 0.0    # eps: training targets (1 - eps) * one-hot + eps / C, [0, 1)
     # --- early stopping ---
     early_stopping: bool = False    # stop this variant when `monitor` has not improved for `patience` epochs
     patience: int = 10              # epochs without improvement before stopping, >= 1
@@ -215,6 +217,10 @@ class MethodConfig:
     def uses_orthogonality(self) -> bool:
         return self.orthogonality > 0
 
+    @property
+    def uses_label_smoothing(self) -> bool:
+        return self.label_smoothing > 0
+
 
 METHOD_CONSTRAINTS: dict[str, tuple] = {
     "name": ("str",),
@@ -231,6 +237,7 @@ METHOD_CONSTRAINTS: dict[str, tuple] = {
     "gaussian_dropout_input": ("float", 0.0, 1.0, False, True, "use 0 to disable (0.5 gives noise variance 1)."),
     "gaussian_dropout_hidden": ("float", 0.0, 1.0, False, True, "use 0 to disable (0.5 gives noise variance 1)."),
     "orthogonality": ("float", 0.0, INF, False, True, "use 0 to disable."),
+    "label_smoothing": ("float", 0.0, 1.0, False, True, "use 0 to disable (0.1 is the usual value)."),
     "early_stopping": ("bool",),
     "patience": ("int", 1, 1_000_000),
     "min_delta": ("float", 0.0, INF, False, True),
@@ -411,7 +418,7 @@ def _json_safe(obj):
 
 
 # method settings written only when set (MethodConfig.to_dict): those of the built-ins after Table 9's
-WRITTEN_WHEN_SET = frozenset(("gaussian_dropout_input", "gaussian_dropout_hidden", "orthogonality"))
+WRITTEN_WHEN_SET = frozenset(("gaussian_dropout_input", "gaussian_dropout_hidden", "orthogonality", "label_smoothing"))
 FLOAT_FIELDS = frozenset(k for k, rule in METHOD_CONSTRAINTS.items() if rule[0] == "float")
 METHOD_FIELDS = tuple(k for k in METHOD_CONSTRAINTS)   # every MethodConfig field a TOML method may set
 

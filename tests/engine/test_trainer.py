@@ -44,6 +44,7 @@ EXAMPLES = {
     "gaussian_dropout": MethodConfig("gaussian_dropout+l2", gaussian_dropout_input=0.2, gaussian_dropout_hidden=0.5,
                                      l2=1e-3),
     "orthogonality": MethodConfig("orthogonality", orthogonality=1e-3),
+    "label_smoothing": MethodConfig("label_smoothing", label_smoothing=0.1),
 }
 N_EPOCHS = 6          # x 10 steps per epoch = 60 steps
 SEEDS = (3, 4)

@@ -79,3 +79,8 @@ def test_soft_orthogonality_has_its_formula_and_says_which_side_of_w():
     assert "‖Wₗᵀ Wₗ − I‖²_F, λₒ = 0.0001" in text and "Gram matrix of the units' incoming weight vectors" in text
     assert "declared" not in text
 
+
+def test_label_smoothing_has_its_formula_and_says_which_loss_is_recorded():
+    text = " ".join(regularizer_formulas(_method("label_smoothing", label_smoothing=0.1)))
+    assert "(1−ε)·one-hot + ε/C, ε = 0.1" in text and "recorded training loss is this smoothed" in text
+    assert "declared" not in text

@@ -1,5 +1,5 @@
 """The six Table 9 regularizers (and early stopping), and the built-ins beyond them (Gaussian dropout,
-soft orthogonality), declared through the regularizer API.
+soft orthogonality, label smoothing), declared through the regularizer API.
 
 Each keeps its hand-written, tested gradient (``regularizers``); the step
 reaches them only through ``Regularizer.bind`` and the ``Hooks`` it returns.
@@ -12,6 +12,7 @@ import math
 
 from reglab.engine.dropout import Dropout
 from reglab.engine.gaussian_dropout import GaussianDropout
+from reglab.engine.label_smoothing import LabelSmoothing
 from reglab.engine.penalties import L1, L2, KLSparsity, MaxNorm, orthogonality
 from reglab.engine.regularizer import Hyperparameter, Regularizer
 
@@ -60,6 +61,12 @@ BUILTINS: dict[str, Regularizer] = {r.name: r for r in (
                 (Hyperparameter("orthogonality", low=0.0, log=True, doc="lambda in lambda * ||W^T W - I||_F^2",
                                 search=(1e-6, 1e-2), grid=(1e-5, 1e-4, 1e-3)),),
                 lambda m: m.uses_orthogonality, orthogonality),
+    Regularizer("label_smoothing", "targets (1 - eps) * one-hot + eps / C: loss (1 - eps) * CE + "
+                "eps * mean_c(-log p_c); the recorded training loss is this smoothed one",
+                (Hyperparameter("label_smoothing", low=0.0, high=1.0, log=True,
+                                doc="eps, the probability mass spread over the C classes",
+                                search=(0.01, 0.3), grid=(0.05, 0.1, 0.2)),),
+                lambda m: m.uses_label_smoothing, LabelSmoothing),
     Regularizer("early_stopping", "stop after `patience` epochs without a val improvement > min_delta; "
                 "restore the best weights", (), lambda m: m.early_stopping, None),
 )}

@@ -7,7 +7,8 @@ forward pass is ``nn.Linear``/``nn.ReLU``, gradients come from autograd, the
 update from ``torch.optim.SGD`` / ``torch.optim.Adam`` (L2 as their
 ``weight_decay`` on the weight parameter group only), L1, KL-sparsity and soft
 orthogonality are added to the loss as formulas, max-norm is ``torch.renorm``,
-Gaussian dropout multiplies by its factors (``GaussianNoise``). What IS shared,
+label smoothing is ``F.cross_entropy(label_smoothing=eps)``, Gaussian dropout
+multiplies by its factors (``GaussianNoise``). What IS shared,
 because it is input rather than math: the initial weights
 (:func:`~reglab.engine.mlp.init_parameters`), the minibatch order
 (:func:`~reglab.engine.trainer.epoch_permutation`), the dropout masks (drawn
@@ -152,7 +153,7 @@ class ReferenceRun:
                 if isinstance(module, nn.Linear):
                     linear_inputs.append(h)
                 h = module(h)
-            data_loss = F.cross_entropy(h, y)
+            data_loss = F.cross_entropy(h, y, label_smoothing=m.label_smoothing)
             # hidden outputs as the next layer reads them (after ReLU and dropout)
             penalty = self._penalty(t, linear_inputs[1:])
         l2_value = 0.5 * m.l2 * sum(float((lin.weight.detach() ** 2).sum()) for lin in self.linears)

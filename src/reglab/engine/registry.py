@@ -22,7 +22,7 @@ range (unknown kind, low > high, a default outside [low, high], a search range
 outside it or not > 0 on a log scale), and a probe: every plugin regularizer a
 method uses is bound to a tiny batch of small random weights and each hook
 called once; a weight penalty's ``value`` must return shape (V,), and every
-value, gradient and constrained weight must be finite. During a run a plugin's
+value, changed loss, gradient and constrained weight must be finite. During a run a plugin's
 hook that raises becomes one line naming the plugin and the hook
 (:class:`GuardedHooks`); the run directory stays resumable from its last
 checkpoint.
@@ -401,6 +401,15 @@ def _probe_one(module: str, r: Regularizer, methods: list[MethodConfig], n_hidde
             hooks.hidden_forward(layer, h, t, True)
             hooks.hidden_backward(layer, torch.rand(V, b, width, generator=gen, dtype=dtype))
             _finite(where, "hidden_forward", h)
+        logp = torch.log_softmax(torch.randn(V, sizes[-1], b, generator=gen, dtype=dtype), dim=1)
+        y_idx = torch.randint(0, sizes[-1], (1, 1, b), generator=gen).expand(V, 1, b)
+        loss = logp.gather(1, y_idx).mean((1, 2)).neg()
+        hooks.loss_value(logp, y_idx, loss)
+        _finite(where, "its loss", loss)
+        dlogits = logp.exp()
+        dlogits.scatter_add_(1, y_idx, torch.full((V, 1, b), -1.0, dtype=dtype))
+        hooks.loss_grad(dlogits, y_idx)
+        _finite(where, "its loss gradient", dlogits)
         hooks.add_activation_value(pen)
         hooks.add_weight_value(pen, W, t)
         hooks.add_weight_grads(grads, W, t)

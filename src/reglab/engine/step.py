@@ -6,7 +6,8 @@
 3. forward: first layer from the shared minibatch (a stride-0 view) or from
    noisy inputs; ReLU; hidden train-time noise (dropout masks, Gaussian
    dropout); KL statistics;
-4. loss: softmax cross-entropy on the logits, recorded per step without a sync;
+4. loss: softmax cross-entropy on the logits (or a loss hook's change of it:
+   label smoothing), recorded per step without a sync;
    a variant whose loss is NaN/inf is frozen from here on (diverged: learning
    rate 0 and a zero data gradient);
 5. backward by hand, each weight gradient accumulated straight into the
@@ -119,10 +120,13 @@ class TrainingStep:
 
         logits = net.forward(parts, hidden_forward).to(self.dtype)
 
-        # loss, error and dLoss/dlogits; a non-finite loss freezes its variant
+        # loss (cross-entropy, changed by loss hooks: label smoothing), error and dLoss/dlogits;
+        # a non-finite loss freezes its variant
         logp = torch.log_softmax(logits, dim=1)                # logits are (n_live, C, b)
         y_idx = y.view(1, 1, b).expand(self.n_live, 1, b)
         loss = logp.gather(1, y_idx).mean((1, 2)).neg_()
+        for h in hooks:
+            h.loss_value(logp, y_idx, loss)
         torch.where(training, loss, self.nan, out=self.loss_rec[i])
         torch.sum(misclassified(logits, y), dim=1, out=self.error_rec[i])
         training &= torch.isfinite(loss)
@@ -130,6 +134,8 @@ class TrainingStep:
             torch.where(training, self.penalty_value(t), self.nan, out=self.penalty_rec[i])
         dlogits = logp.exp_()                                   # softmax
         dlogits.scatter_add_(1, y_idx, self.scratch.minus_ones(b))   # - one-hot
+        for h in hooks:
+            h.loss_grad(dlogits, y_idx)
         dlogits.mul_(1.0 / b).masked_fill_(~training.view(-1, 1, 1), 0.0)
 
         # backward: the hooks in reverse (KL gradient w.r.t. the post-dropout output, then the

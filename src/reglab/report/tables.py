@@ -274,6 +274,10 @@ def regularizer_formulas(m: MethodData) -> list[str]:
         out.append(f"Soft orthogonality λₒ·Σₗ ‖Wₗᵀ Wₗ − I‖²_F, λₒ = {_f(hp, 'orthogonality'):g}, Wₗ (in × out) so "
                    "Wₗᵀ Wₗ is the Gram matrix of the units' incoming weight vectors; gradient 4λₒ·W(WᵀW − I); "
                    "weights only.")
+    eps = _f(hp, "label_smoothing")
+    if eps > 0:
+        out.append(f"Label smoothing: training targets (1−ε)·one-hot + ε/C, ε = {eps:g}; the recorded training loss "
+                   "is this smoothed cross-entropy, validation and test losses the plain one.")
     if hp.get("early_stopping"):
         out.append(f"Early stopping on {hp.get('monitor', 'val_loss')}: stop after {hp.get('patience')} epochs "
                    f"without an improvement larger than {_f(hp, 'min_delta'):g}; the best weights are restored.")
@@ -285,7 +289,7 @@ def regularizer_formulas(m: MethodData) -> list[str]:
 
 # the regularizers whose text regularizer_formulas writes by hand (with the values worked in)
 WRITTEN_OUT = frozenset(("l2", "l1", "l1_late", "kl_sparsity", "max_norm", "dropout", "early_stopping",
-                         "gaussian_dropout", "orthogonality"))
+                         "gaussian_dropout", "orthogonality", "label_smoothing"))
 
 
 def registry_formulas(m: MethodData) -> list[str]:
