@@ -18,6 +18,9 @@ Conventions (stated once, used everywhere):
 * Gaussian dropout rates are the drop probability p that the noise stands for:
   ``r ~ N(1, p / (1 - p))`` (Srivastava et al. 2014, sec. 10); ``label_smoothing`` is eps in the
   targets ``(1 - eps) * one-hot + eps / C`` (torch's ``cross_entropy(label_smoothing=eps)``).
+* ``decoupled_weight_decay`` is lambda_d in ``w <- w - lr_t * lambda_d * w`` just before each update
+  (torch's ``AdamW(weight_decay=lambda_d)``; with SGD, SGDW), not a loss term, weights only; for
+  plain SGD without momentum it is the same as ``l2 = lambda_d``.
 """
 
 from __future__ import annotations
@@ -115,6 +118,8 @@ class MethodConfig:
     orthogonality: float = 0.0      # lambda in lambda * sum_l ||W_l^T W_l - I||_F^2, W_l (in, out): the Gram
                                     # matrix of the units' incoming weight vectors (out x out); >= 0
     label_smoothing: float = 0.0    # eps: training targets (1 - eps) * one-hot + eps / C, [0, 1)
+    decoupled_weight_decay: float = 0.0   # lambda_d: before each update w <- w - lr_t * lambda_d * w, weights only
+                                          # (AdamW with adam, SGDW with sgd; Loshchilov & Hutter 2019); >= 0
     # --- early stopping ---
     early_stopping: bool = False    # stop this variant when `monitor` has not improved for `patience` epochs
     patience: int = 10              # epochs without improvement before stopping, >= 1
@@ -221,6 +226,10 @@ class MethodConfig:
     def uses_label_smoothing(self) -> bool:
         return self.label_smoothing > 0
 
+    @property
+    def uses_decoupled_weight_decay(self) -> bool:
+        return self.decoupled_weight_decay > 0
+
 
 METHOD_CONSTRAINTS: dict[str, tuple] = {
     "name": ("str",),
@@ -238,6 +247,7 @@ METHOD_CONSTRAINTS: dict[str, tuple] = {
     "gaussian_dropout_hidden": ("float", 0.0, 1.0, False, True, "use 0 to disable (0.5 gives noise variance 1)."),
     "orthogonality": ("float", 0.0, INF, False, True, "use 0 to disable."),
     "label_smoothing": ("float", 0.0, 1.0, False, True, "use 0 to disable (0.1 is the usual value)."),
+    "decoupled_weight_decay": ("float", 0.0, INF, False, True, "use 0 to disable."),
     "early_stopping": ("bool",),
     "patience": ("int", 1, 1_000_000),
     "min_delta": ("float", 0.0, INF, False, True),
@@ -418,7 +428,8 @@ def _json_safe(obj):
 
 
 # method settings written only when set (MethodConfig.to_dict): those of the built-ins after Table 9's
-WRITTEN_WHEN_SET = frozenset(("gaussian_dropout_input", "gaussian_dropout_hidden", "orthogonality", "label_smoothing"))
+WRITTEN_WHEN_SET = frozenset(("gaussian_dropout_input", "gaussian_dropout_hidden", "orthogonality", "label_smoothing",
+                              "decoupled_weight_decay"))
 FLOAT_FIELDS = frozenset(k for k, rule in METHOD_CONSTRAINTS.items() if rule[0] == "float")
 METHOD_FIELDS = tuple(k for k in METHOD_CONSTRAINTS)   # every MethodConfig field a TOML method may set
 

@@ -84,3 +84,9 @@ def test_label_smoothing_has_its_formula_and_says_which_loss_is_recorded():
     text = " ".join(regularizer_formulas(_method("label_smoothing", label_smoothing=0.1)))
     assert "(1−ε)·one-hot + ε/C, ε = 0.1" in text and "recorded training loss is this smoothed" in text
     assert "declared" not in text
+
+
+def test_decoupled_weight_decay_has_its_formula_and_says_it_is_not_a_loss_term():
+    text = " ".join(regularizer_formulas(_method("decoupled_weight_decay", decoupled_weight_decay=0.01)))
+    assert "before every update w ← w − ηₜ·λ_d·w, λ_d = 0.01" in text and "not a loss term" in text
+    assert "declared" not in text

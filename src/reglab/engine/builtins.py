@@ -1,5 +1,5 @@
 """The six Table 9 regularizers (and early stopping), and the built-ins beyond them (Gaussian dropout,
-soft orthogonality, label smoothing), declared through the regularizer API.
+soft orthogonality, label smoothing, decoupled weight decay), declared through the regularizer API.
 
 Each keeps its hand-written, tested gradient (``regularizers``); the step
 reaches them only through ``Regularizer.bind`` and the ``Hooks`` it returns.
@@ -15,6 +15,7 @@ from reglab.engine.gaussian_dropout import GaussianDropout
 from reglab.engine.label_smoothing import LabelSmoothing
 from reglab.engine.penalties import L1, L2, KLSparsity, MaxNorm, orthogonality
 from reglab.engine.regularizer import Hyperparameter, Regularizer
+from reglab.engine.weight_decay import DecoupledWeightDecay
 
 _L1_HP = (Hyperparameter("l1", low=0.0, log=True, doc="lambda in lambda * sum |w|",
                          search=(1e-7, 1e-3), grid=(1e-6, 1e-5, 1e-4)),)
@@ -67,6 +68,12 @@ BUILTINS: dict[str, Regularizer] = {r.name: r for r in (
                                 doc="eps, the probability mass spread over the C classes",
                                 search=(0.01, 0.3), grid=(0.05, 0.1, 0.2)),),
                 lambda m: m.uses_label_smoothing, LabelSmoothing),
+    Regularizer("decoupled_weight_decay", "before each update w <- w - lr_t * lambda_d * w (weights only; AdamW "
+                "with Adam, SGDW with SGD; Loshchilov & Hutter 2019); not a loss term",
+                (Hyperparameter("decoupled_weight_decay", low=0.0, log=True,
+                                doc="lambda_d in w <- w - lr_t * lambda_d * w", search=(1e-5, 1e-1),
+                                grid=(1e-4, 1e-3, 1e-2)),),
+                lambda m: m.uses_decoupled_weight_decay, DecoupledWeightDecay),
     Regularizer("early_stopping", "stop after `patience` epochs without a val improvement > min_delta; "
                 "restore the best weights", (), lambda m: m.early_stopping, None),
 )}

@@ -8,7 +8,9 @@ update from ``torch.optim.SGD`` / ``torch.optim.Adam`` (L2 as their
 ``weight_decay`` on the weight parameter group only), L1, KL-sparsity and soft
 orthogonality are added to the loss as formulas, max-norm is ``torch.renorm``,
 label smoothing is ``F.cross_entropy(label_smoothing=eps)``, Gaussian dropout
-multiplies by its factors (``GaussianNoise``). What IS shared,
+multiplies by its factors (``GaussianNoise``), decoupled weight decay is
+``torch.optim.AdamW`` (with SGD: the weights scaled by ``1 - lr * lambda_d``
+before ``torch.optim.SGD``'s step, SGDW, which torch.optim lacks). What IS shared,
 because it is input rather than math: the initial weights
 (:func:`~reglab.engine.mlp.init_parameters`), the minibatch order
 (:func:`~reglab.engine.trainer.epoch_permutation`), the dropout masks (drawn
@@ -109,15 +111,20 @@ class ReferenceRun:
         self.linears = [m for m in self.model if isinstance(m, nn.Linear)]
         weights = [m.weight for m in self.linears]
         biases = [m.bias for m in self.linears]
-        groups = [{"params": weights, "weight_decay": method.l2}, {"params": biases, "weight_decay": 0.0}]
+        # with decoupled weight decay, L2 is a loss term (the same gradient lambda * w, at the forward's
+        # weights): AdamW's weight_decay is the decoupled one, and SGDW decays before SGD's step
+        self.l2_in_loss = method.uses_decoupled_weight_decay
+        self.adamw = cfg.optimizer == "adam" and method.uses_decoupled_weight_decay
+        decay = method.decoupled_weight_decay if self.adamw else 0.0 if self.l2_in_loss else method.l2
+        groups = [{"params": weights, "weight_decay": decay}, {"params": biases, "weight_decay": 0.0}]
         if cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(groups, lr=method.lr, momentum=method.momentum,
                                              nesterov=method.nesterov)
         else:
             if method.eps_inside_sqrt or not method.bias_correction:
                 raise NotImplementedError("torch.optim.Adam has eps outside the root and bias correction on")
-            self.optimizer = torch.optim.Adam(groups, lr=method.lr, betas=(method.beta1, method.beta2),
-                                              eps=method.eps)
+            adam = torch.optim.AdamW if self.adamw else torch.optim.Adam
+            self.optimizer = adam(groups, lr=method.lr, betas=(method.beta1, method.beta2), eps=method.eps)
         self.n_train = x_train.shape[0]
         self.batch_size = min(cfg.batch_size, self.n_train)
         self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
@@ -156,9 +163,14 @@ class ReferenceRun:
             data_loss = F.cross_entropy(h, y, label_smoothing=m.label_smoothing)
             # hidden outputs as the next layer reads them (after ReLU and dropout)
             penalty = self._penalty(t, linear_inputs[1:])
-        l2_value = 0.5 * m.l2 * sum(float((lin.weight.detach() ** 2).sum()) for lin in self.linears)
+        l2_value = 0.0 if self.l2_in_loss else 0.5 * m.l2 * sum(float((lin.weight.detach() ** 2).sum())
+                                                                for lin in self.linears)
         self.optimizer.zero_grad(set_to_none=True)
         (data_loss + penalty).backward()
+        if m.uses_decoupled_weight_decay and self.cfg.optimizer == "sgd":
+            with torch.no_grad():   # SGDW (torch.optim has no class for it): decay, then SGD's own update
+                for linear in self.linears:
+                    linear.weight.mul_(1 - learning_rate(m, t) * m.decoupled_weight_decay)
         self.optimizer.step()
         with torch.no_grad():
             if m.uses_max_norm:
@@ -191,6 +203,8 @@ class ReferenceRun:
         m = self.method
         penalty = torch.zeros((), dtype=self.x.dtype)
         weights = [linear.weight for linear in self.linears]
+        if self.l2_in_loss and m.uses_l2:
+            penalty = penalty + 0.5 * m.l2 * sum((w ** 2).sum() for w in weights)
         if R.l1_is_on(m, t, self.total_steps):
             penalty = penalty + m.l1 * sum(w.abs().sum() for w in weights)
         if m.uses_orthogonality:   # weight (out, in): weight weight^T is the Gram matrix of the units

@@ -416,6 +416,7 @@ def _probe_one(module: str, r: Regularizer, methods: list[MethodConfig], n_hidde
         _finite(where, "its penalty value", pen)
         for g in grads:
             _finite(where, "its penalty gradient", g)
+    hooks.before_update(W, torch.full((V,), 0.1, dtype=torch.float64))
     hooks.constrain(W, torch.ones(V, dtype=torch.bool))
     for w in W:
         _finite(where, "constrain", w)

@@ -13,7 +13,8 @@
 5. backward by hand, each weight gradient accumulated straight into the
    momentum buffer (SGD) or into a gradient buffer (Adam, Nesterov);
 6. penalty gradients (L2, L1 once on) on the slices that use them;
-7. update, then constraints (max-norm projection).
+7. update (decoupled weight decay just before it), then constraints (max-norm
+   projection).
 
 The step knows no regularizer by name: each acts through the hooks it binds
 (``regularizer.Hooks``), the six built-ins as a user's would.
@@ -163,9 +164,11 @@ class TrainingStep:
         for h in hooks:
             h.add_weight_grads(weight_grads, net.weights, t)
 
-        # update; frozen variants get learning rate 0
+        # update; frozen variants get learning rate 0; decoupled weight decay acts just before it
         optimizer = self.optimizer
         optimizer.lr = lr * training
+        for h in hooks:
+            h.before_update(net.weights, optimizer.lr)
         if self.fused:
             optimizer.step_from_buffers()
         else:

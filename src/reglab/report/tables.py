@@ -278,6 +278,10 @@ def regularizer_formulas(m: MethodData) -> list[str]:
     if eps > 0:
         out.append(f"Label smoothing: training targets (1−ε)·one-hot + ε/C, ε = {eps:g}; the recorded training loss "
                    "is this smoothed cross-entropy, validation and test losses the plain one.")
+    if _f(hp, "decoupled_weight_decay") > 0:
+        out.append(f"Decoupled weight decay (Loshchilov & Hutter 2019): before every update w ← w − ηₜ·λ_d·w, "
+                   f"λ_d = {_f(hp, 'decoupled_weight_decay'):g}, ηₜ the step's learning rate (AdamW with Adam, SGDW "
+                   "with SGD); weights only; not a loss term.")
     if hp.get("early_stopping"):
         out.append(f"Early stopping on {hp.get('monitor', 'val_loss')}: stop after {hp.get('patience')} epochs "
                    f"without an improvement larger than {_f(hp, 'min_delta'):g}; the best weights are restored.")
@@ -289,7 +293,7 @@ def regularizer_formulas(m: MethodData) -> list[str]:
 
 # the regularizers whose text regularizer_formulas writes by hand (with the values worked in)
 WRITTEN_OUT = frozenset(("l2", "l1", "l1_late", "kl_sparsity", "max_norm", "dropout", "early_stopping",
-                         "gaussian_dropout", "orthogonality", "label_smoothing"))
+                         "gaussian_dropout", "orthogonality", "label_smoothing", "decoupled_weight_decay"))
 
 
 def registry_formulas(m: MethodData) -> list[str]:
