@@ -170,3 +170,32 @@ def test_a_bad_method_defaults_table_is_one_line_naming_it(tmp_path, table, name
     with pytest.raises(ReglabError) as e:
         load_toml(p)
     assert named in str(e.value) and "Fix: " in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_settings_of_the_built_ins_beyond_table_9_are_written_only_when_set(tmp_path):
+    from reglab.config import METHOD_FIELDS, WRITTEN_WHEN_SET
+    # a study that does not use them is written as before they existed (config.json, digests, fingerprints)
+    assert set(MethodConfig("plain", l2=1e-4).to_dict()) == set(METHOD_FIELDS) - WRITTEN_WHEN_SET
+    cfg = _study(methods=(MethodConfig("g", gaussian_dropout_hidden=0.5),
+                          MethodConfig("h", gaussian_dropout_input=0.2, gaussian_dropout_hidden=0.3)))
+    assert cfg.methods[0].to_dict() == dict(MethodConfig("g").to_dict(), gaussian_dropout_hidden=0.5)
+    p = tmp_path / "s.toml"
+    p.write_text(to_toml(cfg))
+    assert load_toml(p) == cfg and study_from_dict(cfg.to_dict()) == cfg
+    changed = apply_settings(cfg, ["methods.h.gaussian_dropout_input=0.1", "methods.g.gaussian_dropout_hidden=0"])
+    assert changed.methods[1].gaussian_dropout_input == 0.1
+    assert "gaussian_dropout_hidden" not in changed.to_dict()["methods"][0]
+
+
+@pytest.mark.parametrize("method_kw, message", [
+    (dict(gaussian_dropout_input=-0.1), "'l2.gaussian_dropout_input' must be a number in [0, 1); got -0.1. Fix: use 0"),
+    (dict(gaussian_dropout_hidden=1.0), "'l2.gaussian_dropout_hidden' must be a number in [0, 1); got 1.0."),
+    (dict(orthogonality=float("inf")), "'l2.orthogonality' must be a number in [0, inf); got inf. Fix: use 0"),
+    (dict(label_smoothing=1.5), "'l2.label_smoothing' must be a number in [0, 1); got 1.5. Fix: use 0"),
+    (dict(decoupled_weight_decay=-1), "'l2.decoupled_weight_decay' must be a number in [0, inf); got -1. Fix: use 0"),
+    (dict(dropout_input=0.2, gaussian_dropout_hidden=0.5), "method 'l2' sets both Bernoulli dropout"),
+])
+def test_bad_values_of_the_built_ins_beyond_table_9_are_one_line_with_a_fix(method_kw, message):
+    with pytest.raises(ReglabError) as e:
+        MethodConfig("l2", **method_kw)
+    assert str(e.value).startswith(message) and len(e.value.lines) == 1 and " Fix: " in str(e.value)

@@ -13,6 +13,14 @@ Conventions (stated once, used everywhere):
 * Penalties and max-norm act on weights only, never biases.
 * A coefficient of 0 disables a penalty; ``max_norm`` of 0 or inf disables it.
 * Steps count optimizer updates (minibatches), starting at 1.
+* ``orthogonality`` is lambda in ``lambda * ||W^T W - I||_F^2`` per layer, W (in, out) as stored
+  (column j = unit j's incoming weights), so the (out, out) Gram matrix of the units; weights only.
+* Gaussian dropout rates are the drop probability p that the noise stands for:
+  ``r ~ N(1, p / (1 - p))`` (Srivastava et al. 2014, sec. 10); ``label_smoothing`` is eps in the
+  targets ``(1 - eps) * one-hot + eps / C`` (torch's ``cross_entropy(label_smoothing=eps)``).
+* ``decoupled_weight_decay`` is lambda_d in ``w <- w - lr_t * lambda_d * w`` just before each update
+  (torch's ``AdamW(weight_decay=lambda_d)``; with SGD, SGDW), not a loss term, weights only; for
+  plain SGD without momentum it is the same as ``l2 = lambda_d``.
 """
 
 from __future__ import annotations
@@ -104,6 +112,14 @@ class MethodConfig:
     max_norm_output: bool = False   # also project the output units' incoming weights (deepnet: all layers)
     dropout_input: float = 0.0      # probability of dropping an input unit (inverted dropout), [0, 1)
     dropout_hidden: float = 0.0     # probability of dropping a hidden unit (inverted dropout), [0, 1)
+    gaussian_dropout_input: float = 0.0   # Gaussian dropout of the inputs: h <- h * r, r ~ N(1, p/(1-p)), with p
+                                          # the drop rate it stands for (Srivastava et al. 2014, sec. 10), [0, 1)
+    gaussian_dropout_hidden: float = 0.0  # the same on every hidden unit, [0, 1)
+    orthogonality: float = 0.0      # lambda in lambda * sum_l ||W_l^T W_l - I||_F^2, W_l (in, out): the Gram
+                                    # matrix of the units' incoming weight vectors (out x out); >= 0
+    label_smoothing: float = 0.0    # eps: training targets (1 - eps) * one-hot + eps / C, [0, 1)
+    decoupled_weight_decay: float = 0.0   # lambda_d: before each update w <- w - lr_t * lambda_d * w, weights only
+                                          # (AdamW with adam, SGDW with sgd; Loshchilov & Hutter 2019); >= 0
     # --- early stopping ---
     early_stopping: bool = False    # stop this variant when `monitor` has not improved for `patience` epochs
     patience: int = 10              # epochs without improvement before stopping, >= 1
@@ -136,6 +152,10 @@ class MethodConfig:
         if not isinstance(self.plugin_values, tuple) or any(
                 not (isinstance(kv, tuple) and len(kv) == 2 and isinstance(kv[0], str)) for kv in self.plugin_values):
             raise _fail(f"{self.name}.plugin_values", "a tuple of (key, value) pairs", self.plugin_values)
+        if self.uses_dropout and self.uses_gaussian_dropout:
+            raise ReglabError(f"method {self.name!r} sets both Bernoulli dropout (dropout_input/dropout_hidden) and "
+                              "Gaussian dropout (gaussian_dropout_input/gaussian_dropout_hidden). Fix: keep one "
+                              "kind of dropout per method (set the other's rates to 0).")
 
     def __getattr__(self, key: str) -> Any:
         # only called when normal lookup fails: a plugin regularizer's value (``uses(m)`` reads ``m.KEY``)
@@ -160,8 +180,12 @@ class MethodConfig:
         return dataclasses.replace(self, **fields, plugin_values=tuple(sorted(known.items())))
 
     def to_dict(self) -> dict:
-        """The method as TOML/JSON writes it: every field, then each plugin value as a key of its own."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "plugin_values"}
+        """The method as TOML/JSON writes it: every field, then each plugin value as a key of its own.
+        The settings of the built-ins added after Table 9's (``WRITTEN_WHEN_SET``) are written only when
+        they differ from their default (off): a study without them is written exactly as before they
+        existed (config.json, variants.json, digests, the tuner's study fingerprints, the report's table)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "plugin_values"
+             and not (f.name in WRITTEN_WHEN_SET and getattr(self, f.name) == f.default)}
         d.update(self.plugin_values)
         return d
 
@@ -190,6 +214,22 @@ class MethodConfig:
     def uses_dropout(self) -> bool:
         return self.dropout_input > 0 or self.dropout_hidden > 0
 
+    @property
+    def uses_gaussian_dropout(self) -> bool:
+        return self.gaussian_dropout_input > 0 or self.gaussian_dropout_hidden > 0
+
+    @property
+    def uses_orthogonality(self) -> bool:
+        return self.orthogonality > 0
+
+    @property
+    def uses_label_smoothing(self) -> bool:
+        return self.label_smoothing > 0
+
+    @property
+    def uses_decoupled_weight_decay(self) -> bool:
+        return self.decoupled_weight_decay > 0
+
 
 METHOD_CONSTRAINTS: dict[str, tuple] = {
     "name": ("str",),
@@ -203,6 +243,11 @@ METHOD_CONSTRAINTS: dict[str, tuple] = {
     "max_norm_output": ("bool",),
     "dropout_input": ("float", 0.0, 1.0, False, True),
     "dropout_hidden": ("float", 0.0, 1.0, False, True),
+    "gaussian_dropout_input": ("float", 0.0, 1.0, False, True, "use 0 to disable (0.5 gives noise variance 1)."),
+    "gaussian_dropout_hidden": ("float", 0.0, 1.0, False, True, "use 0 to disable (0.5 gives noise variance 1)."),
+    "orthogonality": ("float", 0.0, INF, False, True, "use 0 to disable."),
+    "label_smoothing": ("float", 0.0, 1.0, False, True, "use 0 to disable (0.1 is the usual value)."),
+    "decoupled_weight_decay": ("float", 0.0, INF, False, True, "use 0 to disable."),
     "early_stopping": ("bool",),
     "patience": ("int", 1, 1_000_000),
     "min_delta": ("float", 0.0, INF, False, True),
@@ -382,6 +427,9 @@ def _json_safe(obj):
     return encode(obj)
 
 
+# method settings written only when set (MethodConfig.to_dict): those of the built-ins after Table 9's
+WRITTEN_WHEN_SET = frozenset(("gaussian_dropout_input", "gaussian_dropout_hidden", "orthogonality", "label_smoothing",
+                              "decoupled_weight_decay"))
 FLOAT_FIELDS = frozenset(k for k, rule in METHOD_CONSTRAINTS.items() if rule[0] == "float")
 METHOD_FIELDS = tuple(k for k in METHOD_CONSTRAINTS)   # every MethodConfig field a TOML method may set
 

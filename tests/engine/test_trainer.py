@@ -40,6 +40,12 @@ EXAMPLES = {
     "dropout_kl": MethodConfig("dropout+kl", dropout_hidden=0.3, kl_beta=0.02, kl_rho=0.2, kl_ema=0.5),
     "nesterov": MethodConfig("nesterov", nesterov=True),
     "nesterov_ramp": MethodConfig("nesterov_ramp", nesterov=True, momentum_initial=0.5, momentum_ramp_steps=30),
+    # beyond Table 9 (issue 19); hidden rate 0.5: sigma = 1, so 16% of the factors are negative
+    "gaussian_dropout": MethodConfig("gaussian_dropout+l2", gaussian_dropout_input=0.2, gaussian_dropout_hidden=0.5,
+                                     l2=1e-3),
+    "orthogonality": MethodConfig("orthogonality", orthogonality=1e-3),
+    "label_smoothing": MethodConfig("label_smoothing", label_smoothing=0.1),
+    "decoupled_weight_decay": MethodConfig("decoupled_wd+l2", decoupled_weight_decay=0.05, l2=1e-3),
 }
 N_EPOCHS = 6          # x 10 steps per epoch = 60 steps
 SEEDS = (3, 4)

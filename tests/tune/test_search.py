@@ -57,6 +57,21 @@ def test_scale_parameters_are_log_uniform_and_fractions_uniform():
     assert grid_size(space) == 3 ** len(space)
 
 
+@pytest.mark.parametrize("setting,expected", [
+    pytest.param(dict(gaussian_dropout_hidden=0.5), (0.1, 0.7, False, (0.3, 0.5, 0.6)), id="gaussian_dropout"),
+    pytest.param(dict(orthogonality=1e-4), (1e-6, 1e-2, True, (1e-5, 1e-4, 1e-3)), id="orthogonality"),
+    pytest.param(dict(label_smoothing=0.1), (0.01, 0.3, True, (0.05, 0.1, 0.2)), id="label_smoothing"),
+    pytest.param(dict(decoupled_weight_decay=1e-3), (1e-5, 1e-1, True, (1e-4, 1e-3, 1e-2)),
+                 id="decoupled_weight_decay"),
+])
+def test_the_built_ins_beyond_table_9_are_searched_over_their_declared_ranges(setting, expected):
+    space = search_space(MethodConfig("new", **setting), "sgd")
+    (name,) = setting
+    assert list(space) == ["lr", name]
+    p = space[name]
+    assert (p.low, p.high, p.log, p.grid) == expected
+
+
 @pytest.mark.parametrize("study,preset", [(s, p) for s in presets.STUDIES for p in presets.STUDIES[s]])
 def test_every_presets_own_values_lie_inside_its_search_space(study, preset):
     cfg = presets.get(study, preset)

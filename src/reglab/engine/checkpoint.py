@@ -1,10 +1,11 @@
 """The trainer's checkpoint: everything needed to continue bit-identically (CPU tensors, plain values).
 
 Saved: epoch and step, the study's weights and biases, the optimizer state of
-every variant, the minibatch-order and dropout generators, the training flags,
-divergence and stop epochs, early stopping's state and best weights, every
-regularizer's declared per-variant state (KL's moving averages) for ALL
-variants, whatever the step's batch is, and the best/last split results. On load the step's batch
+every variant, the minibatch-order generator and each variant's train-time
+noise generator (dropout, Gaussian dropout), the training flags, divergence
+and stop epochs, early stopping's state and best weights, every regularizer's
+declared per-variant state (KL's moving averages) for ALL variants, whatever
+the step's batch is, and the best/last split results. On load the step's batch
 is rebuilt as the original run had it after that epoch: every variant, then
 compacted (the live set is a function of the saved training flags).
 """

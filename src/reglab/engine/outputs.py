@@ -3,7 +3,8 @@
 Measured how: ``train_loss`` / ``train_error`` are the minibatch losses and
 errors as seen DURING the epoch (with dropout on and weights changing),
 averaged over the epoch weighted by batch size, the running average the
-usual training loop prints, not a separate pass over the training split.
+usual training loop prints, not a separate pass over the training split
+(with label smoothing: the smoothed cross-entropy the step minimises).
 ``val_*`` and ``test_*`` are full passes over those splits at the end of the
 epoch without dropout. ``sparsity`` is the fraction of weights (all layers,
 no biases) with ``|w| < 1e-3``; ``weight_norm`` the L2 norm of all of them,
@@ -39,7 +40,8 @@ GRID_SIZE = 101                    # decision grid resolution for 2-D data
 class EpochRecord:
     epoch: int                               # 1-based
     steps: np.ndarray                        # (S,) global step numbers logged this epoch (every log_every)
-    loss_data: np.ndarray                    # (S, V) cross-entropy of the minibatch, nats/example
+    loss_data: np.ndarray                    # (S, V) cross-entropy of the minibatch, nats/example (label
+                                             # smoothing: the smoothed cross-entropy the step minimises)
     loss_penalty: np.ndarray                 # (S, V) penalty term value (same units)
     metrics: dict[str, np.ndarray]           # each (V,), see the module docstring
 

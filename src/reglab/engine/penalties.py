@@ -1,4 +1,5 @@
-"""The built-in penalties and constraint, as regularizer hooks: L2, L1 (late L1), KL sparsity, max-norm.
+"""The built-in penalties and constraint, as regularizer hooks: L2, L1 (late L1), soft orthogonality,
+KL sparsity, max-norm.
 
 Each acts on the contiguous runs of live variants that use it (``batch.contiguous_runs``);
 the formulas and their gradients are in ``regularizers``.
@@ -6,6 +7,7 @@ the formulas and their gradients are in ``regularizers``.
 * L2 and L1 act on the weights of every layer (biases never); their gradients
   are added to the data gradient (for fused SGD: to the momentum buffer the
   backward pass accumulated it in). L1 acts once ``regularizers.l1_switched_on``.
+  Soft orthogonality likewise, a ``WeightPenalty`` with its hand-written gradient.
 * KL sparsity acts on every hidden layer's output as the next layer reads it
   (after ReLU and, for methods that combine them, after dropout), with one
   moving average per layer; its gradient enters the hand-written backward.
@@ -20,7 +22,7 @@ import torch
 from reglab.config import MethodConfig
 from reglab.engine import regularizers as R
 from reglab.engine.batch import span
-from reglab.engine.regularizer import BindContext, Hooks, StateRows
+from reglab.engine.regularizer import BindContext, Hooks, StateRows, WeightPenalty
 
 
 class L2(Hooks):
@@ -40,6 +42,15 @@ class L2(Hooks):
         if self.runs:   # one pass over the span of L2 variants, zero coefficients in its gaps
             squares = sum(torch.linalg.vector_norm(w[self.span].flatten(1), dim=1) ** 2 for w in W)
             pen[self.span] += self.half * squares
+
+
+def orthogonality(context: BindContext) -> WeightPenalty:
+    """Soft orthogonality ``lam * sum_l ||W_l^T W_l - I||_F^2`` over every layer's weights (biases never),
+    W_l (in, out) as stored: the Gram matrix of the units' incoming weight vectors. A weight penalty
+    on its value, with its hand-written gradient ``4 lam W (W^T W - I)`` (``regularizers``)."""
+    return WeightPenalty(context, lambda m: m.orthogonality or None, ("orthogonality",),
+                         lambda w, hp: R.orthogonality_penalty(w, hp["orthogonality"]),
+                         grad=lambda w, hp: R.orthogonality_grad(w, hp["orthogonality"]))
 
 
 class L1(Hooks):

@@ -22,7 +22,7 @@ range (unknown kind, low > high, a default outside [low, high], a search range
 outside it or not > 0 on a log scale), and a probe: every plugin regularizer a
 method uses is bound to a tiny batch of small random weights and each hook
 called once; a weight penalty's ``value`` must return shape (V,), and every
-value, gradient and constrained weight must be finite. During a run a plugin's
+value, changed loss, gradient and constrained weight must be finite. During a run a plugin's
 hook that raises becomes one line naming the plugin and the hook
 (:class:`GuardedHooks`); the run directory stays resumable from its last
 checkpoint.
@@ -242,7 +242,7 @@ def _check_regularizer(module: str, r: Regularizer) -> None:
     where = f"plugin module {module!r}: regularizer {r.name!r}"
     if not isinstance(r.name, str) or not r.name or any(c.isspace() for c in r.name):
         raise ReglabError(f"plugin module {module!r}: a regularizer name must be a non-empty word; got {r.name!r}. "
-                          "Fix: name it, e.g. Regularizer(\"orthogonality\", ...).")
+                          "Fix: name it, e.g. Regularizer(\"group_lasso\", ...).")
     if not isinstance(r.formula, str) or not r.formula.strip():
         raise ReglabError(f"{where} has no formula. Fix: give its formula as text (the report shows it).")
     if not callable(r.uses) or (r.bind is not None and not callable(r.bind)):
@@ -401,12 +401,22 @@ def _probe_one(module: str, r: Regularizer, methods: list[MethodConfig], n_hidde
             hooks.hidden_forward(layer, h, t, True)
             hooks.hidden_backward(layer, torch.rand(V, b, width, generator=gen, dtype=dtype))
             _finite(where, "hidden_forward", h)
+        logp = torch.log_softmax(torch.randn(V, sizes[-1], b, generator=gen, dtype=dtype), dim=1)
+        y_idx = torch.randint(0, sizes[-1], (1, 1, b), generator=gen).expand(V, 1, b)
+        loss = logp.gather(1, y_idx).mean((1, 2)).neg()
+        hooks.loss_value(logp, y_idx, loss)
+        _finite(where, "its loss", loss)
+        dlogits = logp.exp()
+        dlogits.scatter_add_(1, y_idx, torch.full((V, 1, b), -1.0, dtype=dtype))
+        hooks.loss_grad(dlogits, y_idx)
+        _finite(where, "its loss gradient", dlogits)
         hooks.add_activation_value(pen)
         hooks.add_weight_value(pen, W, t)
         hooks.add_weight_grads(grads, W, t)
         _finite(where, "its penalty value", pen)
         for g in grads:
             _finite(where, "its penalty gradient", g)
+    hooks.before_update(W, torch.full((V,), 0.1, dtype=torch.float64))
     hooks.constrain(W, torch.ones(V, dtype=torch.bool))
     for w in W:
         _finite(where, "constrain", w)

@@ -17,10 +17,17 @@ activation penalty sees the output as the next layer reads it:
 * ``hidden_forward(layer, h, t, logging)``: noise on, or statistics of, a hidden layer's output
   (n_live, b, H), in place;
 * ``hidden_backward(layer, dh)``: that hook's gradient (called in reverse registration order);
+* ``loss_value(logp, y_idx, loss)``: a change to the loss (label smoothing): from the log-softmax
+  ``logp`` (n_live, C, b) and the labels ``y_idx`` (n_live, 1, b), change the minibatch loss ``loss``
+  (n_live,) of its rows in place; the step records, and checks for divergence, the changed loss;
+* ``loss_grad(dlogits, y_idx)``: that change's gradient, added in place to the per-example
+  ``dlogits`` (n_live, C, b) = softmax - one-hot (before the step divides by b and zeroes frozen variants);
 * ``add_activation_value(pen)``: an activation penalty's value (n_live,), recorded on logged steps;
 * ``add_weight_grads(grads, W, t)`` / ``add_weight_value(pen, W, t)``: a weight penalty on the
   stacked weights ``W[l]`` (n_live, in, out); ``WeightPenalty`` builds both from a value function
   ``value(W, hp) -> (V,)`` with its gradient from autograd unless a gradient is supplied;
+* ``before_update(W, lr)``: a change of the weights just before the optimizer's update, given the
+  step's learning rates ``lr`` (n_live,) float64, 0 for frozen variants (decoupled weight decay);
 * ``constrain(W, training)``: a constraint after the update (variants not ``training`` left alone);
 * ``state_rows()`` / ``load_state_rows(rows)``: declared per-variant state, ``(variant, key) -> tensor``,
   which the engine parks for variants outside the batch and checkpoints.
@@ -71,7 +78,9 @@ class Hyperparameter:
 class BindContext:
     """What a regularizer's hooks may read: the live variants (study indices ``live``, their
     ``methods``), layer ``sizes`` [D, H1, ..., C], all steps ``total_steps``, dtype, device, the
-    step's ``scratch`` buffers and each live variant's dropout ``generators`` (None: not dropping)."""
+    step's ``scratch`` buffers and each live variant's train-time noise ``generators`` (None for a variant
+    that no noise regularizer acts on; one stream per variant, shared by its noise regularizers in
+    registration order, checkpointed with the trainer)."""
     methods: list[MethodConfig]
     live: np.ndarray
     sizes: list[int]
@@ -94,9 +103,12 @@ class Hooks:
     def input_parts(self, x: torch.Tensor) -> list[InputPart]: return []
     def hidden_forward(self, layer: int, h: torch.Tensor, t: int, logging: bool) -> None: ...
     def hidden_backward(self, layer: int, dh: torch.Tensor) -> None: ...
+    def loss_value(self, logp: torch.Tensor, y_idx: torch.Tensor, loss: torch.Tensor) -> None: ...
+    def loss_grad(self, dlogits: torch.Tensor, y_idx: torch.Tensor) -> None: ...
     def add_activation_value(self, pen: torch.Tensor) -> None: ...
     def add_weight_grads(self, grads: list[torch.Tensor], W: list[torch.Tensor], t: int) -> None: ...
     def add_weight_value(self, pen: torch.Tensor, W: list[torch.Tensor], t: int) -> None: ...
+    def before_update(self, W: list[torch.Tensor], lr: torch.Tensor) -> None: ...
     def constrain(self, W: list[torch.Tensor], training: torch.Tensor) -> None: ...
     def state_rows(self) -> StateRows: return {}
     def load_state_rows(self, rows: StateRows) -> None: ...

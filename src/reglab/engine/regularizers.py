@@ -1,4 +1,4 @@
-"""Regularizers for stacked weights: penalties, max-norm, dropout masks.
+"""Regularizers for stacked weights: penalties, soft orthogonality, max-norm, dropout masks, Gaussian noise.
 
 Every function works on a slice of variants: weights are ``(V, in, out)``
 (column ``j`` of ``w[v]`` is unit ``j``'s incoming weight vector), activations
@@ -132,6 +132,63 @@ def kl_sparsity(batch_mean: torch.Tensor, rho: float, beta: float, ema: float = 
         kl = rho * torch.log(rho / q) + (1.0 - rho) * torch.log((1.0 - rho) / (1.0 - q))
         value = beta * kl.sum(dim=-1)
     return value, grad, m_hat
+
+
+# ----------------------------------------------------------------------------
+# soft orthogonality
+
+
+def orthogonality_residual(w: torch.Tensor) -> torch.Tensor:
+    """``W^T W - I`` (V, out, out) for stacked weights w (V, in, out): the Gram matrix of the units'
+    incoming weight vectors (columns) minus the identity."""
+    residual = torch.bmm(w.transpose(1, 2), w)
+    residual.diagonal(dim1=1, dim2=2).sub_(1.0)
+    return residual
+
+
+def orthogonality_penalty(w: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """Soft orthogonality ``lam * ||W^T W - I||_F^2`` per variant: w (V, in, out), lam (V,) -> (V,).
+
+    W is the layer as the engine stores it, column j = unit j's incoming weights, so the penalty
+    pushes the units' incoming vectors towards an orthonormal set (the (out, out) Gram side; for a
+    torch ``nn.Linear`` weight (out, in) it is ``||weight weight^T - I||_F^2``). A layer with more
+    units than inputs (out > in) cannot reach 0: its Gram matrix has rank <= in. Biases are not
+    penalized. Bansal et al. 2018 ("SO"), Brock et al. 2017 (orthogonal regularization).
+    """
+    return lam * orthogonality_residual(w).pow(2).sum(dim=(1, 2))
+
+
+def orthogonality_grad(w: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``d/dW lam * ||W^T W - I||_F^2 = 4 lam W (W^T W - I)`` (V, in, out), written by hand.
+
+    From ``d tr(R^2) = 2 tr(R dR)`` with ``R = W^T W - I`` symmetric and
+    ``dR = dW^T W + W^T dW``: ``2 tr(R (dW^T W + W^T dW)) = 4 tr(R W^T dW)``.
+    """
+    return torch.bmm(w, orthogonality_residual(w)).mul_(4.0 * lam.view(-1, 1, 1))
+
+
+# ----------------------------------------------------------------------------
+# Gaussian dropout
+
+
+def gaussian_dropout_std(p: float) -> float:
+    """sigma of the multiplicative noise ``r ~ N(1, sigma^2)`` that stands for dropping with
+    probability ``p``: ``sigma^2 = p / (1 - p)``, the variance of inverted dropout's factor
+    ``mask / (1 - p)`` (Srivastava et al. 2014, sec. 10, with their retention rate ``1 - p``)."""
+    return math.sqrt(p / (1.0 - p))
+
+
+def fill_standard_normal_(rows: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """Row i of ``rows`` (n_rows, n) from ``generators[i]``, standard normal: one ``normal_`` call per
+    row, so each variant's noise comes from its own stream whatever the other rows are."""
+    for row, gen in zip(rows, generators):
+        row.normal_(generator=gen)
+    return rows
+
+
+def gaussian_factors_(z: torch.Tensor, p: float) -> torch.Tensor:
+    """Standard normal draws ``z`` -> the noise factors ``r = 1 + sigma z``, in place (sigma of ``p``)."""
+    return z.mul_(gaussian_dropout_std(p)).add_(1.0)
 
 
 # ----------------------------------------------------------------------------

@@ -4,14 +4,17 @@
 2. minibatch: indices from the epoch's permutation (the same for every variant),
    gathered from tensors already on the device (no DataLoader);
 3. forward: first layer from the shared minibatch (a stride-0 view) or from
-   dropped-out inputs; ReLU; hidden dropout masks; KL statistics;
-4. loss: softmax cross-entropy on the logits, recorded per step without a sync;
+   noisy inputs; ReLU; hidden train-time noise (dropout masks, Gaussian
+   dropout); KL statistics;
+4. loss: softmax cross-entropy on the logits (or a loss hook's change of it:
+   label smoothing), recorded per step without a sync;
    a variant whose loss is NaN/inf is frozen from here on (diverged: learning
    rate 0 and a zero data gradient);
 5. backward by hand, each weight gradient accumulated straight into the
    momentum buffer (SGD) or into a gradient buffer (Adam, Nesterov);
 6. penalty gradients (L2, L1 once on) on the slices that use them;
-7. update, then constraints (max-norm projection).
+7. update (decoupled weight decay just before it), then constraints (max-norm
+   projection).
 
 The step knows no regularizer by name: each acts through the hooks it binds
 (``regularizer.Hooks``), the six built-ins as a user's would.
@@ -52,8 +55,9 @@ class TrainingStep:
     """Everything one training step reads, for the live variants of ``batch`` (in study order).
 
     ``methods`` and ``method_index`` (index into ``cfg.methods``) are per live variant,
-    ``dropout_generators`` too (None for a variant that does not drop). ``regularizers``: the
-    registry (name -> Regularizer); each one a live variant uses is bound to this batch (``hooks``).
+    ``dropout_generators`` too (its train-time noise stream; None for a variant without noise).
+    ``regularizers``: the registry (name -> Regularizer); each one a live variant uses is bound to
+    this batch (``hooks``).
     """
 
     def __init__(self, cfg: StudyConfig, batch: LiveBatch, methods: list[MethodConfig], method_index: list[int],
@@ -117,10 +121,13 @@ class TrainingStep:
 
         logits = net.forward(parts, hidden_forward).to(self.dtype)
 
-        # loss, error and dLoss/dlogits; a non-finite loss freezes its variant
+        # loss (cross-entropy, changed by loss hooks: label smoothing), error and dLoss/dlogits;
+        # a non-finite loss freezes its variant
         logp = torch.log_softmax(logits, dim=1)                # logits are (n_live, C, b)
         y_idx = y.view(1, 1, b).expand(self.n_live, 1, b)
         loss = logp.gather(1, y_idx).mean((1, 2)).neg_()
+        for h in hooks:
+            h.loss_value(logp, y_idx, loss)
         torch.where(training, loss, self.nan, out=self.loss_rec[i])
         torch.sum(misclassified(logits, y), dim=1, out=self.error_rec[i])
         training &= torch.isfinite(loss)
@@ -128,6 +135,8 @@ class TrainingStep:
             torch.where(training, self.penalty_value(t), self.nan, out=self.penalty_rec[i])
         dlogits = logp.exp_()                                   # softmax
         dlogits.scatter_add_(1, y_idx, self.scratch.minus_ones(b))   # - one-hot
+        for h in hooks:
+            h.loss_grad(dlogits, y_idx)
         dlogits.mul_(1.0 / b).masked_fill_(~training.view(-1, 1, 1), 0.0)
 
         # backward: the hooks in reverse (KL gradient w.r.t. the post-dropout output, then the
@@ -155,9 +164,11 @@ class TrainingStep:
         for h in hooks:
             h.add_weight_grads(weight_grads, net.weights, t)
 
-        # update; frozen variants get learning rate 0
+        # update; frozen variants get learning rate 0; decoupled weight decay acts just before it
         optimizer = self.optimizer
         optimizer.lr = lr * training
+        for h in hooks:
+            h.before_update(net.weights, optimizer.lr)
         if self.fused:
             optimizer.step_from_buffers()
         else:

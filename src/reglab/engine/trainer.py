@@ -107,10 +107,12 @@ class Trainer:
         self.epoch = 0
         self.step = 0
 
-        # randomness: one minibatch order for all, one dropout stream per dropping variant
+        # randomness: one minibatch order for all, one train-time noise stream (the "dropout stream",
+        # seeded by the variant's seed) per variant that a noise regularizer acts on
         self._order_gen = order_generator(cfg.data.data_seed)
+        noisy = [r for r in self.regularizers.values() if r.noise]
         self._dropout_gens = {v: dropout_generator(self.seeds[v], self.device)
-                              for v in range(V) if self.methods[v].uses_dropout}
+                              for v in range(V) if any(r.uses(self.methods[v]) for r in noisy)}
 
         # optimizer: study-wide kind, per-variant settings; this one holds the state of every variant
         # (the step may work on a compacted copy of the live variants, see batch.LiveBatch)

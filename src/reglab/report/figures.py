@@ -280,6 +280,12 @@ def loss_epoch_per_method(d: Digest) -> FigureSpec | None:
            for m in d.methods):
         cap += (" With dropout the training loss is that of the thinned networks, so it can sit above the "
                 "validation loss.")
+    if any(_f(m.hyperparameters, "gaussian_dropout_input") > 0 or _f(m.hyperparameters, "gaussian_dropout_hidden") > 0
+           for m in d.methods):
+        cap += " With Gaussian dropout the training loss is that of the noisy networks."
+    if any(_f(m.hyperparameters, "label_smoothing") > 0 for m in d.methods):
+        cap += (" With label smoothing the training loss is the smoothed cross-entropy it minimises (never below "
+                "the entropy of the smoothed targets); the validation loss is the plain one.")
     return FigureSpec("loss_epoch_per_method", "Training and validation loss per epoch, per method",
                       cap + " " + _seeds_note(d), fig, "training")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from reglab.config import IMAGE_DATASETS, MethodConfig
+from reglab.config import IMAGE_DATASETS, WRITTEN_WHEN_SET, MethodConfig
 from reglab.report.digest import FINALS, PAPER_CITATION, Digest, MethodData, median_range
 from reglab.results import HEADLINE
 from reglab.stats import ALPHA
@@ -198,6 +198,8 @@ def _fmt_p(p: float | None) -> str:
 # setup
 
 _METHOD_FIELDS = [f for f in MethodConfig.__dataclass_fields__ if f != "name"]
+# settings a run writes only when set (config.WRITTEN_WHEN_SET): a method without one has the default (off)
+_UNWRITTEN = {f: MethodConfig.__dataclass_fields__[f].default for f in WRITTEN_WHEN_SET}
 
 
 def hyperparameter_table(d: Digest) -> Table:
@@ -207,7 +209,7 @@ def hyperparameter_table(d: Digest) -> Table:
     keys += sorted({k for m in d.methods for k in m.hyperparameters} - set(keys) - {"name"})
     rows, emphasis = [], []
     for k in keys:
-        vals = [_fmt_value(m.hyperparameters.get(k, "—")) for m in d.methods]
+        vals = [_fmt_value(m.hyperparameters.get(k, _UNWRITTEN.get(k, "—"))) for m in d.methods]
         rows.append([k] + vals)
         emphasis.append(len(set(vals)) > 1)
     notes = ["Highlighted rows differ between methods. Conventions: l2 is λ in (λ/2)·Σw²; l1 is λ in λ·Σ|w|; "
@@ -262,6 +264,24 @@ def regularizer_formulas(m: MethodData) -> list[str]:
     if p_in > 0 or p_hid > 0:
         out.append(f"Inverted dropout: each input unit dropped with p = {p_in:g}, each hidden unit with "
                    f"p = {p_hid:g}; kept units scaled by 1/(1−p); off at evaluation.")
+    g_in, g_hid = _f(hp, "gaussian_dropout_input"), _f(hp, "gaussian_dropout_hidden")
+    if g_in > 0 or g_hid > 0:
+        parts = [f"{what} h ← h·r, r ~ N(1, σ²), σ² = p/(1−p) = {p / (1 - p):.3g} (p = {p:g})"
+                 for what, p in (("each input unit", g_in), ("each hidden unit", g_hid)) if p > 0]
+        out.append("Gaussian dropout (Srivastava et al. 2014, sec. 10): " + "; ".join(parts)
+                   + "; a new r per unit and example each step; off at evaluation.")
+    if _f(hp, "orthogonality") > 0:
+        out.append(f"Soft orthogonality λₒ·Σₗ ‖Wₗᵀ Wₗ − I‖²_F, λₒ = {_f(hp, 'orthogonality'):g}, Wₗ (in × out) so "
+                   "Wₗᵀ Wₗ is the Gram matrix of the units' incoming weight vectors; gradient 4λₒ·W(WᵀW − I); "
+                   "weights only.")
+    eps = _f(hp, "label_smoothing")
+    if eps > 0:
+        out.append(f"Label smoothing: training targets (1−ε)·one-hot + ε/C, ε = {eps:g}; the recorded training loss "
+                   "is this smoothed cross-entropy, validation and test losses the plain one.")
+    if _f(hp, "decoupled_weight_decay") > 0:
+        out.append(f"Decoupled weight decay (Loshchilov & Hutter 2019): before every update w ← w − ηₜ·λ_d·w, "
+                   f"λ_d = {_f(hp, 'decoupled_weight_decay'):g}, ηₜ the step's learning rate (AdamW with Adam, SGDW "
+                   "with SGD); weights only; not a loss term.")
     if hp.get("early_stopping"):
         out.append(f"Early stopping on {hp.get('monitor', 'val_loss')}: stop after {hp.get('patience')} epochs "
                    f"without an improvement larger than {_f(hp, 'min_delta'):g}; the best weights are restored.")
@@ -272,7 +292,8 @@ def regularizer_formulas(m: MethodData) -> list[str]:
 
 
 # the regularizers whose text regularizer_formulas writes by hand (with the values worked in)
-WRITTEN_OUT = frozenset(("l2", "l1", "l1_late", "kl_sparsity", "max_norm", "dropout", "early_stopping"))
+WRITTEN_OUT = frozenset(("l2", "l1", "l1_late", "kl_sparsity", "max_norm", "dropout", "early_stopping",
+                         "gaussian_dropout", "orthogonality", "label_smoothing", "decoupled_weight_decay"))
 
 
 def registry_formulas(m: MethodData) -> list[str]:
