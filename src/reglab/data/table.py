@@ -3,7 +3,9 @@
 One narrow door: every source is read into ``(features DataFrame, labels Series, provenance)``
 -- by pandas / pyarrow / NumPy, never a hand-written parser -- and :func:`table_dataset` turns
 that into a recorded :class:`~reglab.data.Dataset`, with the same checks, encoding, split and
-record whatever the source was.
+record whatever the source was. :func:`read_table` is the read (a :class:`TableRead`: a file is
+read and hashed once), :func:`load_table` the read and the door together; a command that sizes
+its study from the table trains on the same :class:`TableRead`.
 
 What :func:`table_dataset` does, in order (every refusal is one ReglabError line naming the fix,
 raised before any training):
@@ -36,6 +38,7 @@ same values give the same digest in any session.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import math
@@ -61,8 +64,29 @@ MISSING_CATEGORY = "<missing>"    # the one-hot category of an imputed missing s
 SNIFF_BYTES = 64 * 1024           # of a CSV, read by csv.Sniffer for the delimiter and the header
 
 
-def load_table(cfg: DataConfig, data=None) -> Dataset:
-    """The table `cfg` names (``cfg.source``), or the Python objects `data`, as a recorded Dataset.
+@dataclasses.dataclass(frozen=True, eq=False)
+class TableRead:
+    """A table source read once: its features, labels and provenance (a file's sha256 is that of
+    the bytes these frames were parsed from).
+
+    ``reglab run table`` reads the table to size the study and trains on the same read
+    (``data=`` of :func:`load_table`, :func:`reglab.study.runner.run_study`), so the file is read
+    and hashed once per command and the study is sized from the table it trains on.
+    """
+
+    source: str        # DataConfig.source it was read from ("" for Python data)
+    target: str        # DataConfig.target it was read with
+    features: object   # pandas DataFrame, the label column removed
+    labels: object     # pandas Series
+    provenance: dict   # source, checksums, target (reglab.data.table's module docstring)
+
+    def matches(self, cfg: DataConfig) -> bool:
+        """True when `cfg` names the source and label column this was read from."""
+        return (self.source, self.target) == (cfg.source, cfg.target)
+
+
+def read_table(cfg: DataConfig, data=None) -> TableRead:
+    """Read (and hash) the table `cfg` names (``cfg.source``), or take the Python objects `data`.
 
     `data` is ``(X, y)`` (arrays, lists or a DataFrame and a label sequence) or ``(frame, "target")``.
     """
@@ -78,7 +102,25 @@ def load_table(cfg: DataConfig, data=None) -> Dataset:
         features, labels, provenance = read_sklearn(cfg.source)
     else:
         features, labels, provenance = read_file(Path(cfg.source), cfg.target)
-    return table_dataset(features, labels, cfg, provenance)
+    return TableRead(source=cfg.source, target=cfg.target, features=features, labels=labels,
+                     provenance=provenance)
+
+
+def load_table(cfg: DataConfig, data=None) -> Dataset:
+    """The table `cfg` names (``cfg.source``), or the Python objects `data`, as a recorded Dataset.
+
+    `data` is ``(X, y)`` (arrays, lists or a DataFrame and a label sequence), ``(frame, "target")``,
+    or a :class:`TableRead` of `cfg`'s source (not read again).
+    """
+    if isinstance(data, TableRead):
+        if not data.matches(cfg):
+            raise ReglabError(f"the table read from {data.source or 'Python data'!r} (label {data.target!r}) is not "
+                              f"the one this study names ({cfg.source or 'Python data'!r}, label {cfg.target!r}). "
+                              "Fix: pass the TableRead of the study's own data.source, or no data=.")
+        read = data
+    else:
+        read = read_table(cfg, data)
+    return table_dataset(read.features, read.labels, cfg, read.provenance)
 
 
 # ----------------------------------------------------------------------------
@@ -293,7 +335,8 @@ def table_dataset(features, labels, cfg: DataConfig, provenance: dict) -> Datase
         if cfg.split_column not in features.columns:
             raise ReglabError(f"{where} has no split column {cfg.split_column!r}; its columns: "
                               f"{_list(list(features.columns))}. Fix: --split-column one of those, or none.")
-        raw_split = features.pop(cfg.split_column)
+        raw_split = features[cfg.split_column]   # not pop: a TableRead's frame serves several studies
+        features = features.drop(columns=[cfg.split_column])
         split_names = raw_split.map(lambda v: SPLIT_NAMES.get(str(v).strip().lower()) if not _is_missing(v) else None)
         bad = sorted({str(v) for v, s in zip(raw_split, split_names) if s is None})
         if bad:

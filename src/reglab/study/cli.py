@@ -119,6 +119,7 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     data_dir = args.data_dir or environ.get("REGLAB_DATA_DIR") or None
     cache_dir = default_cache_dir(environ)
 
+    read = None   # a table study's table, read once (table_config)
     if args.resume:
         given = [opt for opt, val in (("STUDY", args.study), ("--preset", args.preset), ("--seeds", args.seeds),
                                       ("--dataset", args.dataset), ("--resolution", args.resolution),
@@ -134,7 +135,7 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
         cfg = None
     elif args.study == "table":
         check_path_arguments(args, data_dir)
-        cfg = table_config(args, data_dir, cache_dir)
+        cfg, read = table_config(args)
     elif table.given_table_options(args):
         raise ReglabError(f"{', '.join(table.given_table_options(args))} describe a table study. "
                           "Fix: reglab run table --data FILE --target COLUMN (a --config study has a [data] table).")
@@ -154,6 +155,7 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
                           matmul_dtype=args.matmul_dtype)
     if cfg is not None:
         cfg = resolve_plugins(cfg, args)
+    read = table_read_for(cfg, read)
     if cfg is not None and args.tensorboard:
         cfg = cfg.replace(tensorboard=True)
     torch.set_num_threads(resolve_threads(args.threads, args.resume))
@@ -176,12 +178,12 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
         run_datasize(cfg, out_dir=args.resume or args.out, data_dir=data_dir, cache_dir=cache_dir,
                      resume=bool(args.resume), quiet=args.quiet, progress=not args.quiet,
                      allow_checksum_mismatch=args.allow_checksum_mismatch, command=command_line(args),
-                     report=not args.no_report)
+                     report=not args.no_report, data=read)
         return 0
     run_study(cfg, out_dir=args.resume or args.out, data_dir=data_dir, cache_dir=cache_dir,
               resume=bool(args.resume), quiet=args.quiet, progress=not args.quiet,
               allow_checksum_mismatch=args.allow_checksum_mismatch,
-              command=command_line(args), report=not args.no_report)
+              command=command_line(args), report=not args.no_report, data=read)
     return 0
 
 
@@ -199,9 +201,11 @@ def check_path_arguments(args: argparse.Namespace, data_dir: str | None) -> None
         check_path(data_dir, "--data-dir" if args.data_dir else "REGLAB_DATA_DIR")
 
 
-def table_config(args: argparse.Namespace, data_dir, cache_dir):
-    """`reglab run/tune table`: the table is read once here to size the study (reglab.study.table)."""
-    from reglab.data import load_dataset
+def table_config(args: argparse.Namespace):
+    """`reglab run/tune table`: the study, sized from the table (reglab.study.table), and the table as
+    read here (a :class:`~reglab.data.table.TableRead`): the command trains on that read, so the
+    file is read and hashed once and the study is sized from the bytes it trains on."""
+    from reglab.data.table import read_table, table_dataset
 
     if args.config:
         raise ReglabError("--config defines the whole study; drop the STUDY name 'table'. "
@@ -209,10 +213,20 @@ def table_config(args: argparse.Namespace, data_dir, cache_dir):
     if args.dataset or args.resolution:
         raise ReglabError("--dataset and --resolution are for mnist and pointcloud. Fix: reglab run table --data FILE.")
     data_cfg = table.table_data_config(args)
-    dataset = load_dataset(data_cfg, data_dir=data_dir, cache_dir=cache_dir)
-    return table.table_study(data_cfg, dataset, args.preset or "default", seeds=getattr(args, "seeds", None),
-                             epochs=args.epochs, smoke=args.smoke, device=args.device,
-                             matmul_dtype=args.matmul_dtype)
+    read = read_table(data_cfg)
+    dataset = table_dataset(read.features, read.labels, data_cfg, read.provenance)
+    cfg = table.table_study(data_cfg, dataset, args.preset or "default", seeds=getattr(args, "seeds", None),
+                            epochs=args.epochs, smoke=args.smoke, device=args.device,
+                            matmul_dtype=args.matmul_dtype)
+    return cfg, read
+
+
+def table_read_for(cfg, read):
+    """`read` when the final study (after --set) still names its source and label column, else None
+    (the study reads its own data.source)."""
+    if read is None or cfg is None:
+        return None
+    return read if read.matches(getattr(cfg, "base", cfg).data) else None
 
 
 def resolve_threads(requested: int | None, resume_dir: str | None) -> int:

@@ -135,6 +135,14 @@ def run_datasize(study: DataSizeStudy | None, *, out_dir: str | Path | None = No
             raise ReglabError(f"{root} already holds a run. Fix: choose another --out for the data-size study.")
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
+    if study.base.data.name == "table":
+        # read once for every size; a resume checks it is the table the sizes already run began with
+        from reglab.data.table import TableRead, read_table
+        from reglab.study.runner import load_same_table
+        given = data
+        stored = next((read_json(p) for p in sorted(root.glob("n*/dataset.json"))), None) if resume else None
+        data = load_same_table(stored, lambda: given if isinstance(given, TableRead)
+                               else read_table(study.base.data, given))
     full = load_dataset(study.base.data, data_dir=data_dir, cache_dir=cache_dir,
                         allow_checksum_mismatch=allow_checksum_mismatch, table=data)
     n_full, n_classes = int(full.x_train.shape[0]), full.n_classes

@@ -76,7 +76,8 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
         command: the command line that started the run, stored in the manifest.
         time_methods: time each method's variants alone after the study (timing.json).
         report: build report.html at the end (when the report package is installed).
-        data: a table study's Python data, ``(X, y)`` or ``(frame, "target")`` (reglab.data.table);
+        data: a table study's Python data, ``(X, y)`` or ``(frame, "target")``, or a
+            :class:`~reglab.data.table.TableRead` of its ``data.source`` already read (reglab.data.table);
             a resume needs the same data again (its digest is checked against dataset.json).
 
     Returns:
@@ -119,8 +120,9 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
                                    allow_checksum_mismatch=allow_checksum_mismatch, command=command,
                                    time_methods=time_methods, report=report, data=data)
             except BaseException as e:
-                # damaged files are left as they are found: recording their digests now would hide them
-                if (run_dir / MANIFEST).exists() and not isinstance(e, DamagedFiles):
+                # damaged files are left as they are found: recording their digests now would hide them;
+                # a resume refused before it wrote anything leaves the run as it was
+                if (run_dir / MANIFEST).exists() and not isinstance(e, (DamagedFiles, ResumeRefused)):
                     try:
                         # a failure after "complete" (in the report build) leaves the results complete:
                         # the shards are gone by then, and a resume only builds the report again
@@ -137,13 +139,68 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
         raise
 
 
-def _check_same_table(stored: dict, dataset: Dataset) -> None:
-    """A resumed table study must train on the table it began with (same sha256 digests)."""
-    before = stored.get("info", {}).get("checksums") if stored.get("info", {}).get("kind") == "table" else None
-    now = dataset.info.get("checksums")
-    if before is not None and before != now:
-        raise ReglabError("the table given differs from the one this run began with (its sha256 is not the one in "
-                          "dataset.json). Fix: resume with the same file or data=(X, y), or start a new run.")
+class ResumeRefused(ReglabError):
+    """A resume refused before it wrote anything: the run directory is left exactly as it was found
+    (its manifest is not marked interrupted)."""
+
+
+def load_same_table(stored: dict | None, load):
+    """``load()`` (a Dataset, or a TableRead), for a resume of a run whose dataset.json is `stored`
+    (None: the run recorded none yet). A table study must get the table it began with: a file gone,
+    or changed (its sha256), or other Python data or another label column is one line
+    (:class:`ResumeRefused`), before anything is written. Other studies' data are not checked here
+    (images: against their published checksums; point clouds: generated from the config)."""
+    table = stored is not None and stored.get("info", {}).get("kind") == "table"
+    try:
+        got = load()
+    except ReglabError:
+        if table:
+            _check_table_file(stored["info"])   # a file gone or changed says so, not what broke reading it
+        raise
+    if table:
+        _check_same_table(stored["info"], got.info if isinstance(got, Dataset) else got.provenance)
+    return got
+
+
+def _check_same_table(before: dict, now: dict) -> None:
+    """`now` (the info or provenance of the table given) holds the digest and label column that
+    `before` (the run's dataset.json info) records."""
+    src = before.get("source", {})
+    what = f"table file {src['path']}" if src.get("kind") == "file" else (
+        f"sklearn:{src.get('name')}" if src.get("kind") == "sklearn" else "the data given")
+    if now.get("target") != before.get("target"):
+        raise ResumeRefused(f"{what}: its label column is {now.get('target')!r}, but this run began with "
+                            f"{before.get('target')!r} (dataset.json). Fix: resume with the data this run began "
+                            "with, or start a new run.")
+    if now.get("checksums") != before.get("checksums"):
+        raise ResumeRefused(f"{what} differs from the table this run began with (sha256 {_digest(now)[:12]}... "
+                            f"now, {_digest(before)[:12]}... in dataset.json). Fix: resume with the same "
+                            f"{'file' if src.get('kind') == 'file' else 'data'}, or start a new run.")
+
+
+def _check_table_file(before: dict) -> None:
+    """The file a table run began with is still there, with the bytes dataset.json records."""
+    src = before.get("source", {})
+    if src.get("kind") != "file":
+        return
+    path = Path(src["path"])
+    if not path.is_file():
+        raise ResumeRefused(f"table file {path}, which this run began with, is gone. Fix: put it back "
+                            f"(sha256 {_digest(before)}), or start a new run.")
+    try:
+        now = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return   # the reader's own line says why it cannot be read
+    if now != _digest(before):
+        raise ResumeRefused(f"table file {path} differs from the table this run began with (sha256 {now[:12]}... "
+                            f"now, {_digest(before)[:12]}... in dataset.json). Fix: resume with the same file, "
+                            "or start a new run.")
+
+
+def _digest(info: dict) -> str:
+    """The sha256 a table's info records (a table has one source, so one digest)."""
+    sums = [c.get("sha256") for c in (info.get("checksums") or {}).values() if isinstance(c, dict)]
+    return next((d for d in sums if d), "none recorded")
 
 
 def default_run_dir(study_name: str, root: str | Path = "runs") -> Path:
@@ -177,10 +234,10 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
         return run_dir
     checkpoint = _checkpoint_to_resume(run_dir, cfg, recorded) if resume else None
 
-    dataset = load_dataset(cfg.data, data_dir=data_dir, cache_dir=cache_dir,
-                           allow_checksum_mismatch=allow_checksum_mismatch, table=data)
-    if resume and (run_dir / "dataset.json").exists():
-        _check_same_table(read_json(run_dir / "dataset.json"), dataset)
+    stored = read_json(run_dir / "dataset.json") if resume and (run_dir / "dataset.json").exists() else None
+    dataset = load_same_table(stored, lambda: load_dataset(cfg.data, data_dir=data_dir, cache_dir=cache_dir,
+                                                           allow_checksum_mismatch=allow_checksum_mismatch,
+                                                           table=data))
     # printed once every input is known good: the stored files, the checkpoint, the dataset
     say(f"reglab: {'resuming' if resume else 'running'} study {cfg.name!r} "
         f"({len(cfg.methods)} methods x {len(cfg.seeds)} seeds = {cfg.n_variants} variants, "

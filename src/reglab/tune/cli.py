@@ -103,6 +103,7 @@ def tune_command(args: argparse.Namespace, environ: dict | None = None) -> int:
 
     environ = os.environ if environ is None else environ
     data_dir = args.data_dir or environ.get("REGLAB_DATA_DIR") or None
+    read = None   # a table study's table, read once (reglab.study.cli.table_config)
     if args.config:
         from reglab.engine.registry import load_toml
         if args.study == "table" or args.preset:
@@ -113,10 +114,9 @@ def tune_command(args: argparse.Namespace, environ: dict | None = None) -> int:
                                       resolution=args.resolution, epochs=args.epochs, smoke=args.smoke,
                                       device=args.device, matmul_dtype=args.matmul_dtype)
     elif args.study == "table":
-        from reglab.data.sources import default_cache_dir as _cache
         from reglab.study.cli import table_config
         args.config = None
-        cfg = table_config(args, data_dir, _cache(environ))
+        cfg, read = table_config(args)
     elif table.given_table_options(args):
         raise ReglabError(f"{', '.join(table.given_table_options(args))} describe a table study. "
                           "Fix: reglab tune table --data FILE --target COLUMN.")
@@ -147,8 +147,9 @@ def tune_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     say = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     say("# base study (its methods are the starting point)\n" + to_toml(cfg))
 
+    from reglab.study.cli import table_read_for
     dataset = load_dataset(cfg.data, data_dir=data_dir, cache_dir=default_cache_dir(environ),
-                           allow_checksum_mismatch=args.allow_checksum_mismatch)
+                           allow_checksum_mismatch=args.allow_checksum_mismatch, table=table_read_for(cfg, read))
     executor = make_executor(args.executor, address=args.address, threads=args.threads,
                              max_retries=args.max_retries)
     existed = out.exists()
