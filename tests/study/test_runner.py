@@ -298,8 +298,10 @@ def test_a_study_with_a_follow_up_prints_the_next_command_last(tmp_path, stand_i
     monkeypatch.setitem(presets.FOLLOW_UP, ("plumbing", "moons"), "reglab run elsewhere")
     runner.run_study(_cfg(n_epochs=1), out_dir=tmp_path / "run", progress=False)
     assert capsys.readouterr().out.rstrip().splitlines()[-1] == "reglab: next: reglab run elsewhere"
+    assert read_json(tmp_path / "run" / "summary.json")["next_step"] == "reglab run elsewhere"   # the report reads it
     runner.run_study(_cfg(n_epochs=1, name="other"), out_dir=tmp_path / "other", progress=False)
     assert "next:" not in capsys.readouterr().out
+    assert "next_step" not in read_json(tmp_path / "other" / "summary.json")
     # the default study on MNIST has one: the preset where Table 9's ranking can be seen
     assert "--preset table9-cpu" in presets.follow_up("mnist-quick", "mnist")
     assert presets.follow_up("mnist-quick", "fashion-mnist") is None

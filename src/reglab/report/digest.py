@@ -123,6 +123,7 @@ class Digest:
     timing: dict                             # study_train_s, study_wall_s, sum_of_methods_alone_s, note (any None)
     warnings: list[str]                      # what could not be shown, and why
     schedule_flags: list[dict] = field(default_factory=list)  # see schedule_flags(): harmful schedule switches
+    next_step: str | None = None             # summary.json's "next_step": the command the study suggests next
 
     @property
     def complete(self) -> bool:
@@ -217,7 +218,8 @@ def digest(run: Run) -> Digest:
                   dataset=str((cfg.get("data") or {}).get("name", "?")), methods=methods, n_epochs=n_epochs,
                   epochs_done=epochs_done, steps_per_epoch=steps_per_epoch,
                   paired=_paired(methods, summary.get("comparisons")), timing=timing, warnings=warnings,
-                  schedule_flags=flags)
+                  schedule_flags=flags,
+                  next_step=summary.get("next_step") if isinstance(summary.get("next_step"), str) else None)
 
 
 # ----------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from reglab.report.figures import FigureSpec
 from reglab.report.tables import (Table, architecture_text, data_rows, data_text, environment_rows, headline,
                                   hyperparameter_table, optimizer_text, paired_table, regularizer_formulas,
                                   reproduce_command, results_table, schedule_flag_texts, training_rows)
-from reglab.study.presets import follow_up
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -80,8 +79,8 @@ def render_html(d: Digest, figures: list[tuple[FigureSpec, bytes]]) -> str:
     for text in schedule_flag_texts(d):
         parts.append(f'<div class="banner incomplete">{escape(text)}</div>')
     parts.append(table_html(results_table(d)))
-    if (next_step := follow_up(d.study, d.dataset)) is not None:
-        parts.append(f'<p class="note"><b>Next:</b> {escape(next_step)}</p>')
+    if d.next_step:
+        parts.append(f'<p class="note"><b>Next:</b> {escape(d.next_step)}</p>')
     parts += [figure_html(s, png) for s, png in by_section.get("results", [])]
 
     parts.append('<h2 id="training">Training curves</h2>')
@@ -187,8 +186,8 @@ def render_markdown(d: Digest, figure_names: list[str]) -> str:
         lines += ["", "**This run is incomplete: the numbers below are not final.**"]
     lines += ["", headline(d), ""] + [f"**{t}**\n" for t in schedule_flag_texts(d)]
     lines += ["## Results", "", table_markdown(results_table(d))]
-    if (next_step := follow_up(d.study, d.dataset)) is not None:
-        lines += [f"**Next:** {next_step}", ""]
+    if d.next_step:
+        lines += [f"**Next:** {d.next_step}", ""]
     paired = paired_table(d)
     if paired.rows:
         lines += ["## Paired comparisons", "", table_markdown(paired)]

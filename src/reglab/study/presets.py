@@ -212,7 +212,8 @@ TABLE9_CPU["l1"] = l1_for_net(QUICK["l1"], (784, 256, 256, 10), (784, *TABLE9_CP
 
 
 # Where a preset's answer is not the end of the story: the command to run next, printed after the study's
-# summary table and shown in its report.html and summary.md. Keyed by (study name, dataset name).
+# summary table, recorded in its summary.json ("next_step") and shown from there in its report.html and
+# summary.md (the report reads no preset). Keyed by (study name, dataset name).
 # TABLE9_CPU_WALL_MIN: table9-cpu's measured wall time, command to report.html with a fresh venv, on an idle
 # 2-core Xeon (docs/studies.md, "Table 9's finding on a CPU").
 TABLE9_CPU_WALL_MIN = 45

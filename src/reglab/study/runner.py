@@ -274,7 +274,7 @@ def _run_locked(cfg: StudyConfig, run_dir: Path, *, data_dir, cache_dir, resume:
         say(f"reglab: report at {report_path}")
     if cfg.tensorboard:
         _write_tensorboard(writer, run_dir, say)
-    if (next_step := follow_up(cfg.name, cfg.data.name)) is not None:
+    if (next_step := read_json(run_dir / "summary.json").get("next_step")) is not None:
         say(f"reglab: next: {next_step}")
     return run_dir
 
@@ -753,7 +753,7 @@ def build_summary(cfg: StudyConfig, finals: dict, last_epoch: dict[int, dict]) -
         "methods": methods,
         "comparisons": comparisons,
         "diverged": diverged,
-    }
+    } | ({"next_step": next_step} if (next_step := follow_up(cfg.name, cfg.data.name)) is not None else {})
 
 
 def _variant_finals(finals, v: int) -> dict:
