@@ -16,10 +16,9 @@ from reglab.engine import Trainer
 from reglab.engine import regularizers as R
 from reglab.engine.dropout import dropout_generator
 from reglab.engine.gaussian_dropout import gaussian_dropout_factors
-from reglab.engine.reference import ReferenceRun
 from reglab.errors import ReglabError
 
-from .test_trainer import N_EPOCHS, SEEDS, _dataset_as, _rel_err, _same_records, _study
+from .test_trainer import SEEDS, _rel_err, _same_records, _study, _train_beside_reference
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
@@ -48,15 +47,9 @@ def test_hidden_noise_with_negative_factors_trains_like_plain_torch_with_the_sam
     # p = 0.8: sigma = 2, a third of the factors are negative: the ReLU derivative must follow the unit
     # (taken from the noisy output's sign instead, the weights end 140-170% away from the reference's)
     method = MethodConfig("gaussian", gaussian_dropout_hidden=0.8, l2=1e-2)
-    cfg = _study(method, optimizer)
-    ds = _dataset_as(small_dataset, torch.float64)
-    trainer = Trainer(cfg, ds, dtype=torch.float64)
-    records = [trainer.train_epoch() for _ in range(N_EPOCHS)]
-    for j, seed in enumerate(SEEDS):
-        k = len(SEEDS) + j
-        ref = ReferenceRun(cfg, cfg.methods[1], seed, ds.x_train, ds.y_train, 3, dtype=torch.float64)
-        for _ in range(N_EPOCHS):
-            ref.train_epoch()
+    trainer, records, pairs = _train_beside_reference(method, optimizer, small_dataset)
+    for k, ref in pairs:
+        seed = SEEDS[k - len(SEEDS)]
         for l, lin in enumerate(ref.linears):
             assert _rel_err(trainer.model.weights[l][k], lin.weight.detach().T) <= 1e-10, (seed, l)
         data = np.concatenate([r.loss_data[:, k] for r in records])

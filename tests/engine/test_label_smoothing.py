@@ -9,14 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from reglab.config import MethodConfig
-from reglab.engine import Trainer
 from reglab.engine.batch import Scratch
 from reglab.engine.label_smoothing import LabelSmoothing
-from reglab.engine.reference import ReferenceRun
 from reglab.engine.regularizer import BindContext
 from reglab.errors import ReglabError
 
-from .test_trainer import N_EPOCHS, SEEDS, _dataset_as, _rel_err, _study
+from .test_trainer import SEEDS, _dataset_as, _rel_err, _study, _train_beside_reference
 
 
 def _hooks(methods, C):
@@ -73,15 +71,9 @@ def test_the_smoothed_loss_is_least_at_the_smoothed_targets_and_its_minimum_is_t
 def test_label_smoothing_with_dropout_trains_like_plain_torch_and_records_the_smoothed_loss(optimizer,
                                                                                            small_dataset):
     method = MethodConfig("ls+dropout", label_smoothing=0.2, dropout_hidden=0.3, l1=1e-4)
-    cfg = _study(method, optimizer)
-    ds = _dataset_as(small_dataset, torch.float64)
-    trainer = Trainer(cfg, ds, dtype=torch.float64)
-    records = [trainer.train_epoch() for _ in range(N_EPOCHS)]
-    for j, seed in enumerate(SEEDS):
-        k = len(SEEDS) + j
-        ref = ReferenceRun(cfg, cfg.methods[1], seed, ds.x_train, ds.y_train, 3, dtype=torch.float64)
-        for _ in range(N_EPOCHS):
-            ref.train_epoch()
+    trainer, records, pairs = _train_beside_reference(method, optimizer, small_dataset)
+    for k, ref in pairs:
+        seed = SEEDS[k - len(SEEDS)]
         for l, lin in enumerate(ref.linears):
             assert _rel_err(trainer.model.weights[l][k], lin.weight.detach().T) <= 1e-10, (seed, l)
         data = np.concatenate([r.loss_data[:, k] for r in records])
@@ -90,6 +82,7 @@ def test_label_smoothing_with_dropout_trains_like_plain_torch_and_records_the_sm
     eps, C = 0.2, 3
     entropy = -((1 - eps + eps / C) * np.log(1 - eps + eps / C) + (C - 1) * eps / C * np.log(eps / C))
     assert (np.concatenate([r.loss_data[:, 2:] for r in records]) >= entropy).all()
+    ds = _dataset_as(small_dataset, torch.float64)
     final = trainer._evaluate(ds.x_val, ds.y_val)
     w, b = trainer.model.weights, trainer.model.biases
     h = ds.x_val

@@ -8,14 +8,12 @@ import pytest
 import torch
 
 from reglab.config import MethodConfig
-from reglab.engine import Trainer
 from reglab.engine import regularizers as R
 from reglab.engine.builtins import BUILTINS
-from reglab.engine.reference import ReferenceRun
 from reglab.errors import ReglabError
 
 from .test_regularizers import _finite_difference
-from .test_trainer import N_EPOCHS, SEEDS, _dataset_as, _rel_err, _study
+from .test_trainer import SEEDS, _rel_err, _study, _train_beside_reference
 
 
 @pytest.mark.parametrize("shape", [(3, 6, 4), (2, 4, 4), (2, 3, 5)], ids=["tall", "square", "wide"])
@@ -54,15 +52,9 @@ def test_a_layer_with_more_units_than_inputs_cannot_reach_zero():
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_orthogonality_with_max_norm_and_l2_trains_like_plain_torch(optimizer, small_dataset):
     method = MethodConfig("ortho+l2+max_norm", orthogonality=3e-3, l2=1e-3, max_norm=1.5)
-    cfg = _study(method, optimizer)
-    ds = _dataset_as(small_dataset, torch.float64)
-    trainer = Trainer(cfg, ds, dtype=torch.float64)
-    records = [trainer.train_epoch() for _ in range(N_EPOCHS)]
-    for j, seed in enumerate(SEEDS):
-        k = len(SEEDS) + j
-        ref = ReferenceRun(cfg, cfg.methods[1], seed, ds.x_train, ds.y_train, 3, dtype=torch.float64)
-        for _ in range(N_EPOCHS):
-            ref.train_epoch()
+    trainer, records, pairs = _train_beside_reference(method, optimizer, small_dataset)
+    for k, ref in pairs:
+        seed = SEEDS[k - len(SEEDS)]
         for l, lin in enumerate(ref.linears):
             assert _rel_err(trainer.model.weights[l][k], lin.weight.detach().T) <= 1e-6, (seed, l)  # renorm's 1e-7
         penalty = np.concatenate([r.loss_penalty[:, k] for r in records])

@@ -12,10 +12,9 @@ import torch
 from reglab.config import METHOD_CONSTRAINTS, MethodConfig
 from reglab.engine import Trainer
 from reglab.engine.builtins import BUILTINS
-from reglab.engine.reference import ReferenceRun
 from reglab.engine.regularizer import Regularizer, WeightPenalty
 
-from .test_trainer import N_EPOCHS, SEEDS, _dataset_as, _rel_err, _study
+from .test_trainer import SEEDS, _dataset_as, _rel_err, _study, _train_beside_reference
 
 
 def test_every_built_in_declares_hyperparameters_that_are_method_fields_with_its_ranges():
@@ -39,15 +38,9 @@ def _l2_by_autograd() -> Regularizer:
 def test_a_penalty_given_by_its_value_alone_trains_like_plain_torch(optimizer, small_dataset):
     registry = {**BUILTINS, "l2": _l2_by_autograd()}
     method = MethodConfig("l2", l2=1e-2)
-    cfg = _study(method, optimizer)
-    ds = _dataset_as(small_dataset, torch.float64)
-    trainer = Trainer(cfg, ds, dtype=torch.float64, regularizers=registry)
-    records = [trainer.train_epoch() for _ in range(N_EPOCHS)]
-    for j, seed in enumerate(SEEDS):
-        k = len(SEEDS) + j
-        ref = ReferenceRun(cfg, cfg.methods[1], seed, ds.x_train, ds.y_train, 3, dtype=torch.float64)
-        for _ in range(N_EPOCHS):
-            ref.train_epoch()
+    trainer, records, pairs = _train_beside_reference(method, optimizer, small_dataset, regularizers=registry)
+    for k, ref in pairs:
+        seed = SEEDS[k - len(SEEDS)]
         for l, lin in enumerate(ref.linears):
             assert _rel_err(trainer.model.weights[l][k], lin.weight.detach().T) <= 1e-10, (seed, l)
         penalty = np.concatenate([r.loss_penalty[:, k] for r in records])

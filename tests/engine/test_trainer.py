@@ -78,6 +78,23 @@ def _dataset_as(ds: Dataset, dtype: torch.dtype) -> Dataset:
     return dataclasses.replace(ds, **{k: getattr(ds, k).to(dtype) for k in ("x_train", "x_val", "x_test")})
 
 
+def _train_beside_reference(method: MethodConfig, optimizer: str, dataset: Dataset, **trainer_kw):
+    """``method`` (beside a neighbour) trained N_EPOCHS in float64 by the batched engine, and each seed of it
+    by ReferenceRun (plain torch.nn + torch.optim): (trainer, its epoch records, [(k, ref)]), where k is
+    the seed's variant index in the batch and ref its finished reference run."""
+    cfg = _study(method, optimizer)
+    ds = _dataset_as(dataset, torch.float64)
+    trainer = Trainer(cfg, ds, dtype=torch.float64, **trainer_kw)
+    records = [trainer.train_epoch() for _ in range(N_EPOCHS)]
+    pairs = []
+    for j, seed in enumerate(SEEDS):
+        ref = ReferenceRun(cfg, cfg.methods[1], seed, ds.x_train, ds.y_train, 3, dtype=torch.float64)
+        for _ in range(N_EPOCHS):
+            ref.train_epoch()
+        pairs.append((len(SEEDS) + j, ref))
+    return trainer, records, pairs
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("name,optimizer", CASES)
 def test_variant_k_of_a_batched_run_equals_a_plain_torch_run(name, optimizer, dtype, small_dataset):

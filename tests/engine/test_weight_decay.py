@@ -11,26 +11,19 @@ import torch
 
 from reglab.config import DataConfig, MethodConfig, StudyConfig
 from reglab.engine import Trainer
-from reglab.engine.reference import ReferenceRun
 from reglab.errors import ReglabError
 
-from .test_trainer import N_EPOCHS, SEEDS, _dataset_as, _rel_err, _study
+from .test_trainer import SEEDS, _dataset_as, _rel_err, _study, _train_beside_reference
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_decoupled_decay_with_a_schedule_trains_like_torch_adamw_and_sgdw(optimizer, small_dataset):
     method = MethodConfig("wd", decoupled_weight_decay=0.1, lr_schedule="inverse_t", lr_decay_steps=20)
-    cfg = _study(method, optimizer)
-    ds = _dataset_as(small_dataset, torch.float64)
-    trainer = Trainer(cfg, ds, dtype=torch.float64)
-    records = [trainer.train_epoch() for _ in range(N_EPOCHS)]
-    for j, seed in enumerate(SEEDS):
-        k = len(SEEDS) + j
-        ref = ReferenceRun(cfg, cfg.methods[1], seed, ds.x_train, ds.y_train, 3, dtype=torch.float64)
+    trainer, records, pairs = _train_beside_reference(method, optimizer, small_dataset)
+    for k, ref in pairs:
+        seed = SEEDS[k - len(SEEDS)]
         if optimizer == "adam":
             assert isinstance(ref.optimizer, torch.optim.AdamW)
-        for _ in range(N_EPOCHS):
-            ref.train_epoch()
         for l, lin in enumerate(ref.linears):
             assert _rel_err(trainer.model.weights[l][k], lin.weight.detach().T) <= 1e-10, (seed, l)
             assert _rel_err(trainer.model.biases[l][k, 0], lin.bias.detach()) <= 1e-10, (seed, l)
