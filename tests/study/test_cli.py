@@ -125,6 +125,20 @@ def test_every_mnist_preset_runs_in_smoke_mode_on_the_shared_copy(tmp_path, pres
     assert all(f["status"] == "ok" for f in ds["info"]["checksums"].values())
     summary = read_json(out / "summary.json")
     assert all(m["stats"]["test_error"]["n"] == 2 for m in summary["methods"].values())
+    if preset == "quick":   # each dataset's own validated lr (docs/studies.md)
+        lrs = {m["lr"] for m in read_json(out / "config.json")["methods"]}
+        assert lrs == {{"mnist": 0.1, "fashion-mnist": 0.03}[dataset]}
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_a_preset_run_on_a_dataset_its_values_were_not_validated_on_says_so_in_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "mnist", "--preset", "seed", "--dataset", "fashion-mnist", "--smoke", "--seeds", "1",
+                 "--out", str(out), "--data-dir", DATA_DIR, "--no-report"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("reglab: note:")]
+    assert len(notes) == 1 and "validated on MNIST, not on fashion-mnist" in notes[0]
+    assert "--preset quick, --preset datasize" in notes[0]
 
 
 @needs_mnist

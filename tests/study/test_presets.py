@@ -151,6 +151,36 @@ def test_fashion_mnist_datasize_gets_its_own_validated_values_and_mnist_keeps_it
         assert dataclasses.replace(fashion[name], lr=0.1) == mnist[name]
 
 
+def test_fashion_mnist_quick_gets_its_own_validated_values_and_mnist_keeps_its_own():
+    mnist = {m.name: m for m in presets.get("mnist", "quick").methods}
+    fashion = {m.name: m for m in presets.get("mnist", "quick", dataset="fashion-mnist").methods}
+    assert set(fashion) == set(mnist)
+    # MNIST's search (docs/studies.md): lr 0.1, max-norm 3, dropout 0.1/0.25
+    assert {m.lr for m in mnist.values()} == {0.1} and mnist["max_norm"].max_norm == 3.0
+    assert (mnist["dropout+l2"].dropout_input, mnist["dropout+l2"].dropout_hidden) == (0.1, 0.25)
+    # Fashion-MNIST's search: lr 0.03, max-norm 1.5, dropout 0/0.1 (hidden units only); the rest as on MNIST
+    assert {m.lr for m in fashion.values()} == {0.03} and fashion["max_norm"].max_norm == 1.5
+    for name in ("dropout+l2", "dropout+max_norm"):
+        assert (fashion[name].dropout_input, fashion[name].dropout_hidden) == (0.0, 0.1)
+    for name in ("l2", "l2+l1_late", "l2+kl"):
+        assert dataclasses.replace(fashion[name], lr=0.1) == mnist[name]
+    assert dataclasses.replace(fashion["dropout+max_norm"], lr=0.1, dropout_input=0.1, dropout_hidden=0.25) \
+        == mnist["dropout+max_norm"]
+
+
+@pytest.mark.parametrize("preset,dataset,note", [
+    ("quick", "fashion-mnist", False), ("datasize", "fashion-mnist", False), (None, "fashion-mnist", False),
+    ("seed", "fashion-mnist", True), ("table9-cpu", "fashion-mnist", True), ("paper", "fashion-mnist", True),
+    ("seed", "mnist", False), ("seed", None, False)])
+def test_only_a_preset_without_values_of_the_datasets_own_gets_the_note(preset, dataset, note):
+    line = presets.values_note("mnist", preset, dataset)
+    assert (line is not None) == note
+    if note:
+        assert line.startswith("reglab: note:") and "\n" not in line
+        assert f"--preset {preset}'s values were validated on MNIST, not on {dataset}" in line
+    assert presets.values_note("pointcloud", preset, "moons") is None
+
+
 def test_a_size_that_does_not_fit_the_epoch_is_one_clear_error():
     ds = presets.get("mnist", "datasize")
     with pytest.raises(ReglabError, match="multiple of the subset size"):
@@ -188,3 +218,22 @@ def test_the_pointcloud_datasize_preset_varies_the_number_of_training_points_at_
     assert sorted(steps) == [50, 100, 200, 500, 2000] and set(steps.values()) == {5000}
     es = next(m for m in ds.base.methods if m.early_stopping)
     assert es.patience * 2000 // ds.base.batch_size == 500   # the default study's 50 epochs x 10 updates
+
+
+def test_the_docs_example_of_the_newer_built_ins_is_the_quick_preset_plus_one_method_each():
+    from pathlib import Path
+    from reglab.engine.registry import load_toml
+    root = Path(__file__).resolve().parents[2] / "docs" / "examples"
+    more = load_toml(root / "quick-more-regularizers" / "study.toml")
+    quick = presets.get("mnist", "quick")
+    assert more.methods[:6] == quick.methods          # Table 9's six exactly as the default study runs them
+    assert (more.hidden, more.n_epochs, more.seeds, more.data) == (quick.hidden, quick.n_epochs, quick.seeds,
+                                                                   quick.data)
+    newer = {m.name: m for m in more.methods[6:]}
+    assert newer["gaussian_dropout+max_norm"].uses_gaussian_dropout
+    assert newer["l2+orthogonality"].uses_orthogonality and newer["l2+label_smoothing"].uses_label_smoothing
+    assert newer["decoupled_weight_decay"].uses_decoupled_weight_decay and newer["decoupled_weight_decay"].l2 == 0
+    for search in sorted((root / "builtins-quick-search").glob("*.toml")) + \
+            sorted((root / "fashion-quick-search").glob("*.toml")):
+        cfg = load_toml(search)                        # each search round's file is a valid study
+        assert cfg.hidden == quick.hidden and cfg.n_epochs == quick.n_epochs and cfg.seeds == (0,)

@@ -371,3 +371,15 @@ def test_a_run_killed_while_removing_its_consolidated_shards_resumes(tmp_path, s
     assert "metrics/epoch-00001.csv" in read_json(tmp_path / "run" / "manifest.json")["sha256"]
     runner.run_study(None, out_dir=tmp_path / "run", resume=True, quiet=True)
     assert "metrics/epoch-00001.csv" not in read_json(tmp_path / "run" / "manifest.json")["sha256"]
+
+
+def test_the_console_summary_table_keeps_its_columns_for_long_method_names():
+    stat = {"mean": 0.0123, "ci95_half_width": 0.001}
+    methods = {name: {"stats": {"test_error": stat, "val_error": stat}, "n_diverged": 0}
+               for name in ("l2", "gaussian_dropout+max_norm@0.1/0.25")}
+    lines = runner.format_summary_table({"n_seeds": 3, "methods": methods}).splitlines()
+    header, rows = lines[0], lines[1:3]
+    # every row ends its columns where the header does: the diverged count under "diverged"
+    assert all(len(r) == len(header) for r in rows)
+    assert all(r.split()[0] in methods for r in rows)
+    assert rows[1].startswith("gaussian_dropout+max_norm@0.1/0.25 ")

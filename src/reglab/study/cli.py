@@ -46,8 +46,9 @@ def register(subparsers) -> None:
         f"{s}: {', '.join(ps)} (default {presets.DEFAULT_PRESET[s]})" for s, ps in presets.STUDIES.items())
         + "; table: " + ", ".join(table.PRESETS) + " (default default)")
     p.add_argument("--seeds", type=int, metavar="N", help="train every method with seeds 0..N-1")
-    p.add_argument("--dataset", help="mnist | fashion-mnist for the mnist study; moons | circles | spirals | xor "
-                                     "for pointcloud")
+    p.add_argument("--dataset", help="mnist | fashion-mnist for the mnist study (--preset quick and datasize "
+                                     "use fashion-mnist's own validated values; the others MNIST's, with one "
+                                     "line saying so); moons | circles | spirals | xor for pointcloud")
     p.add_argument("--resolution", type=int, choices=(28, 7), help="image side: 28, or 7 (4x4 average pooling)")
     p.add_argument("--config", metavar="TOML", help="a user-defined study (see docs/studies.md)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<study>-<time>)")
@@ -153,6 +154,9 @@ def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:
         cfg = presets.get(args.study or presets.DEFAULT_STUDY, args.preset, seeds=args.seeds, dataset=args.dataset,
                           resolution=args.resolution, epochs=args.epochs, smoke=args.smoke, device=args.device,
                           matmul_dtype=args.matmul_dtype)
+        note = presets.values_note(args.study or presets.DEFAULT_STUDY, args.preset, args.dataset)
+        if note and not args.quiet:
+            print(note, file=sys.stderr)
     if cfg is not None:
         cfg = resolve_plugins(cfg, args)
     read = table_read_for(cfg, read)

@@ -62,16 +62,17 @@ def _sgd_table9_methods(q: dict, none: bool = False) -> tuple[MethodConfig, ...]
     return ((MethodConfig(name="none", **common),) if none else ()) + _table9_methods(common, per)
 
 
-def mnist_quick() -> StudyConfig:
+def mnist_quick(dataset: str = "mnist") -> StudyConfig:
     """784-256-256-10 ReLU, 3 seeds x 6 methods, 20 epochs: sized for <= 10 minutes on a 2-core CPU.
 
     SGD with momentum 0.9 at batch 100 (deepnet's ``model.pbtxt``); every method: lr 0.1 halved
     every 3,000 steps (smoothly, 0.1 -> 0.01 over the 10,000 steps), chosen on the validation
     split like the L1 and KL coefficients, the dropout rates and the max-norm radii
     (docs/studies.md has the search). L2 1e-4 (lambda/2 convention); KL target 0.1 and
-    moving-average decay 0.9 are deepnet's.
+    moving-average decay 0.9 are deepnet's. One set of values per dataset (``QUICK_BY_DATASET``;
+    ``--dataset fashion-mnist`` picks Fashion-MNIST's own, found by the same search on its validation split).
     """
-    q = QUICK
+    q = QUICK_BY_DATASET[dataset]
     return StudyConfig(name="mnist-quick", data=DataConfig(name="mnist"), hidden=(256, 256),
                        init="he_normal", optimizer="sgd", n_epochs=q["n_epochs"], batch_size=100,
                        seeds=DEFAULT_SEEDS, methods=_sgd_table9_methods(q), log_every=10,
@@ -88,6 +89,14 @@ QUICK = dict(
     max_norm=3.0, max_norm_dropout=2.5,
     dropout_input=0.1, dropout_hidden=0.25,
 )
+# Fashion-MNIST's own values: the same protocol on its validation split (1 seed, 20 epochs, val error at epoch
+# 20; docs/examples/fashion-quick-search/; docs/studies.md): lr {0.01, 0.03, 0.1} -> 0.03 for every method; then
+# at lr 0.03 l2 {1e-4, 1e-3} -> 1e-4, late l1 {1e-5, 3e-5, 1e-4} -> 1e-4, kl_beta {1e-3, 1e-2} -> 1e-3,
+# max-norm {1, 1.5, 2, 3} -> 1.5, dropout in/hidden {0.1/0.25, 0.05/0.1, 0/0.1} -> 0/0.1 for both dropout methods
+# (the net is undertrained on Fashion-MNIST at this budget: the lightest dropout fits best), radius with
+# dropout {2, 2.5} -> 2.5.
+QUICK_FASHION = {**QUICK, "lr": 0.03, "max_norm": 1.5, "dropout_input": 0.0, "dropout_hidden": 0.1}
+QUICK_BY_DATASET = {"mnist": QUICK, "fashion-mnist": QUICK_FASHION}
 
 
 def mnist_seed() -> StudyConfig:
@@ -333,6 +342,22 @@ STUDIES: dict[str, dict[str, Callable[[], StudyConfig | DataSizeStudy]]] = {
               "datasize": mnist_datasize},
     "pointcloud": {"default": pointcloud, "datasize": pointcloud_datasize},
 }
+# the image presets whose values were validated on each dataset they accept (the others carry MNIST's):
+# {preset: {dataset: values}}; ``get`` builds these with the dataset's own values
+VALUES_BY_DATASET = {"quick": QUICK_BY_DATASET, "datasize": DATASIZE_BY_DATASET}
+
+
+def values_note(study: str, preset: str | None, dataset: str | None) -> str | None:
+    """One line when an image preset runs on a dataset its values were not validated on (None otherwise)."""
+    preset = preset or DEFAULT_PRESET.get(study)
+    if study != "mnist" or dataset in (None, "mnist") or dataset in VALUES_BY_DATASET.get(preset, {}):
+        return None
+    own = ", ".join(f"--preset {p}" for p, by in VALUES_BY_DATASET.items() if dataset in by)
+    return (f"reglab: note: --preset {preset}'s values were validated on MNIST, not on {dataset}; its results "
+            f"there are not tuned ones. {own} ha{'ve' if ',' in own else 's'} values of {dataset}'s own "
+            "(docs/studies.md), and `reglab tune` searches any study's on its validation split.")
+
+
 DEFAULT_STUDY = "mnist"
 DEFAULT_PRESET = {"mnist": "quick", "pointcloud": "default"}
 MAX_SEEDS = 10_000   # --seeds N: at most this many (each seed is a variant of every method; beyond it, memory)
@@ -363,8 +388,8 @@ def get(study: str = DEFAULT_STUDY, preset: str | None = None, *, seeds: int | N
     if preset not in STUDIES[study]:
         raise ReglabError(f"unknown preset {preset!r} for study {study!r}; allowed: {', '.join(STUDIES[study])}. "
                           f"Fix: --preset {DEFAULT_PRESET[study]}.")
-    if study == "mnist" and preset == "datasize" and dataset in DATASIZE_BY_DATASET:
-        cfg = mnist_datasize(dataset)          # the dataset's own validated values
+    if study == "mnist" and dataset in VALUES_BY_DATASET.get(preset, {}):
+        cfg = STUDIES[study][preset](dataset)  # the dataset's own validated values
     else:
         cfg = STUDIES[study][preset]()
     if isinstance(cfg, DataSizeStudy):

@@ -778,10 +778,11 @@ def _as_float(x) -> float:
 def format_summary_table(summary: dict) -> str:
     """Plain-text table: method, n, mean test/val error with 95% CI half-width, diverged count."""
     n = summary["n_seeds"]
-    lines = [f"{'method':<22} {'test error % (mean +- 95% CI)':>32} {'val error %':>14} {'diverged':>9}"]
+    w = max([22, *(len(name) for name in summary["methods"])])   # the name column fits the longest name
+    lines = [f"{'method':<{w}} {'test error % (mean +- 95% CI)':>32} {'val error %':>14} {'diverged':>9}"]
     for name, m in summary["methods"].items():
         t, v = m["stats"]["test_error"], m["stats"]["val_error"]
-        lines.append(f"{name:<22} {_pct(t):>32} {_pct(v, ci=False):>14} {m['n_diverged']:>9}")
+        lines.append(f"{name:<{w}} {_pct(t):>32} {_pct(v, ci=False):>14} {m['n_diverged']:>9}")
     lines.append(f"(mean over {n} seed{'s' if n != 1 else ''}; CI is the two-sided 95% Student-t interval)")
     return "\n".join(lines)
 
