@@ -109,9 +109,10 @@ def test_bfloat16_products_read_the_masked_weights_as_float32_products_do():
     for dtype in (torch.float32, torch.bfloat16):
         model = BatchedMLP([w.clone() for w in weights], [c.clone() for c in biases], compute_dtype=dtype)
         parts = {l: [WeightPart(slice(2, 4), model.weights[l][2:4] * f, f)] for l, f in enumerate(factors)}
-        logits = model.forward([InputPart(slice(0, V), x)], weight_parts=parts).float()
+        inputs = [InputPart(slice(0, V), x)]
+        logits = model.forward(inputs, weight_parts=parts).float()
         grads = [torch.zeros_like(p) for p in model.parameters()]
-        model.backward(dlogits, [InputPart(slice(0, V), x)], grads[:3], grads[3:], beta=0.9)
+        model.backward(dlogits, inputs, grads[:3], grads[3:], beta=0.9)
         results[dtype] = [logits] + grads
     for single, mixed in zip(results[torch.float32], results[torch.bfloat16]):
         assert mixed.dtype == torch.float32
