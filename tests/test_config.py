@@ -193,6 +193,8 @@ def test_the_settings_of_the_built_ins_beyond_table_9_are_written_only_when_set(
     (dict(orthogonality=float("inf")), "'l2.orthogonality' must be a number in [0, inf); got inf. Fix: use 0"),
     (dict(label_smoothing=1.5), "'l2.label_smoothing' must be a number in [0, 1); got 1.5. Fix: use 0"),
     (dict(decoupled_weight_decay=-1), "'l2.decoupled_weight_decay' must be a number in [0, inf); got -1. Fix: use 0"),
+    (dict(dropconnect=1.0), "'l2.dropconnect' must be a number in [0, 1); got 1.0. Fix: use 0 to disable"),
+    (dict(dropconnect=-0.5), "'l2.dropconnect' must be a number in [0, 1); got -0.5. Fix: use 0 to disable"),
     (dict(dropout_input=0.2, gaussian_dropout_hidden=0.5), "method 'l2' sets both Bernoulli dropout"),
 ])
 def test_bad_values_of_the_built_ins_beyond_table_9_are_one_line_with_a_fix(method_kw, message):

@@ -25,6 +25,13 @@ def test_the_parameter_count_is_784_256_256_10_by_hand_and_weights_are_4_bytes_e
     assert adam.parts["optimizer state"] == 2 * adam.parts["weights"]
 
 
+def test_dropconnect_adds_its_masks_factors_masked_weights_and_gradient_for_its_variants_only():
+    assert memory.estimate_study_memory(_study()).parts["DropConnect masks"] == 0
+    est = memory.estimate_study_memory(_study(methods=(MethodConfig(name="a"), MethodConfig(name="dc", dropconnect=0.5))))
+    weights = 784 * 256 + 256 * 256 + 256 * 10                                  # biases are never masked
+    assert est.parts["DropConnect masks"] == (2 + 3 * 4) * weights * 3           # method dc's 3 seeds
+
+
 def test_activations_scale_with_the_batch_and_evaluation_with_the_eval_batch():
     small, big = (memory.estimate_study_memory(_study(batch_size=b)) for b in (100, 200))
     assert big.parts["activations"] == 2 * small.parts["activations"]

@@ -21,6 +21,9 @@ Conventions (stated once, used everywhere):
 * ``decoupled_weight_decay`` is lambda_d in ``w <- w - lr_t * lambda_d * w`` just before each update
   (torch's ``AdamW(weight_decay=lambda_d)``; with SGD, SGDW), not a loss term, weights only; for
   plain SGD without momentum it is the same as ``l2 = lambda_d``.
+* ``dropconnect`` is the drop probability p of each weight (Wan et al. 2013), inverted as dropout is:
+  during training a layer's products read ``W * M / (1 - p)``, ``M ~ Bernoulli(1 - p)`` per weight,
+  one M per minibatch and variant; biases are never masked; evaluation reads W (mean-field).
 """
 
 from __future__ import annotations
@@ -120,6 +123,8 @@ class MethodConfig:
     label_smoothing: float = 0.0    # eps: training targets (1 - eps) * one-hot + eps / C, [0, 1)
     decoupled_weight_decay: float = 0.0   # lambda_d: before each update w <- w - lr_t * lambda_d * w, weights only
                                           # (AdamW with adam, SGDW with sgd; Loshchilov & Hutter 2019); >= 0
+    dropconnect: float = 0.0        # DropConnect (Wan et al. 2013): probability of dropping each weight of every
+                                    # layer (biases never), inverted: W * M / (1 - p), one mask M per minibatch, [0, 1)
     # --- early stopping ---
     early_stopping: bool = False    # stop this variant when `monitor` has not improved for `patience` epochs
     patience: int = 10              # epochs without improvement before stopping, >= 1
@@ -230,6 +235,10 @@ class MethodConfig:
     def uses_decoupled_weight_decay(self) -> bool:
         return self.decoupled_weight_decay > 0
 
+    @property
+    def uses_dropconnect(self) -> bool:
+        return self.dropconnect > 0
+
 
 METHOD_CONSTRAINTS: dict[str, tuple] = {
     "name": ("str",),
@@ -248,6 +257,7 @@ METHOD_CONSTRAINTS: dict[str, tuple] = {
     "orthogonality": ("float", 0.0, INF, False, True, "use 0 to disable."),
     "label_smoothing": ("float", 0.0, 1.0, False, True, "use 0 to disable (0.1 is the usual value)."),
     "decoupled_weight_decay": ("float", 0.0, INF, False, True, "use 0 to disable."),
+    "dropconnect": ("float", 0.0, 1.0, False, True, "use 0 to disable (Wan et al. 2013 use 0.5)."),
     "early_stopping": ("bool",),
     "patience": ("int", 1, 1_000_000),
     "min_delta": ("float", 0.0, INF, False, True),
@@ -429,7 +439,7 @@ def _json_safe(obj):
 
 # method settings written only when set (MethodConfig.to_dict): those of the built-ins after Table 9's
 WRITTEN_WHEN_SET = frozenset(("gaussian_dropout_input", "gaussian_dropout_hidden", "orthogonality", "label_smoothing",
-                              "decoupled_weight_decay"))
+                              "decoupled_weight_decay", "dropconnect"))
 FLOAT_FIELDS = frozenset(k for k, rule in METHOD_CONSTRAINTS.items() if rule[0] == "float")
 METHOD_FIELDS = tuple(k for k in METHOD_CONSTRAINTS)   # every MethodConfig field a TOML method may set
 

@@ -11,6 +11,8 @@ leading variant axis. With P parameters per variant (each layer ``in x out`` wei
 * a checkpoint: a CPU copy of weights and optimizer state plus its serialized bytes
   (2 x 4PV x (1 + buffers));
 * bfloat16 products: a 2-byte copy of the weights (2PV);
+* DropConnect, per weight of each variant that uses it: its mask's 16 random bits, the factor, the
+  masked weights and the masked gradient (4 bytes each; 2 more for a bfloat16 copy of the masked weights);
 * activations of a training step: batch x V x (sum of layer widths) x 4 bytes, x 4 (pre-
   activations, activations, dropout masks, their gradients);
 * evaluation: eval_batch x V x (widest layer) x 4 bytes, x 2 (input and output of a layer);
@@ -80,6 +82,9 @@ def estimate_study_memory(cfg, variants_per_method: int | None = None) -> Memory
     weights = FLOAT_BYTES * P * V
     state = weights * (1 + buffers)
     es_variants = sum(per_method for m in cfg.methods if m.early_stopping)
+    dropconnect_variants = sum(per_method for m in cfg.methods if m.uses_dropconnect)
+    n_weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    dropconnect_bytes = 2 + 3 * FLOAT_BYTES + (2 if cfg.matmul_dtype == "bfloat16" else 0)
     parts = {
         "weights": weights,
         "gradients": weights,
@@ -88,6 +93,7 @@ def estimate_study_memory(cfg, variants_per_method: int | None = None) -> Memory
         "early-stopping best weights": FLOAT_BYTES * P * es_variants,
         "checkpoint copies": 2 * state,
         "bfloat16 weights": weights // 2 if cfg.matmul_dtype == "bfloat16" else 0,
+        "DropConnect masks": dropconnect_bytes * n_weights * dropconnect_variants,
         "activations": FLOAT_BYTES * cfg.batch_size * V * sum(widths[1:]) * ACTIVATION_COPIES,
         "evaluation": FLOAT_BYTES * cfg.eval_batch_size * V * max(widths) * EVAL_COPIES,
         "dataset": FLOAT_BYTES * n_features * n_examples * max(1, cfg.data.train_repeat),

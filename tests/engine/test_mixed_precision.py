@@ -31,6 +31,7 @@ AUTOCAST_EXAMPLES = {
     "hidden_dropout": MethodConfig("dropout", dropout_hidden=0.5, l2=1e-3),   # scale 2: exact in bfloat16
     "hidden_dropout_inexact_scale": MethodConfig("dropout_0.3", dropout_hidden=0.3),  # 1/0.7: not in bfloat16
     "nesterov": MethodConfig("nesterov", l2=1e-3, nesterov=True),      # SGD's non-fused path (Adam's too, below)
+    "dropconnect": MethodConfig("dropconnect", dropconnect=0.5),       # W * M * 2 in float32, then bfloat16
 }
 STEPS = 3
 MATCH = 2e-3     # relative distance (norm) of the engine's weight changes to autocast's; observed <= 1.1e-3

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reglab.engine.mlp import BatchedMLP, InputPart, init_parameters, misclassified
+from reglab.engine.mlp import BatchedMLP, InputPart, WeightPart, init_parameters, misclassified
 
 
 def test_a_seed_gives_the_same_initial_weights_whatever_the_other_variants_and_position():
@@ -86,6 +86,32 @@ def test_hand_written_backward_equals_autograd_with_input_parts_dropout_and_extr
     grads = torch.autograd.grad(ref_loss, leaves)
     for buf, prev, g in zip(buffers, previous, grads):
         assert torch.allclose(buf, 0.7 * prev + g, rtol=1e-5, atol=1e-6)
+
+
+def test_a_weight_part_without_a_factor_is_read_by_both_products_and_leaves_the_weight_gradient_unscaled():
+    # additive weight noise W + N on the last two variants' middle layer: dL/dW = dL/d(W + N), so no factor
+    g = torch.Generator().manual_seed(3)
+    sizes, V, b = [5, 4, 3, 2], 4, 6
+    model = BatchedMLP.initialize(sizes, [0, 1, 2, 3], "he_normal", dtype=torch.float64)
+    noise = 0.3 * torch.randn(2, 4, 3, generator=g, dtype=torch.float64)
+    parts = [InputPart(slice(0, V), torch.randn(b, 5, generator=g, dtype=torch.float64))]
+    y = torch.randint(0, 2, (b,), generator=g)
+    logits = model.forward(parts, weight_parts={1: [WeightPart(slice(2, 4), model.weights[1][2:4] + noise)]})
+    logits = logits.transpose(1, 2)
+    dlogits = ((torch.softmax(logits, -1) - F.one_hot(y, 2)) / b).transpose(1, 2).contiguous()
+    buffers = [torch.zeros_like(p) for p in model.parameters()]
+    model.backward(dlogits, parts, buffers[:3], buffers[3:])
+
+    leaves = [p.clone().requires_grad_(True) for p in model.parameters()]
+    shift = torch.cat([torch.zeros(2, 4, 3, dtype=torch.float64), noise])
+    h = parts[0].x.expand(V, b, 5)
+    for l in range(3):
+        h = torch.baddbmm(leaves[3 + l], h, leaves[l] + shift if l == 1 else leaves[l])
+        h = torch.relu(h) if l < 2 else h
+    assert torch.allclose(h, logits, rtol=1e-12, atol=1e-12)
+    grads = torch.autograd.grad(sum(F.cross_entropy(h[v], y) for v in range(V)), leaves)
+    for buf, grad in zip(buffers, grads):
+        assert torch.allclose(buf, grad, rtol=1e-12, atol=1e-12)
 
 
 def test_backward_with_beta_zero_ignores_the_old_buffer_content():

@@ -46,6 +46,7 @@ EXAMPLES = {
     "orthogonality": MethodConfig("orthogonality", orthogonality=1e-3),
     "label_smoothing": MethodConfig("label_smoothing", label_smoothing=0.1),
     "decoupled_weight_decay": MethodConfig("decoupled_wd+l2", decoupled_weight_decay=0.05, l2=1e-3),
+    "dropconnect": MethodConfig("dropconnect+l2", dropconnect=0.3, l2=1e-3),
 }
 N_EPOCHS = 6          # x 10 steps per epoch = 60 steps
 SEEDS = (3, 4)

@@ -90,3 +90,10 @@ def test_decoupled_weight_decay_has_its_formula_and_says_it_is_not_a_loss_term()
     text = " ".join(regularizer_formulas(_method("decoupled_weight_decay", decoupled_weight_decay=0.01)))
     assert "before every update w ← w − ηₜ·λ_d·w, λ_d = 0.01" in text and "not a loss term" in text
     assert "declared" not in text
+
+
+def test_dropconnect_has_its_formula_with_the_rate_and_says_what_evaluation_reads():
+    text = " ".join(regularizer_formulas(_method("dropconnect", dropconnect=0.5)))
+    assert "DropConnect (Wan et al. 2013)" in text and "W ⊙ M/(1−p), M ~ Bernoulli(1−p) per weight, p = 0.5" in text
+    assert "one M per minibatch" in text and "biases never masked" in text and "plain W (mean-field)" in text
+    assert "declared" not in text

@@ -63,6 +63,7 @@ def test_scale_parameters_are_log_uniform_and_fractions_uniform():
     pytest.param(dict(label_smoothing=0.1), (0.01, 0.3, True, (0.05, 0.1, 0.2)), id="label_smoothing"),
     pytest.param(dict(decoupled_weight_decay=1e-3), (1e-5, 1e-1, True, (1e-4, 1e-3, 1e-2)),
                  id="decoupled_weight_decay"),
+    pytest.param(dict(dropconnect=0.5), (0.05, 0.7, False, (0.1, 0.3, 0.5)), id="dropconnect"),
 ])
 def test_the_built_ins_beyond_table_9_are_searched_over_their_declared_ranges(setting, expected):
     space = search_space(MethodConfig("new", **setting), "sgd")

@@ -1,5 +1,5 @@
 """The six Table 9 regularizers (and early stopping), and the built-ins beyond them (Gaussian dropout,
-soft orthogonality, label smoothing, decoupled weight decay), declared through the regularizer API.
+soft orthogonality, label smoothing, decoupled weight decay, DropConnect), declared through the regularizer API.
 
 Each keeps its hand-written, tested gradient (``regularizers``); the step
 reaches them only through ``Regularizer.bind`` and the ``Hooks`` it returns.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from reglab.engine.dropconnect import DropConnect
 from reglab.engine.dropout import Dropout
 from reglab.engine.gaussian_dropout import GaussianDropout
 from reglab.engine.label_smoothing import LabelSmoothing
@@ -74,6 +75,12 @@ BUILTINS: dict[str, Regularizer] = {r.name: r for r in (
                                 doc="lambda_d in w <- w - lr_t * lambda_d * w", search=(1e-5, 1e-1),
                                 grid=(1e-4, 1e-3, 1e-2)),),
                 lambda m: m.uses_decoupled_weight_decay, DecoupledWeightDecay),
+    Regularizer("dropconnect", "DropConnect (Wan et al. 2013), inverted: each layer's products read W * M / (1 - p), "
+                "M ~ Bernoulli(1 - p) per weight, one M per minibatch and variant (biases never); gradient "
+                "M / (1 - p) * (h^T dz); plain W at evaluation (mean-field)",
+                (Hyperparameter("dropconnect", low=0.0, high=1.0, doc="drop probability of each weight",
+                                search=(0.05, 0.7), grid=(0.1, 0.3, 0.5)),),
+                lambda m: m.uses_dropconnect, DropConnect, noise=True),
     Regularizer("early_stopping", "stop after `patience` epochs without a val improvement > min_delta; "
                 "restore the best weights", (), lambda m: m.early_stopping, None),
 )}

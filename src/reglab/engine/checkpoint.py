@@ -2,7 +2,7 @@
 
 Saved: epoch and step, the study's weights and biases, the optimizer state of
 every variant, the minibatch-order generator and each variant's train-time
-noise generator (dropout, Gaussian dropout), the training flags, divergence
+noise generator (dropout, Gaussian dropout, DropConnect), the training flags, divergence
 and stop epochs, early stopping's state and best weights, every regularizer's
 declared per-variant state (KL's moving averages) for ALL variants, whatever
 the step's batch is, and the best/last split results. On load the step's batch

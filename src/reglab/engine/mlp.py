@@ -31,6 +31,12 @@ the momentum buffer) and applies the ReLU derivative with the fused
 ``threshold_backward`` kernel. Batched autograd is slower than this (it makes
 extra copies in the bmm backward).
 
+Train-time noise on weights (DropConnect): a :class:`WeightPart` gives, for a contiguous range of
+variants, the weights ``W_eff = W * F`` that one layer's products read this step instead of W (the
+forward product and the gradient w.r.t. the layer's input, ``dh = dz W_eff^T``), and the factor F by
+which that layer's weight gradient is multiplied (``dL/dW = F * (h^T dz)``) before it is accumulated.
+A layer without weight parts runs exactly the products it runs without the hook (no copy).
+
 Mixed precision (``compute_dtype=torch.bfloat16``, ``StudyConfig.matmul_dtype``):
 the parameters, gradient and optimizer buffers stay in the model dtype
 (float32); each step the products read bfloat16 copies of the weights and
@@ -118,6 +124,30 @@ class InputPart:
         return self.dense_t if self.dense_t is not None else self.batched().transpose(1, 2)
 
 
+@dataclass
+class WeightPart:
+    """A contiguous range of variants whose products of one layer read other weights this step.
+
+    ``w`` (Vr, in, out), in the parameters' dtype: the weights the layer's forward product and its
+    input gradient read instead of the parameters, ``W_eff = W * grad_factor`` elementwise;
+    ``grad_factor`` (Vr, in, out): ``dW_eff/dW``, by which the weight gradient is multiplied
+    (``dL/dW = grad_factor * dL/dW_eff``); None means 1 (``W_eff = W + noise``).
+    """
+    variants: slice
+    w: torch.Tensor
+    grad_factor: torch.Tensor | None = None
+    compute: torch.Tensor | None = None    # ``w`` in the products' dtype, if that differs (see BatchedMLP.forward)
+
+
+WeightParts = dict[int, list[WeightPart]]   # layer -> its weight parts this step (no key: the parameters)
+Segment = tuple[slice, torch.Tensor, "WeightPart | None"]   # rows, the weights their products read, their part
+
+
+def _relative(rows: slice, within: slice) -> slice:
+    """``rows`` counted from ``within.start``."""
+    return slice(rows.start - within.start, rows.stop - within.start)
+
+
 HiddenHook = Callable[[int, torch.Tensor], None]
 
 
@@ -136,7 +166,8 @@ class BatchedMLP:
         self.n_variants = weights[0].shape[0]
         self.compute_dtype = compute_dtype or weights[0].dtype
         self._buffers: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-        self._scratch: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}   # kept bfloat16-path buffers
+        self._scratch: dict[tuple, tuple[torch.Tensor | None, torch.Tensor | None]] = {}   # kept buffers
+        self._weight_parts: WeightParts = {}        # the last forward's (see WeightPart)
         if self.mixed:   # the products' copies of the parameters, refreshed every step
             self._compute_weights = [w.to(self.compute_dtype) for w in weights]
             self._compute_biases = [b.to(self.compute_dtype) for b in biases]
@@ -190,40 +221,83 @@ class BatchedMLP:
         return torch.baddbmm(bias.transpose(1, 2).expand(-1, -1, h.shape[1]), W.transpose(1, 2),
                              h.transpose(1, 2), out=out)
 
-    def forward(self, parts: list[InputPart], hidden_hook: HiddenHook | None = None) -> torch.Tensor:
+    def forward(self, parts: list[InputPart], hidden_hook: HiddenHook | None = None,
+                weight_parts: WeightParts | None = None) -> torch.Tensor:
         """Training forward pass; returns logits (V, C, b), keeps every layer's output for backward.
 
         ``parts`` hold inputs in the parameters' dtype. ``hidden_hook(l, h)`` runs on
         each hidden layer's ReLU output (V, b, H_l) before the next layer reads
-        it, and may change it in place (dropout). Logits are in ``compute_dtype``.
+        it, and may change it in place (dropout). ``weight_parts``: the weights some
+        variants' products of a layer read instead of the parameters (DropConnect); the
+        same must be given to :meth:`backward`. Logits are in ``compute_dtype``.
         """
         b = parts[0].x.shape[-2]
         outs, _ = self._step_buffers(b)
+        self._weight_parts = weight_parts or {}
         if self.mixed:
             for lp, p in zip(self._compute_weights + self._compute_biases, self.weights + self.biases):
                 lp.copy_(p)
             self._materialize_inputs(parts)
-        W, bias = self._compute_weights, self._compute_biases
+            self._materialize_weights()
+        bias = self._compute_biases
         if self.n_layers == 1:   # no hidden layer: a linear model on the (possibly dropped-out) input
             for part in parts:
-                sl = part.variants
-                torch.baddbmm(bias[0][sl].transpose(1, 2).expand(-1, -1, b), W[0][sl].transpose(1, 2),
-                              part.batched_t(), alpha=part.scale, out=outs[0][sl])
+                x_t = part.batched_t()
+                for rows, w, _ in self._segments(0, part.variants):
+                    torch.baddbmm(bias[0][rows].transpose(1, 2).expand(-1, -1, b), w.transpose(1, 2),
+                                  x_t[_relative(rows, part.variants)], alpha=part.scale, out=outs[0][rows])
             return outs[0]
         first = outs[0]
         for part in parts:
-            sl = part.variants
             x = part.batched()
-            torch.baddbmm(bias[0][sl].expand(x.shape[0], b, -1), x, W[0][sl], alpha=part.scale, out=first[sl])
+            for rows, w, _ in self._segments(0, part.variants):
+                torch.baddbmm(bias[0][rows].expand(rows.stop - rows.start, b, -1), x[_relative(rows, part.variants)],
+                              w, alpha=part.scale, out=first[rows])
+        every = slice(0, self.n_variants)
         for l in range(1, self.n_layers):
             h = outs[l - 1].relu_()
             if hidden_hook is not None:
                 hidden_hook(l - 1, h)
-            if l == self.n_layers - 1:
-                self._logits(h, out=outs[l], W=W[l], bias=bias[l])
-            else:
-                torch.baddbmm(bias[l].expand(-1, b, -1), h, W[l], out=outs[l])
+            for rows, w, _ in self._segments(l, every):
+                if l == self.n_layers - 1:
+                    self._logits(h[rows], out=outs[l][rows], W=w, bias=bias[l][rows])
+                else:
+                    torch.baddbmm(bias[l][rows].expand(-1, b, -1), h[rows], w, out=outs[l][rows])
         return outs[-1]
+
+    def _segments(self, layer: int, rows: slice) -> list[Segment]:
+        """``rows`` cut into runs that read the same weights in ``layer``'s products: (rows, those
+        weights (Vr, in, out) in ``compute_dtype``, the WeightPart or None for the parameters).
+        Without weight parts on the layer: ``rows`` whole, reading the parameters."""
+        W = self._compute_weights[layer]
+        claimed = self._weight_parts.get(layer)
+        if not claimed:
+            return [(rows, W[rows], None)]
+        out, start = [], rows.start
+        for part in sorted(claimed, key=lambda p: p.variants.start):
+            lo, hi = max(part.variants.start, start), min(part.variants.stop, rows.stop)
+            if lo >= hi:
+                continue
+            if start < lo:
+                out.append((slice(start, lo), W[start:lo], None))
+            w = part.compute if part.compute is not None else part.w
+            out.append((slice(lo, hi), w[_relative(slice(lo, hi), part.variants)], part))
+            start = hi
+        if start < rows.stop:
+            out.append((slice(start, rows.stop), W[start:rows.stop], None))
+        return out
+
+    def _materialize_weights(self) -> None:
+        """``compute_dtype`` copies of this step's weight parts (the products read them as they read
+        the parameters' copies); kept buffers, one per layer and range."""
+        for layer, claimed in self._weight_parts.items():
+            for part in claimed:
+                key = ("weights", layer, part.variants.start, part.variants.stop)
+                if key not in self._scratch:
+                    self._scratch[key] = (torch.empty(part.w.shape, dtype=self.compute_dtype, device=part.w.device),
+                                          None)
+                part.compute = self._scratch[key][0]
+                part.compute.copy_(part.w)
 
     def _materialize_inputs(self, parts: list[InputPart]) -> None:
         """Dense (Vr, B, D) and (Vr, D, B) ``compute_dtype`` copies of each part's input, once per step.
@@ -252,7 +326,7 @@ class BatchedMLP:
 
     def backward(self, dlogits: torch.Tensor, parts: list[InputPart], weight_grads: list[torch.Tensor],
                  bias_grads: list[torch.Tensor], beta: float = 0.0, hidden_hook: HiddenHook | None = None) -> None:
-        """Backward pass of the last :meth:`forward`, weights as they were in it.
+        """Backward pass of the last :meth:`forward`, weights as they were in it (its weight parts too).
 
         ``dlogits`` (V, C, b) is dLoss/dlogits (any float dtype). For every layer,
         ``weight_grads[l] = beta * weight_grads[l] + dLoss/dW_l`` and the same
@@ -260,22 +334,28 @@ class BatchedMLP:
         beta = momentum: a momentum buffer). ``hidden_hook(l, dh)`` runs on the
         gradient with respect to hidden layer l's (post-hook) output before the
         ReLU derivative, and may change it in place (dropout mask, KL term).
+        Rows of a layer with a weight part read its ``W_eff`` for ``dh = dz W_eff^T``, and
+        their weight gradient is ``grad_factor * (h^T dz)`` (see :class:`WeightPart`).
         """
         b = dlogits.shape[2]
         outs, grads = self._step_buffers(b)
         L = self.n_layers
-        W = self._compute_weights
         acc_dtype = bias_grads[0].dtype
+        every = slice(0, self.n_variants)
         _accumulate_bias_grad(bias_grads[-1], dlogits.sum(dim=2, dtype=acc_dtype).unsqueeze(1), beta)
         dz_t = dlogits.to(self.compute_dtype)                 # (V, C, b)
         if L == 1:
             for part in parts:
-                sl = part.variants
-                self._accumulate_weight_grad(weight_grads[0][sl], part.batched_t(),
-                                             dz_t[sl].transpose(1, 2), beta, part.scale)
+                x_t = part.batched_t()
+                for rows, _, wp in self._segments(0, part.variants):
+                    self._accumulate_weight_grad(weight_grads[0][rows], x_t[_relative(rows, part.variants)],
+                                                 dz_t[rows].transpose(1, 2), beta, part.scale, _factor(wp, rows))
             return
-        self._accumulate_weight_grad(weight_grads[-1], outs[-2].transpose(1, 2), dz_t.transpose(1, 2), beta)
-        dz = torch.bmm(dz_t.transpose(1, 2), W[-1].transpose(1, 2), out=grads[-1])
+        for rows, w, wp in self._segments(L - 1, every):
+            self._accumulate_weight_grad(weight_grads[-1][rows], outs[-2][rows].transpose(1, 2),
+                                         dz_t[rows].transpose(1, 2), beta, factor=_factor(wp, rows))
+            torch.bmm(dz_t[rows].transpose(1, 2), w.transpose(1, 2), out=grads[-1][rows])
+        dz = grads[-1]
         for l in range(L - 2, -1, -1):
             h = outs[l]
             if hidden_hook is not None:
@@ -285,16 +365,21 @@ class BatchedMLP:
             _accumulate_bias_grad(bias_grads[l], dz.sum(dim=1, keepdim=True, dtype=acc_dtype), beta)
             if l == 0:
                 for part in parts:
-                    sl = part.variants
-                    self._accumulate_weight_grad(weight_grads[0][sl], part.batched_t(), dz[sl],
-                                                 beta, part.scale)
+                    x_t = part.batched_t()
+                    for rows, _, wp in self._segments(0, part.variants):
+                        self._accumulate_weight_grad(weight_grads[0][rows], x_t[_relative(rows, part.variants)],
+                                                     dz[rows], beta, part.scale, _factor(wp, rows))
             else:
-                self._accumulate_weight_grad(weight_grads[l], outs[l - 1].transpose(1, 2), dz, beta)
-                dz = torch.bmm(dz, W[l].transpose(1, 2), out=grads[l - 1])
+                for rows, w, wp in self._segments(l, every):
+                    self._accumulate_weight_grad(weight_grads[l][rows], outs[l - 1][rows].transpose(1, 2), dz[rows],
+                                                 beta, factor=_factor(wp, rows))
+                    torch.bmm(dz[rows], w.transpose(1, 2), out=grads[l - 1][rows])
+                dz = grads[l - 1]
 
     def _accumulate_weight_grad(self, buf: torch.Tensor, a: torch.Tensor, b: torch.Tensor, beta: float,
-                                alpha: float = 1.0) -> None:
-        """buf (Vr, in, out) = beta * buf + alpha * a @ b, with a (Vr, in, B) and b (Vr, B, out).
+                                alpha: float = 1.0, factor: torch.Tensor | None = None) -> None:
+        """buf (Vr, in, out) = beta * buf + alpha * a @ b, with a (Vr, in, B) and b (Vr, B, out);
+        with a ``factor`` (Vr, in, out): ``beta * buf + factor * (alpha * a @ b)`` (a weight part's).
 
         Same precision: one ``baddbmm_`` straight into ``buf``. Mixed: the
         product in ``compute_dtype`` (float32 accumulation inside the GEMM),
@@ -302,6 +387,9 @@ class BatchedMLP:
         while it is still in cache (a float32 output or a whole-study
         bfloat16 temporary would cost more passes over memory).
         """
+        if factor is not None:
+            self._accumulate_factored_weight_grad(buf, a, b, beta, alpha, factor)
+            return
         if not self.mixed:
             buf.baddbmm_(a, b, beta=beta, alpha=alpha)
             return
@@ -327,9 +415,33 @@ class BatchedMLP:
                 g_wide.copy_(g)
                 torch.add(g_wide, buf[i:j], alpha=beta, out=buf[i:j])
 
+    def _accumulate_factored_weight_grad(self, buf: torch.Tensor, a: torch.Tensor, b: torch.Tensor, beta: float,
+                                         alpha: float, factor: torch.Tensor) -> None:
+        """buf = beta * buf + factor * (alpha * a @ b): the product alone first (in kept buffers, in
+        ``compute_dtype`` then widened when mixed), since a momentum buffer's old content must not be
+        multiplied by the factor."""
+        key = ("factored-grad", *buf.shape)
+        if key not in self._scratch:
+            low = torch.empty(buf.shape, dtype=self.compute_dtype, device=buf.device) if self.mixed else None
+            self._scratch[key] = (low, torch.empty(buf.shape, dtype=buf.dtype, device=buf.device))
+        low, g = self._scratch[key]
+        if self.mixed:
+            torch.bmm(a, b, out=low)
+            g.copy_(low)
+        else:
+            torch.bmm(a, b, out=g)
+        if alpha != 1.0:
+            g.mul_(alpha)
+        g.mul_(factor)
+        if beta == 0.0:
+            buf.copy_(g)
+        else:
+            torch.add(g, buf, alpha=beta, out=buf)
+
     @torch.no_grad()
     def forward_eval(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits (V, C, n) and hidden outputs [(V, n, H_l)] for a shared input x (n, D); no dropout."""
+        """Logits (V, C, n) and hidden outputs [(V, n, H_l)] for a shared input x (n, D); no train-time noise
+        (no dropout; DropConnect's mean-field: the weights W themselves, the masks' expectation)."""
         V = self.n_variants
         h = x.unsqueeze(0).expand(V, *x.shape)
         hidden = []
@@ -375,6 +487,13 @@ def cross_entropy_per_example(logits: torch.Tensor, y: torch.Tensor) -> torch.Te
     """(V, C, n) logits, (n,) labels -> (V, n) ``-log softmax(z)_y`` in nats."""
     logp = torch.log_softmax(logits, dim=1)
     return -logp.gather(1, y.view(1, 1, -1).expand(logits.shape[0], 1, -1)).squeeze(1)
+
+
+def _factor(part: WeightPart | None, rows: slice) -> torch.Tensor | None:
+    """The weight part's gradient factor for ``rows`` (None: no part, or a factor of 1)."""
+    if part is None or part.grad_factor is None:
+        return None
+    return part.grad_factor[_relative(rows, part.variants)]
 
 
 def _accumulate_bias_grad(buf: torch.Tensor, grad: torch.Tensor, beta: float) -> None:

@@ -8,7 +8,8 @@ update from ``torch.optim.SGD`` / ``torch.optim.Adam`` (L2 as their
 ``weight_decay`` on the weight parameter group only), L1, KL-sparsity and soft
 orthogonality are added to the loss as formulas, max-norm is ``torch.renorm``,
 label smoothing is ``F.cross_entropy(label_smoothing=eps)``, Gaussian dropout
-multiplies by its factors (``GaussianNoise``), decoupled weight decay is
+multiplies by its factors (``GaussianNoise``), DropConnect is ``F.linear`` on
+``weight * factor`` (``DropConnectLinear``, autograd gives the masked gradient), decoupled weight decay is
 ``torch.optim.AdamW`` (with SGD: the weights scaled by ``1 - lr * lambda_d``
 before ``torch.optim.SGD``'s step, SGDW, which torch.optim lacks). What IS shared,
 because it is input rather than math: the initial weights
@@ -18,7 +19,9 @@ from the variant's own stream with
 :func:`~reglab.engine.regularizers.dropout_keep_mask`, unless
 ``masks="torch"``, which uses ``nn.Dropout``), Gaussian dropout's standard
 normal draws (``gaussian_dropout.gaussian_dropout_factors``, unless
-``masks="torch"``: ``torch.randn_like``) and the schedules.
+``masks="torch"``: ``torch.randn_like``), DropConnect's masks
+(``dropconnect.dropconnect_factors``, unless ``masks="torch"``: ``torch.bernoulli``)
+and the schedules.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from reglab.config import MethodConfig, StudyConfig
 from reglab.engine import regularizers as R
 from reglab.engine.mlp import init_parameters
 from reglab.engine.schedules import learning_rate, momentum
+from reglab.engine.dropconnect import dropconnect_factors
 from reglab.engine.dropout import dropout_generator
 from reglab.engine.gaussian_dropout import gaussian_dropout_factors
 from reglab.engine.step import epoch_permutation, order_generator
@@ -69,10 +73,31 @@ class MaskDropout(nn.Module):
         return h * self.keep * R.keep_scale(self.p)
 
 
+class DropConnectLinear(nn.Linear):
+    """``nn.Linear`` whose training forward reads ``weight * factor`` (DropConnect, inverted: factor =
+    mask / (1 - p), (out, in) like ``weight``; the bias is never masked): set ``.factor`` before each
+    forward (``masks="engine"``), or drawn here with ``torch.bernoulli`` (``masks="torch"``)."""
+
+    def __init__(self, in_features: int, out_features: int, p: float, masks: str = "engine"):
+        super().__init__(in_features, out_features)
+        self.p, self.masks = p, masks
+        self.factor: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return super().forward(x)
+        factor = self.factor
+        if self.masks == "torch":
+            factor = torch.bernoulli(torch.full_like(self.weight, 1 - self.p)) / (1 - self.p)
+        return F.linear(x, self.weight * factor, self.bias)
+
+
 def build_model(sizes: list[int], seed: int, init: str, dropout_input: float = 0.0, dropout_hidden: float = 0.0,
-                masks: str = "engine", gaussian_input: float = 0.0, gaussian_hidden: float = 0.0) -> nn.Sequential:
+                masks: str = "engine", gaussian_input: float = 0.0, gaussian_hidden: float = 0.0,
+                dropconnect: float = 0.0) -> nn.Sequential:
     """``nn.Sequential`` [dropout] Linear ReLU [dropout] ... Linear, initialised like the engine's variant;
-    Gaussian dropout (``GaussianNoise``) where Bernoulli dropout would be."""
+    Gaussian dropout (``GaussianNoise``) where Bernoulli dropout would be; with DropConnect every
+    Linear a ``DropConnectLinear``."""
     weights, biases = init_parameters(sizes, seed, init)
     drop = MaskDropout if masks == "engine" else nn.Dropout
     layers: list[nn.Module] = []
@@ -81,7 +106,8 @@ def build_model(sizes: list[int], seed: int, init: str, dropout_input: float = 0
     if gaussian_input > 0:
         layers.append(GaussianNoise(gaussian_input, masks))
     for l, (w, b) in enumerate(zip(weights, biases)):
-        linear = nn.Linear(w.shape[0], w.shape[1])
+        linear = (DropConnectLinear(w.shape[0], w.shape[1], dropconnect, masks) if dropconnect > 0
+                  else nn.Linear(w.shape[0], w.shape[1]))
         with torch.no_grad():
             linear.weight.copy_(w.T)
             linear.bias.copy_(b)
@@ -106,7 +132,8 @@ class ReferenceRun:
         self.x, self.y = x_train.to(dtype), y_train.long()
         self.sizes = [x_train.shape[1], *cfg.hidden, n_classes]
         self.model = build_model(self.sizes, seed, cfg.init, method.dropout_input, method.dropout_hidden,
-                                 masks, method.gaussian_dropout_input, method.gaussian_dropout_hidden).to(dtype)
+                                 masks, method.gaussian_dropout_input, method.gaussian_dropout_hidden,
+                                 method.dropconnect).to(dtype)
         self.masks = masks
         self.linears = [m for m in self.model if isinstance(m, nn.Linear)]
         weights = [m.weight for m in self.linears]
@@ -130,8 +157,9 @@ class ReferenceRun:
         self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
         self.total_steps = cfg.n_epochs * self.steps_per_epoch
         self.order = order_generator(cfg.data.data_seed)
-        # the variant's train-time noise stream (Bernoulli or Gaussian dropout)
-        self.dropout = dropout_generator(seed) if method.uses_dropout or method.uses_gaussian_dropout else None
+        # the variant's train-time noise stream (Bernoulli or Gaussian dropout, then DropConnect)
+        noisy = method.uses_dropout or method.uses_gaussian_dropout or method.uses_dropconnect
+        self.dropout = dropout_generator(seed) if noisy else None
         self.step = 0
         self.kl_running: list[torch.Tensor | None] = [None] * len(cfg.hidden)
         self.losses: list[float] = []          # data term per step
@@ -181,23 +209,26 @@ class ReferenceRun:
         self.penalties.append(float(penalty.detach()) + l2_value)  # L2 acts through weight_decay; logged like the engine
 
     def _set_masks(self, b: int) -> None:
-        """Draw this step's masks (or Gaussian factors) from the variant's stream: input first, then
-        each hidden layer."""
+        """Draw this step's masks (or Gaussian factors) from the variant's stream: dropout's (input first,
+        then each hidden layer), then DropConnect's (layer by layer)."""
         if self.masks != "engine" or self.dropout is None:
             return
-        if self.method.uses_gaussian_dropout:
-            m = self.method
+        m = self.method
+        if m.uses_gaussian_dropout:
             factors = gaussian_dropout_factors(self.dropout, b, self.sizes, m.gaussian_dropout_input,
                                                m.gaussian_dropout_hidden, self.x.dtype)
             noises = [mod for mod in self.model if isinstance(mod, GaussianNoise)]
             for mod, which in zip(noises, factors):
                 mod.factor = factors[which]
-            return
         drops = [mod for mod in self.model if isinstance(mod, MaskDropout)]
-        widths = ([self.sizes[0]] if self.method.dropout_input > 0 else []) + (
-            list(self.cfg.hidden) if self.method.dropout_hidden > 0 else [])
+        widths = ([self.sizes[0]] if m.dropout_input > 0 else []) + (list(self.cfg.hidden) if m.dropout_hidden > 0
+                                                                     else [])
         for mod, width in zip(drops, widths):
             mod.keep = R.dropout_keep_mask(self.dropout, (b, width), mod.p).to(self.x.dtype)
+        if m.uses_dropconnect:   # the engine's factors are (in, out); nn.Linear's weight is (out, in)
+            for linear, factor in zip(self.linears, dropconnect_factors(self.dropout, self.sizes, m.dropconnect,
+                                                                        self.x.dtype)):
+                linear.factor = factor.T
 
     def _penalty(self, t: int, hidden: list[torch.Tensor]) -> torch.Tensor:
         m = self.method

@@ -393,6 +393,9 @@ def _probe_one(module: str, r: Regularizer, methods: list[MethodConfig], n_hidde
     hooks.draw(b)
     hooks.input_rows()
     hooks.input_parts(x)
+    for layer, w in enumerate(W):
+        for part in hooks.weight_parts(layer, w):
+            _finite(where, "weight_parts", part.w)
     pen = torch.zeros(V, dtype=dtype)
     grads = [torch.zeros_like(w) for w in W]
     for t in (1, total):

@@ -14,6 +14,11 @@ activation penalty sees the output as the next layer reads it:
 
 * ``draw(b)``: this step's randomness (train-time noise, e.g. dropout masks);
 * ``input_parts(x)`` / ``input_rows()``: noisy copies of the minibatch for the rows it claims;
+* ``weight_parts(layer, W) -> list[WeightPart]``: noise on a layer's weights (DropConnect): for the rows it
+  claims, the weights ``W_eff = W * F`` (Vr, in, out) that this step's products of the layer read
+  instead of the stacked parameters ``W`` (n_live, in, out) (forward and input gradient), and ``F``,
+  by which the layer's weight gradient is multiplied (``mlp.WeightPart``); called for every layer after
+  ``draw``; a layer no hook claims runs its plain products (no copy);
 * ``hidden_forward(layer, h, t, logging)``: noise on, or statistics of, a hidden layer's output
   (n_live, b, H), in place;
 * ``hidden_backward(layer, dh)``: that hook's gradient (called in reverse registration order);
@@ -47,7 +52,7 @@ import torch
 
 from reglab.config import MethodConfig
 from reglab.engine.batch import Scratch, contiguous_runs
-from reglab.engine.mlp import InputPart
+from reglab.engine.mlp import InputPart, WeightPart
 
 StateRows = dict[tuple[int, Any], torch.Tensor]   # (variant, key) -> that variant's tensor
 
@@ -101,6 +106,7 @@ class Hooks:
     def draw(self, b: int) -> None: ...
     def input_rows(self) -> list[slice]: return []
     def input_parts(self, x: torch.Tensor) -> list[InputPart]: return []
+    def weight_parts(self, layer: int, W: torch.Tensor) -> list[WeightPart]: return []
     def hidden_forward(self, layer: int, h: torch.Tensor, t: int, logging: bool) -> None: ...
     def hidden_backward(self, layer: int, dh: torch.Tensor) -> None: ...
     def loss_value(self, logp: torch.Tensor, y_idx: torch.Tensor, loss: torch.Tensor) -> None: ...

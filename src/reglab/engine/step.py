@@ -4,8 +4,8 @@
 2. minibatch: indices from the epoch's permutation (the same for every variant),
    gathered from tensors already on the device (no DataLoader);
 3. forward: first layer from the shared minibatch (a stride-0 view) or from
-   noisy inputs; ReLU; hidden train-time noise (dropout masks, Gaussian
-   dropout); KL statistics;
+   noisy inputs; each layer from its weights or noisy ones (DropConnect); ReLU;
+   hidden train-time noise (dropout masks, Gaussian dropout); KL statistics;
 4. loss: softmax cross-entropy on the logits (or a loss hook's change of it:
    label smoothing), recorded per step without a sync;
    a variant whose loss is NaN/inf is frozen from here on (diverged: learning
@@ -31,7 +31,7 @@ import torch
 
 from reglab.config import MethodConfig, StudyConfig
 from reglab.engine.batch import LiveBatch, Scratch, contiguous_runs
-from reglab.engine.mlp import InputPart, ORDER_STREAM, misclassified, stream_seed
+from reglab.engine.mlp import InputPart, ORDER_STREAM, WeightParts, misclassified, stream_seed
 from reglab.engine.optim import SGD
 from reglab.engine.regularizer import BindContext, Hooks, Regularizer
 from reglab.engine.schedules import learning_rate, momentum
@@ -113,13 +113,19 @@ class TrainingStep:
         parts = [InputPart(sl, x) for sl, _ in self.shared_input_runs]
         for h in hooks:
             parts += h.input_parts(x)
+        # the weights some variants' products read this step instead of the parameters (DropConnect)
+        weight_parts: WeightParts = {}
+        for l in range(net.n_layers):
+            claimed = [part for h in hooks for part in h.weight_parts(l, net.weights[l])]
+            if claimed:
+                weight_parts[l] = claimed
 
         # forward: noise on the hidden outputs, then their statistics (KL)
         def hidden_forward(layer: int, out: torch.Tensor) -> None:
             for h in hooks:
                 h.hidden_forward(layer, out, t, self.logging)
 
-        logits = net.forward(parts, hidden_forward).to(self.dtype)
+        logits = net.forward(parts, hidden_forward, weight_parts).to(self.dtype)
 
         # loss (cross-entropy, changed by loss hooks: label smoothing), error and dLoss/dlogits;
         # a non-finite loss freezes its variant
@@ -140,7 +146,8 @@ class TrainingStep:
         dlogits.mul_(1.0 / b).masked_fill_(~training.view(-1, 1, 1), 0.0)
 
         # backward: the hooks in reverse (KL gradient w.r.t. the post-dropout output, then the
-        # dropout mask); SGD accumulates straight into the momentum buffers
+        # dropout mask); each layer reads the forward's weights (DropConnect: masked, its weight
+        # gradient masked alike); SGD accumulates straight into the momentum buffers
         def hidden_backward(layer: int, dh: torch.Tensor) -> None:
             for h in self._backward_hooks:
                 h.hidden_backward(layer, dh)

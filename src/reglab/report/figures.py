@@ -283,6 +283,8 @@ def loss_epoch_per_method(d: Digest) -> FigureSpec | None:
     if any(_f(m.hyperparameters, "gaussian_dropout_input") > 0 or _f(m.hyperparameters, "gaussian_dropout_hidden") > 0
            for m in d.methods):
         cap += " With Gaussian dropout the training loss is that of the noisy networks."
+    if any(_f(m.hyperparameters, "dropconnect") > 0 for m in d.methods):
+        cap += " With DropConnect the training loss is that of the networks with masked weights."
     if any(_f(m.hyperparameters, "label_smoothing") > 0 for m in d.methods):
         cap += (" With label smoothing the training loss is the smoothed cross-entropy it minimises (never below "
                 "the entropy of the smoothed targets); the validation loss is the plain one.")

@@ -282,6 +282,12 @@ def regularizer_formulas(m: MethodData) -> list[str]:
         out.append(f"Decoupled weight decay (Loshchilov & Hutter 2019): before every update w ← w − ηₜ·λ_d·w, "
                    f"λ_d = {_f(hp, 'decoupled_weight_decay'):g}, ηₜ the step's learning rate (AdamW with Adam, SGDW "
                    "with SGD); weights only; not a loss term.")
+    q = _f(hp, "dropconnect")
+    if q > 0:
+        out.append(f"DropConnect (Wan et al. 2013), inverted: each step every layer's products read W ⊙ M/(1−p), "
+                   f"M ~ Bernoulli(1−p) per weight, p = {q:g}, one M per minibatch (shared by its examples); the "
+                   "weight gradient is masked alike, M/(1−p) ⊙ (hᵀ dz); biases never masked; at evaluation the "
+                   "plain W (mean-field).")
     if hp.get("early_stopping"):
         out.append(f"Early stopping on {hp.get('monitor', 'val_loss')}: stop after {hp.get('patience')} epochs "
                    f"without an improvement larger than {_f(hp, 'min_delta'):g}; the best weights are restored.")
@@ -293,7 +299,8 @@ def regularizer_formulas(m: MethodData) -> list[str]:
 
 # the regularizers whose text regularizer_formulas writes by hand (with the values worked in)
 WRITTEN_OUT = frozenset(("l2", "l1", "l1_late", "kl_sparsity", "max_norm", "dropout", "early_stopping",
-                         "gaussian_dropout", "orthogonality", "label_smoothing", "decoupled_weight_decay"))
+                         "gaussian_dropout", "orthogonality", "label_smoothing", "decoupled_weight_decay",
+                         "dropconnect"))
 
 
 def registry_formulas(m: MethodData) -> list[str]:
