@@ -233,6 +233,9 @@ def test_the_docs_example_of_the_newer_built_ins_is_the_quick_preset_plus_one_me
     assert newer["gaussian_dropout+max_norm"].uses_gaussian_dropout
     assert newer["l2+orthogonality"].uses_orthogonality and newer["l2+label_smoothing"].uses_label_smoothing
     assert newer["decoupled_weight_decay"].uses_decoupled_weight_decay and newer["decoupled_weight_decay"].l2 == 0
+    assert newer["dropconnect"].uses_dropconnect and not newer["dropconnect"].uses_dropout
+    beside = load_toml(root / "quick-more-regularizers" / "dropconnect-beside-l2.toml")
+    assert beside.methods == (quick.methods[0], newer["dropconnect"]) and beside.seeds == quick.seeds
     for search in sorted((root / "builtins-quick-search").glob("*.toml")) + \
             sorted((root / "fashion-quick-search").glob("*.toml")):
         cfg = load_toml(search)                        # each search round's file is a valid study
