@@ -406,6 +406,17 @@ def load_toml(path, *, extra_plugins: Iterable[str] = ()) -> StudyConfig:
         raise ReglabError(f"config file {Path(path)}: {e}") from None
 
 
+def plugin_paths(modules: Iterable[str]) -> list[str]:
+    """The files to ship for `modules` to a process that cannot import them otherwise (a Ray worker):
+    for each, its top-level package's folder, or the file of a one-file module."""
+    paths = []
+    for module in modules:
+        top = importlib.import_module(module.split(".")[0])
+        where = list(getattr(top, "__path__", None) or [top.__file__])
+        paths += [str(Path(w).resolve()) for w in where if str(Path(w).resolve()) not in paths]
+    return paths
+
+
 def with_plugins(cfg, modules: Iterable[str]):
     """`cfg` (a StudyConfig, or a study with a ``base`` one) with `modules` added to its plugins."""
     modules = tuple(modules)
