@@ -20,7 +20,8 @@ ENCODED = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 # keys whose values (and everything below them) are names or labels, never numbers
 TEXT_KEYS = frozenset({"name", "method", "study", "dataset", "a", "b", "difference", "metric", "headline",
                        "returned_model", "status", "command", "init", "optimizer", "device", "matmul_dtype",
-                       "monitor", "lr_schedule", "momentum_ramp", "methods_order"})
+                       "monitor", "lr_schedule", "momentum_ramp", "methods_order",
+                       "diverged_reason", "reason"})
 
 
 def encode_float(x: float) -> float | str:

@@ -183,3 +183,27 @@ def test_a_penalty_that_raises_is_one_line_naming_the_plugin_and_hook_before_any
     assert r.returncode == 2 and not out.exists()
     assert "plug_later" in r.stderr and "hook value() raised RuntimeError: boom" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------
+# during a run (the runs themselves: tests/study/test_plugin_runs.py)
+
+def test_the_guard_blames_a_plugin_only_for_a_training_variant_it_turned_non_finite():
+    import math
+
+    import torch
+
+    from reglab.engine.plugin_guard import GuardedHooks
+    from reglab.engine.regularizer import Hooks
+
+    class AddsNaN(Hooks):
+        def add_weight_value(self, pen, W, t):
+            pen += torch.tensor([math.nan, 1.0, math.nan, math.nan])
+
+    training = torch.tensor([True, True, False, True])   # variant 2 frozen already
+    guard = GuardedHooks(AddsNaN(), "plug", "adds_nan", training)
+    pen = torch.tensor([0.0, 0.0, 0.0, math.nan])        # variant 3 non-finite before the plugin's hook
+    guard.add_weight_value(pen, [], 1)
+    assert training.tolist() == [False, True, False, True]   # only variant 0 is the plugin's doing
+    assert guard.nonfinite_reasons() == {0: "plugin module 'plug': regularizer 'adds_nan', hook add_weight_value() "
+                                            "gave a non-finite value (NaN/inf)"}

@@ -6,6 +6,8 @@ A two-moons base keeps it fast and offline; the real engine trains every size.
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +120,84 @@ def test_a_data_size_study_refuses_a_directory_that_holds_an_ordinary_run(study_
 def test_a_study_without_its_reference_method_is_refused():
     with pytest.raises(ReglabError, match="reference method 'none'"):
         _study(base=_study().base.replace(methods=METHODS[1:]))
+
+
+# ----------------------------------------------------------------------------
+# a plugin regularizer in the data-size study
+
+EXAMPLE_PLUGIN = Path(__file__).resolve().parents[2] / "docs" / "examples" / "plugin" / "reglab_group_lasso.py"
+
+
+@pytest.fixture
+def plugin_site(tmp_path, monkeypatch):
+    """A folder on sys.path holding the docs' example plugin (group lasso), importable while the test runs."""
+    import shutil
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(EXAMPLE_PLUGIN, site)
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    sys.modules.pop("reglab_group_lasso", None)
+
+
+def test_a_plugin_method_trains_in_every_size_as_reglab_run_trains_it_and_the_study_resumes(
+        tmp_path, plugin_site, capsys):
+    import shutil
+
+    from reglab.cli import main
+    out = tmp_path / "ds"
+    common = ["--threads", "1", "--quiet", "--no-report"]
+    assert main(["run", "pointcloud", "--preset", "datasize", "--smoke", "--seeds", "1",
+                 "--plugin", "reglab_group_lasso", "--set", "methods.l2.group_lasso=0.002",
+                 "--out", str(out)] + common) == 0
+    meta = read_json(out / datasize.DATASIZE_FILE)
+    assert meta["status"] == "complete" and meta["study"]["base"]["plugins"] == ["reglab_group_lasso"]
+    for s in meta["sizes"]:
+        record = read_json(out / s["run"] / "regularizers.json")
+        assert [p["module"] for p in record["plugins"]] == ["reglab_group_lasso"]
+        assert {e["name"]: e["used_by"] for e in record["regularizers"]}["group_lasso"] == ["l2"]
+
+    # a size trains exactly as `reglab run` trains its config (the plugin loaded from config.toml's plugins)
+    size = out / meta["sizes"][0]["run"]
+    assert main(["run", "--config", str(size / "config.toml"), "--out", str(tmp_path / "alone")] + common) == 0
+    inside, alone = load_run(size), load_run(tmp_path / "alone")
+    for col in ("loss_data", "loss_penalty"):
+        assert np.array_equal(inside.iter_rows[col], alone.iter_rows[col], equal_nan=True), col
+    # ... and the plugin acts there: without its value, l2's penalty is smaller
+    assert main(["run", "--config", str(size / "config.toml"), "--set", "methods.l2.group_lasso=0",
+                 "--out", str(tmp_path / "without")] + common) == 0
+    without = load_run(tmp_path / "without")
+    l2 = np.asarray(inside.iter_rows["variant"]) == next(v["variant"] for v in inside.variants if v["method"] == "l2")
+    assert np.all(inside.iter_rows["loss_penalty"][l2] > without.iter_rows["loss_penalty"][l2])
+
+    # the study resumes with its plugin values (the largest size removed: trained again, to the same numbers)
+    largest = out / meta["sizes"][-1]["run"]
+    before = read_json(largest / "summary.json")["variants"]
+    shutil.rmtree(largest)
+    (out / datasize.DATASIZE_SUMMARY).unlink()
+    assert main(["run", "--resume", str(out), "--quiet", "--no-report"]) == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rows]  # noqa: E731
+    assert strip(read_json(largest / "summary.json")["variants"]) == strip(before)
+
+    # without the plugin, a resume is one line naming it
+    sys.path.remove(str(plugin_site))
+    sys.modules.pop("reglab_group_lasso")
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out), "--quiet", "--no-report"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot resume {out}" in err[0] and "reglab_group_lasso" in err[0] and "Fix:" in err[0]
+
+
+def test_a_bad_plugin_in_a_data_size_study_is_one_line_before_anything_is_written(tmp_path, plugin_site, capsys):
+    from reglab.cli import main
+    source = (plugin_site / "reglab_group_lasso.py").read_text()
+    (plugin_site / "plug_log.py").write_text(source.replace("unit_norms.sum(dim=1)", "w.log().sum(dim=(1, 2))"))
+    out = tmp_path / "ds"
+    try:
+        assert main(["run", "pointcloud", "--preset", "datasize", "--smoke", "--seeds", "1", "--plugin", "plug_log",
+                     "--set", "methods.l2.group_lasso=0.002", "--out", str(out), "--quiet"]) == 2
+    finally:
+        sys.modules.pop("plug_log", None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "plug_log" in err[0] and "not finite (nan)" in err[0]
+    assert not out.exists()

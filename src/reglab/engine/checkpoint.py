@@ -3,7 +3,7 @@
 Saved: epoch and step, the study's weights and biases, the optimizer state of
 every variant, the minibatch-order generator and each variant's train-time
 noise generator (dropout, Gaussian dropout, DropConnect), the training flags, divergence
-and stop epochs, early stopping's state and best weights, every regularizer's
+(and its reasons) and stop epochs, early stopping's state and best weights, every regularizer's
 declared per-variant state (KL's moving averages) for ALL variants, whatever
 the step's batch is, and the best/last split results. On load the step's batch
 is rebuilt as the original run had it after that epoch: every variant, then
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from reglab.config import StudyConfig
+from reglab.engine.outputs import NONFINITE
 from reglab.errors import ReglabError
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ def state_dict(tr: Trainer) -> dict:
         "order_generator": tr._order_gen.get_state(),
         "dropout_generators": {v: g.get_state() for v, g in tr._dropout_gens.items()},
         "training": tr._training.cpu().clone(),
-        "diverged": tr.diverged.tolist(), "stop_epoch": list(tr.stop_epoch),
+        "diverged": tr.diverged.tolist(), "diverged_reason": list(tr.diverged_reason),
+        "stop_epoch": list(tr.stop_epoch),
         "early_stopping": tr.early_stopping.state_dict(),
         "best_weights": cpu(tr._best_weights),
         # regularizer name -> its declared state of every variant, (variant, key) -> tensor
@@ -72,6 +74,9 @@ def load_state_dict(tr: Trainer, state: dict) -> None:
         g.set_state(state["dropout_generators"][v])
     tr._training = state["training"].to(tr.device).clone()
     tr.diverged = np.asarray(state["diverged"], dtype=bool)
+    # a state written before reasons were kept: the reason every divergence had then
+    tr.diverged_reason = list(state.get("diverged_reason") or
+                              [NONFINITE if d else None for d in tr.diverged.tolist()])
     tr.stop_epoch = list(state["stop_epoch"])
     tr.early_stopping.load_state_dict(state["early_stopping"])
     tr._at_best = {k: np.asarray(x, dtype=np.float64) for k, x in state["at_best"].items()}

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 SPARSITY_THRESHOLD = 1e-3          # |w| below this counts as zero in the ``sparsity`` metric
 HIST_EDGES = np.concatenate([[0.0], np.logspace(-6, 1, 57)])  # |w| histogram: [0, 1e-6) then log bins to 10
 GRID_SIZE = 101                    # decision grid resolution for 2-D data
+NONFINITE = "non-finite loss or weights (NaN/inf)"   # diverged_reason of a variant no plugin turned non-finite
 
 
 @dataclass
@@ -118,6 +119,7 @@ def final_summary(tr: Trainer) -> dict:
     at ``best_epoch``, the epoch with the best monitored validation value
     (the method's ``monitor``, improvement > ``min_delta``). ``stop_epoch``:
     the epoch in which it stopped early or diverged, None if it ran to the end.
+    ``diverged_reason``: why it diverged (a plugin's hook, or :data:`NONFINITE`), None if it did not.
     ``train_error_final`` / ``train_loss_final``: a full pass over the training split
     with the weights the variant ends with, without dropout (the train side of the
     generalization gap; ``train_error`` in the epoch metrics is the running minibatch
@@ -139,6 +141,7 @@ def final_summary(tr: Trainer) -> dict:
             "best_epoch": int(best_epoch[v]) if best_epoch[v] > 0 else None,
             "stop_epoch": tr.stop_epoch[v],
             "diverged": bool(tr.diverged[v]),
+            "diverged_reason": tr.diverged_reason[v],
             "train_error_final": math.nan if tr.diverged[v] else float(train["error"][v]),
             "train_loss_final": math.nan if tr.diverged[v] else float(train["loss"][v]),
         })

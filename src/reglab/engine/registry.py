@@ -22,10 +22,10 @@ range (unknown kind, low > high, a default outside [low, high], a search range
 outside it or not > 0 on a log scale), and a probe: every plugin regularizer a
 method uses is bound to a tiny batch of small random weights and each hook
 called once; a weight penalty's ``value`` must return shape (V,), and every
-value, changed loss, gradient and constrained weight must be finite. During a run a plugin's
-hook that raises becomes one line naming the plugin and the hook
-(:class:`GuardedHooks`); the run directory stays resumable from its last
-checkpoint.
+value, changed loss, gradient and constrained weight must be finite. During a run
+(``plugin_guard``), a plugin's hook that raises stops the run with one line naming the
+plugin and the hook, the run directory resumable from its last checkpoint; a hook that
+turns a variant non-finite freezes that variant as diverged, the plugin named as the reason.
 
 What a run used is recorded in ``regularizers.json`` (:meth:`Registry.record`):
 each plugin's module, how it was found, its version and its file's sha256, and
@@ -51,13 +51,13 @@ from reglab.config import METHOD_FIELDS, Declared, MethodConfig, StudyConfig
 from reglab.config import study_from_dict as _study_from_dict
 from reglab.engine.batch import Scratch
 from reglab.engine.builtins import BUILTINS
-from reglab.engine.regularizer import BindContext, Hooks, Hyperparameter, Regularizer, WeightPenalty
+from reglab.engine.plugin_guard import GuardedHooks, guarded, hook_error, one_line
+from reglab.engine.regularizer import BindContext, Hyperparameter, Regularizer, WeightPenalty
 from reglab.errors import ReglabError
 
 ENTRY_POINT_GROUP = "reglab.regularizers"
 RECORD_FILE = "regularizers.json"
 KINDS = ("float", "int", "bool")
-HOOK_NAMES = tuple(n for n in vars(Hooks) if not n.startswith("_"))
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def load_registry(modules: Iterable[str] = (), *, entry_points: bool = True, via
                 obj = ep.load()
             except Exception as e:  # noqa: BLE001 - a plugin's import may raise anything
                 raise ReglabError(f"plugin {ep.value!r} ({where} in group {ENTRY_POINT_GROUP}) cannot be imported "
-                                  f"({_one_line(e)}). Fix: install what it needs, correct it, or uninstall "
+                                  f"({one_line(e)}). Fix: install what it needs, correct it, or uninstall "
                                   f"{dist.name if dist else 'its package'}.") from None
             _add(reg, module, obj, via=f"entry point {ep.name} ({dist.name if dist else '?'})",
                  version=dist.version if dist else None)
@@ -151,7 +151,7 @@ def load_registry(modules: Iterable[str] = (), *, entry_points: bool = True, via
         try:
             obj = importlib.import_module(module)
         except Exception as e:  # noqa: BLE001 - a plugin's import may raise anything
-            raise ReglabError(f"plugin module {module!r} cannot be imported ({_one_line(e)}). Fix: install it or "
+            raise ReglabError(f"plugin module {module!r} cannot be imported ({one_line(e)}). Fix: install it or "
                               "put its folder on PYTHONPATH, or remove it from plugins / --plugin.") from None
         _add(reg, module, obj, via=via, version=getattr(obj, "__version__", None))
         loaded.add(module)
@@ -221,7 +221,7 @@ def _add(reg: Registry, module: str, obj: Any, *, via: str, version: str | None)
                                   f"declared by {plugin_keys[h.name]!r} of plugin {reg.origin[plugin_keys[h.name]]!r}. "
                                   "Fix: rename one of them.")
             plugin_keys[h.name] = r.name
-        reg.regularizers[r.name] = _guarded(module, r)
+        reg.regularizers[r.name] = guarded(module, r)
         reg.origin[r.name] = module
         names.append(r.name)
     file = getattr(obj, "__file__", None) if _is_module(obj) else getattr(importlib.import_module(module), "__file__", None)
@@ -231,11 +231,6 @@ def _add(reg: Registry, module: str, obj: Any, *, via: str, version: str | None)
 
 def _is_module(obj) -> bool:
     return type(obj).__name__ == "module"
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def _check_regularizer(module: str, r: Regularizer) -> None:
@@ -284,64 +279,6 @@ def check_hyperparameter(h: Hyperparameter, where: str) -> None:
         if h.log and h.search[0] <= 0:
             raise ReglabError(f"{bad} with search range {h.search!r} on a log scale, which needs low > 0. "
                               "Fix: start it above 0, e.g. (1e-5, 1e-1).")
-
-
-# ----------------------------------------------------------------------------
-# during a run: a plugin's hook that raises is one line naming it
-
-class PluginHookError(ReglabError):
-    """A plugin regularizer's hook raised during training."""
-
-
-class GuardedHooks(Hooks):
-    """A plugin's bound hooks; any exception one of them raises becomes a PluginHookError naming
-    the plugin, the regularizer and the hook (the built-ins are not wrapped: no cost to them)."""
-
-    def __init__(self, inner: Hooks, module: str, name: str):
-        self.inner, self._module, self._name = inner, module, name
-        for hook in HOOK_NAMES:
-            setattr(self, hook, self._guard(hook, getattr(inner, hook)))
-
-    def _guard(self, hook: str, fn):
-        module, name = self._module, self._name
-
-        def call(*args):
-            try:
-                return fn(*args)
-            except PluginHookError:
-                raise
-            except Exception as e:  # noqa: BLE001 - a plugin may raise anything
-                raise hook_error(module, name, hook, e) from e
-        return call
-
-
-def hook_error(module: str, name: str, hook: str, e: BaseException) -> PluginHookError:
-    return PluginHookError(f"plugin module {module!r}: regularizer {name!r}, hook {hook}() raised {_one_line(e)}. "
-                           "Fix: correct the plugin; the run directory is resumable from its last checkpoint "
-                           "(reglab run --resume RUN_DIR).")
-
-
-def _guarded(module: str, r: Regularizer) -> Regularizer:
-    uses, bind = r.uses, r.bind
-
-    def guarded_uses(m: MethodConfig) -> bool:
-        try:
-            return bool(uses(m))
-        except Exception as e:  # noqa: BLE001
-            raise hook_error(module, r.name, "uses", e) from e
-
-    def guarded_bind(context: BindContext) -> Hooks:
-        try:
-            hooks = bind(context)
-        except Exception as e:  # noqa: BLE001
-            raise hook_error(module, r.name, "bind", e) from e
-        if not isinstance(hooks, Hooks):
-            raise PluginHookError(f"plugin module {module!r}: regularizer {r.name!r}, bind() returned a "
-                                  f"{type(hooks).__name__}, not Hooks. Fix: return a reglab.engine.regularizer.Hooks "
-                                  "(e.g. WeightPenalty(...)).")
-        return GuardedHooks(hooks, module, r.name)
-
-    return dataclasses.replace(r, uses=guarded_uses, bind=None if bind is None else guarded_bind)
 
 
 # ----------------------------------------------------------------------------
@@ -470,6 +407,17 @@ def load_toml(path, *, extra_plugins: Iterable[str] = ()) -> StudyConfig:
         if e.lines[0].startswith("config file "):
             raise
         raise ReglabError(f"config file {Path(path)}: {e}") from None
+
+
+def plugin_paths(modules: Iterable[str]) -> list[str]:
+    """The files to ship for `modules` to a process that cannot import them otherwise (a Ray worker):
+    for each, its top-level package's folder, or the file of a one-file module."""
+    paths = []
+    for module in modules:
+        top = importlib.import_module(module.split(".")[0])
+        where = list(getattr(top, "__path__", None) or [top.__file__])
+        paths += [str(Path(w).resolve()) for w in where if str(Path(w).resolve()) not in paths]
+    return paths
 
 
 def with_plugins(cfg, modules: Iterable[str]):

@@ -83,9 +83,10 @@ class Hyperparameter:
 class BindContext:
     """What a regularizer's hooks may read: the live variants (study indices ``live``, their
     ``methods``), layer ``sizes`` [D, H1, ..., C], all steps ``total_steps``, dtype, device, the
-    step's ``scratch`` buffers and each live variant's train-time noise ``generators`` (None for a variant
+    step's ``scratch`` buffers, each live variant's train-time noise ``generators`` (None for a variant
     that no noise regularizer acts on; one stream per variant, shared by its noise regularizers in
-    registration order, checkpointed with the trainer)."""
+    registration order, checkpointed with the trainer) and the step's ``training`` flags (n_live,) bool,
+    false for a frozen variant, updated in place by the step (None outside a step: the probe)."""
     methods: list[MethodConfig]
     live: np.ndarray
     sizes: list[int]
@@ -94,6 +95,7 @@ class BindContext:
     device: torch.device
     scratch: Scratch
     generators: list[torch.Generator | None] = field(default_factory=list)
+    training: torch.Tensor | None = None
 
     def runs(self, settings: Callable[[MethodConfig], Any]) -> list[tuple[slice, Any]]:
         """Contiguous runs of live variants with equal ``settings(method)`` (None: not using it)."""

@@ -72,7 +72,7 @@ class TrainingStep:
         self.fused, self.dtype, self.device = fused, dtype, device
         self.scratch = Scratch(dtype, device, n)
         context = BindContext(methods, batch.live, sizes, total_steps, dtype, device, self.scratch,
-                              dropout_generators)
+                              dropout_generators, batch.training)
         ordered = sorted(regularizers.values(), key=lambda reg: not reg.noise)   # stable: noise first
         # name -> this batch's hooks, for the regularizers some live variant uses
         self.hooks: dict[str, Hooks] = {reg.name: reg.bind(context) for reg in ordered

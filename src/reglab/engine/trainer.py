@@ -15,10 +15,12 @@ Definitions the study relies on:
   and ``dropout``.
 * Divergence: from the step a variant's minibatch loss is NaN/inf it gets
   learning rate 0 and a zero data gradient (frozen); an epoch that ends with
-  non-finite weights also counts. Its weights are then never used: its
-  metrics are NaN from that epoch on, ``final_summary`` gives NaN for
-  ``test_error_last`` and ``analysis`` NaN rows. The other variants are
-  independent slices of every batched product and finish unaffected.
+  non-finite weights also counts, and so does a plugin regularizer's hook
+  that turns the variant non-finite (``plugin_guard``). Its weights are then
+  never used: its metrics are NaN from that epoch on, ``final_summary`` gives
+  NaN for ``test_error_last`` and ``analysis`` NaN rows; ``diverged_reason``
+  says why (the plugin and its hook, or ``outputs.NONFINITE``). The other
+  variants are independent slices of every batched product and finish unaffected.
 * Early stopping: see ``early_stopping``. An early-stopping variant ends with
   its best-validation weights, whether it stopped or reached the last epoch.
 * Compaction: a variant that stopped or diverged leaves the step's batch at
@@ -50,6 +52,7 @@ from reglab.engine.early_stopping import EarlyStopping
 from reglab.engine.mlp import BatchedMLP
 from reglab.engine.optim import SGD, Adam, optimizer_for
 from reglab.engine.outputs import EpochRecord
+from reglab.engine.plugin_guard import GuardedHooks
 from reglab.engine.regularizer import Regularizer, StateRows
 from reglab.engine.step import TrainingStep, epoch_permutation, order_generator
 from reglab.errors import ReglabError
@@ -124,6 +127,7 @@ class Trainer:
         ms = self.methods
         self._training = torch.ones(V, dtype=torch.bool, device=self.device)  # not stopped, not diverged
         self.diverged = np.zeros(V, dtype=bool)
+        self.diverged_reason: list[str | None] = [None] * V
         self.stop_epoch: list[int | None] = [None] * V
         self.early_stopping = EarlyStopping([m.early_stopping for m in ms], [m.patience for m in ms],
                                             [m.min_delta for m in ms])
@@ -227,8 +231,10 @@ class Trainer:
             self._training &= finite
         trained_np = trained.cpu().numpy()
         newly_diverged = trained_np & ~self._training.cpu().numpy()
+        by_plugin = self._nonfinite_by_plugins() if newly_diverged.any() else {}
         for v in np.flatnonzero(newly_diverged):
             self.diverged[v] = True
+            self.diverged_reason[v] = by_plugin.get(int(v), outputs.NONFINITE)
             self.stop_epoch[v] = epoch
         ok = trained_np & ~self.diverged                       # trained and still sound
 
@@ -260,6 +266,15 @@ class Trainer:
                              loss_penalty=values["loss_penalty"], metrics=metrics)
         self._compact()
         return record
+
+    def _nonfinite_by_plugins(self) -> dict[int, str]:
+        """Variant -> the plugin hook that turned it non-finite this epoch (``plugin_guard``)."""
+        out: dict[int, str] = {}
+        for hooks in self._step.hooks.values():
+            if isinstance(hooks, GuardedHooks):
+                for row, reason in hooks.nonfinite_reasons().items():
+                    out.setdefault(int(self._live[row]), reason)
+        return out
 
     def _train_step(self, i: int, idx: torch.Tensor) -> None:
         """The epoch's step ``i`` on the examples ``idx``: see ``step.TrainingStep``."""

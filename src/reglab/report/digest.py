@@ -195,10 +195,13 @@ def digest(run: Run) -> Digest:
             m.stats[key] = stored_key if _is_describe(stored_key) else stats.describe(
                 [_num(f.get(key), math.nan) for f in m.finals])
         m.stats["time_s"] = stats.describe(m.time_s)
-        diverged = [s for s, f in zip(m.seeds, m.finals) if f.get("diverged")]
-        if diverged:
-            warnings.append(f"{name}: seed(s) {', '.join(map(str, diverged))} diverged (NaN/inf loss) and are "
-                            "left out of its statistics.")
+        by_reason: dict[str, list[str]] = {}   # why (the engine's diverged_reason) -> seeds
+        for s, f in zip(m.seeds, m.finals):
+            if f.get("diverged"):
+                by_reason.setdefault(f.get("diverged_reason") or "NaN/inf loss or weights", []).append(str(s))
+        for reason, seeds in by_reason.items():
+            warnings.append(f"{name}: seed(s) {', '.join(seeds)} diverged ({reason}) and are left out of its "
+                            "statistics.")
         methods.append(m)
 
     if not _has_rows(epoch_cols):

@@ -96,18 +96,20 @@ def add_plugin_option(p) -> None:
 
 
 def resolve_plugins(cfg, args: argparse.Namespace):
-    """`cfg` with the --plugin modules added, checked (each bad plugin one line); --set applied after,
-    so it may change plugin values."""
-    from reglab.config import apply_settings
+    """`cfg` with the --plugin modules added, checked (each bad plugin one line); --set applied after
+    (to a data-size study's base study), so it may change plugin values."""
+    from reglab.config import StudyConfig, apply_settings
     from reglab.engine.registry import for_study, with_plugins
 
+    def settled(study: StudyConfig) -> StudyConfig:
+        return apply_settings(study, args.set, declared=for_study(study).declared)
+
     cfg = with_plugins(cfg, args.plugin or ())
-    study = getattr(cfg, "base", cfg)
-    if args.set:
-        if study is not cfg:   # a data-size study: the settings are its base study's
-            return cfg.replace(base=apply_settings(study, args.set))
-        cfg = apply_settings(cfg, args.set, declared=for_study(cfg).declared)
-    return cfg
+    if not args.set:
+        return cfg
+    if not isinstance(cfg, StudyConfig):   # a data-size study: the settings are its base study's
+        return cfg.replace(base=settled(cfg.base))
+    return settled(cfg)
 
 
 def run_command(args: argparse.Namespace, environ: dict | None = None) -> int:

@@ -89,7 +89,10 @@ class DataSizeStudy:
 
     @classmethod
     def from_dict(cls, d: dict) -> DataSizeStudy:
-        return cls(name=d["name"], base=StudyConfig.from_dict(d["base"]), train_per_class=tuple(d["train_per_class"]),
+        """From :meth:`to_dict`; the base study's plugins are loaded first, so its methods' plugin
+        values read as in ``reglab run`` (reglab.engine.registry.study_from_dict)."""
+        from reglab.engine.registry import study_from_dict
+        return cls(name=d["name"], base=study_from_dict(d["base"]), train_per_class=tuple(d["train_per_class"]),
                    n_steps=int(d["n_steps"]), epoch_examples=int(d["epoch_examples"]),
                    reference=d.get("reference", "none"))
 
@@ -119,7 +122,10 @@ def run_datasize(study: DataSizeStudy | None, *, out_dir: str | Path | None = No
         if out_dir is None:
             raise ReglabError("resume needs the run directory. Fix: reglab run --resume RUN_DIR.")
         root = Path(out_dir)
-        stored = DataSizeStudy.from_dict(read_json(root / DATASIZE_FILE)["study"])
+        try:
+            stored = DataSizeStudy.from_dict(read_json(root / DATASIZE_FILE)["study"])
+        except ReglabError as e:   # e.g. a plugin of its base study is not installed here
+            raise ReglabError(f"cannot resume {root}: {e.lines[0]}") from None
         if study is not None and study.to_dict() != stored.to_dict():
             raise ReglabError(f"the study given differs from the one stored in {root / DATASIZE_FILE}. "
                               "Fix: resume with only --resume RUN_DIR.")
@@ -133,6 +139,8 @@ def run_datasize(study: DataSizeStudy | None, *, out_dir: str | Path | None = No
                               "or choose another --out.")
         if (root / "manifest.json").exists():
             raise ReglabError(f"{root} already holds a run. Fix: choose another --out for the data-size study.")
+    from reglab.engine.registry import for_study
+    for_study(study.base, probe=True)   # a bad plugin is one line now, before anything is written
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
     if study.base.data.name == "table":
@@ -179,9 +187,12 @@ def run_datasize(study: DataSizeStudy | None, *, out_dir: str | Path | None = No
                           resume=(sub / "config.json").exists(), quiet=quiet, progress=progress,
                           allow_checksum_mismatch=allow_checksum_mismatch, command=command,
                           time_methods=False, report=False, data=data)
-        except BaseException:
+        except BaseException as e:
             meta.update(status="interrupted", updated=now_iso())
             atomic_write_json(root / DATASIZE_FILE, meta)
+            from reglab.engine.plugin_guard import PluginHookError
+            if isinstance(e, PluginHookError):
+                raise e.in_run(root) from None   # the study resumes as a whole, not size by size
             raise
         summary = summarize(root)
         atomic_write_json(root / DATASIZE_SUMMARY, summary)

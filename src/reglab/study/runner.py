@@ -131,6 +131,9 @@ def run_study(cfg: StudyConfig | None, *, out_dir: str | Path | None = None, dat
                             RunWriter(run_dir).update_manifest(status="interrupted", record=())
                     except ReglabError:
                         pass  # e.g. the disk is still full: the error being raised says so already
+                from reglab.engine.plugin_guard import PluginHookError
+                if isinstance(e, PluginHookError) and (run_dir / MANIFEST).exists():
+                    raise e.in_run(run_dir) from None   # its fix: the command that resumes this run
                 raise
     except BaseException:
         # a run that failed before writing anything (e.g. no dataset) leaves no empty folder behind
@@ -737,7 +740,8 @@ def build_summary(cfg: StudyConfig, finals: dict, last_epoch: dict[int, dict]) -
         comparisons += holm_adjust(family)
 
     diverged = [{"variant": r["variant"], "method": r["method"], "seed": r["seed"],
-                 "epoch": r.get("stop_epoch")} for r in per_variant if r["diverged"]]
+                 "epoch": r.get("stop_epoch"), "reason": r.get("diverged_reason")}
+                for r in per_variant if r["diverged"]]
     return {
         "study": cfg.name,
         "dataset": cfg.data.name,

@@ -151,7 +151,7 @@ def tune_command(args: argparse.Namespace, environ: dict | None = None) -> int:
     dataset = load_dataset(cfg.data, data_dir=data_dir, cache_dir=default_cache_dir(environ),
                            allow_checksum_mismatch=args.allow_checksum_mismatch, table=table_read_for(cfg, read))
     executor = make_executor(args.executor, address=args.address, threads=args.threads,
-                             max_retries=args.max_retries)
+                             max_retries=args.max_retries, plugins=cfg.plugins)
     existed = out.exists()
     try:
         tune(cfg, dataset, out_dir=out, n_trials=n_trials, timeout_s=args.timeout, sampler=args.sampler,

@@ -151,12 +151,19 @@ class RayExecutor:
             raised by the training code itself is not retried (it would fail the same way).
         task: the function a task runs (default :func:`train_chunk`; tests wrap it to kill a
             worker mid-task).
+        plugins: the study's plugin modules (``StudyConfig.plugins``: ``plugins = [...]``, ``--plugin``).
+            Their files are shipped to the workers with the Ray instance this executor starts
+            (``runtime_env`` ``py_modules``), so a worker's Trainer imports them by name as ``reglab run``
+            does, whatever its sys.path, on a local instance or a cluster. A Ray started before must
+            ship them itself: a worker that cannot import one is one ReglabError now, not failed trials.
+            Entry-point plugins are installed packages: the workers' environment must have them.
     """
 
     name = "ray"
 
     def __init__(self, address: str | None = None, *, num_cpus: int = DEFAULT_RAY_CPUS, threads: int = 1,
-                 max_retries: int = DEFAULT_MAX_RETRIES, task: Callable = train_chunk):
+                 max_retries: int = DEFAULT_MAX_RETRIES, task: Callable = train_chunk,
+                 plugins: tuple[str, ...] = ()):
         try:
             import ray
         except ImportError:
@@ -171,15 +178,20 @@ class RayExecutor:
         self.threads = threads
         self.max_retries = max_retries
         self._owns_ray = False
-        if not ray.is_initialized():
+        if ray.is_initialized():
+            _check_workers_import(ray, plugins)
+        else:
+            from reglab.engine.registry import plugin_paths
+            shipped = plugin_paths(plugins)
             try:
                 if address:
                     import reglab
                     # ship this reglab's source to the workers, so that the cluster runs the same code
-                    ray.init(address=address, log_to_driver=False,
-                             runtime_env={"py_modules": [str(Path(reglab.__file__).parent)]})
+                    shipped.insert(0, str(Path(reglab.__file__).parent))
+                    ray.init(address=address, log_to_driver=False, runtime_env={"py_modules": shipped})
                 else:
-                    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+                    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                             **({"runtime_env": {"py_modules": shipped}} if shipped else {}))
             except (ConnectionError, ValueError, RuntimeError) as e:
                 raise ReglabError(f"cannot connect to the Ray cluster at {address!r} ({str(e).splitlines()[0]}). "
                                   "Fix: start one with `ray start --head` and pass its address, "
@@ -230,6 +242,21 @@ class RayExecutor:
             self._owns_ray = False
 
 
+def _check_workers_import(ray, plugins: tuple[str, ...]) -> None:
+    """One line when a worker of a Ray started before this executor cannot import a plugin module
+    (one small task), rather than every trial failing the same way."""
+    if not plugins:
+        return
+    import importlib.util
+
+    missing = ray.get(ray.remote(lambda modules: [m for m in modules if importlib.util.find_spec(m) is None])
+                      .options(num_cpus=0).remote(list(plugins)))
+    if missing:
+        raise ReglabError(f"the Ray workers cannot import plugin module(s) {', '.join(missing)} (Ray was started "
+                          "before reglab, without them). Fix: let reglab start Ray, or ship them in ray.init("
+                          "runtime_env={'py_modules': [...]}), or install them where the workers run.")
+
+
 def _ray_error_line(e: Exception, max_retries: int) -> str:
     """One short line: what went wrong in a task (its own exception, or its worker's death)."""
     ray = __import__("ray")
@@ -245,14 +272,14 @@ def _ray_error_line(e: Exception, max_retries: int) -> str:
 
 
 def make_executor(name: str, *, address: str | None = None, threads: int | None = None,
-                  max_retries: int = DEFAULT_MAX_RETRIES):
-    """The executor named on the command line."""
+                  max_retries: int = DEFAULT_MAX_RETRIES, plugins: tuple[str, ...] = ()):
+    """The executor named on the command line; `plugins`: the study's plugin modules (Ray ships them)."""
     if name == "local":
         if address:
             raise ReglabError("--address applies to --executor ray only. Fix: add --executor ray.")
         return LocalExecutor(threads=threads)
     if name == "ray":
-        return RayExecutor(address=address, threads=threads or 1, max_retries=max_retries)
+        return RayExecutor(address=address, threads=threads or 1, max_retries=max_retries, plugins=plugins)
     raise ReglabError(f"--executor must be one of {', '.join(EXECUTORS)}; got {name!r}.")
 
 
