@@ -1,13 +1,15 @@
-"""Benchmark: what the guard around a plugin's hooks costs (``registry.GuardedHooks``), against the same
+"""Benchmark: what the guard around a plugin's hooks costs (``plugin_guard.GuardedHooks``), against the same
 regularizer unguarded, in one run.
 
     .venv/bin/python benchmarks/bench_plugin_guard.py [--data-dir DIR] [--steps 50] [--repeats 5] [--json OUT.json]
 
 A plugin's bound hooks are wrapped so that an exception names the plugin, the
-regularizer and the hook (docs/regularizers.md); the built-ins are not
-wrapped. The wrapper is one more Python call per hook per step, for every hook
-(``registry.HOOK_NAMES``), most of them the base class's no-ops. Two
-measurements:
+regularizer and the hook, and a hook that turns a variant non-finite is named as
+the reason it diverged (docs/regularizers.md); the built-ins are not wrapped.
+The wrapper is one more Python call per hook per step, for every hook
+(``plugin_guard.HOOK_NAMES``), most of them the base class's no-ops; a hook the
+plugin defines also costs two finiteness reductions of the tensor it writes.
+Two measurements:
 
 1. the study: the quick preset's net, ``l2`` and ``l2+group_lasso`` (the docs'
    worked example plugin, docs/examples/plugin/) x 3 seeds, one Trainer with
@@ -15,8 +17,9 @@ measurements:
    object registered as a built-in is (unguarded); seconds of the training
    steps of one engine epoch of ``--steps`` minibatches (after a warm-up
    epoch), alternating, medians, the per-repeat ratio guarded / unguarded;
-2. one hook call: a guarded and an unguarded no-op hook, microseconds per
-   call (``timeit``, best of 5), times the hooks a step calls.
+2. one hook call: a guarded and an unguarded no-op hook (the wrapper alone,
+   without the finiteness check), microseconds per call (``timeit``, best of
+   5), times the hooks a step calls.
 
 The machine is shared: read the ratios, each measured within one repeat;
 check ``uptime`` first.
@@ -40,7 +43,8 @@ from bench_study import load_mnist, quick_preset, study_config  # noqa: E402
 
 from reglab.data.dataset import Dataset  # noqa: E402
 from reglab.engine import Trainer  # noqa: E402
-from reglab.engine.registry import HOOK_NAMES, GuardedHooks, for_study, study_from_dict  # noqa: E402
+from reglab.engine.plugin_guard import HOOK_NAMES, GuardedHooks  # noqa: E402
+from reglab.engine.registry import for_study, study_from_dict  # noqa: E402
 from reglab.engine.regularizer import Hooks  # noqa: E402
 
 PLUGIN = "reglab_group_lasso"

@@ -207,3 +207,25 @@ def test_the_guard_blames_a_plugin_only_for_a_training_variant_it_turned_non_fin
     assert training.tolist() == [False, True, False, True]   # only variant 0 is the plugin's doing
     assert guard.nonfinite_reasons() == {0: "plugin module 'plug': regularizer 'adds_nan', hook add_weight_value() "
                                             "gave a non-finite value (NaN/inf)"}
+
+
+def test_the_guard_checks_only_the_variants_its_regularizer_acts_on():
+    import math
+
+    import torch
+
+    from reglab.engine.plugin_guard import GuardedHooks
+    from reglab.engine.regularizer import Hooks
+
+    class AddsNaN(Hooks):
+        def add_weight_grads(self, grads, W, t):
+            for g in grads:
+                g[:, 0, 0] += torch.tensor([math.nan, math.nan, 1.0, math.nan, math.nan])
+
+    training = torch.ones(5, dtype=torch.bool)
+    # the regularizer acts on variants 1 and 3-4 (two runs): variant 0's NaN is not its doing
+    guard = GuardedHooks(AddsNaN(), "plug", "adds_nan", training, rows=[slice(1, 2), slice(3, 5)])
+    grads = [torch.zeros(5, 2, 3), torch.zeros(5, 3, 2)]
+    guard.add_weight_grads(grads, [], 1)
+    assert training.tolist() == [True, False, True, False, False]
+    assert sorted(guard.nonfinite_reasons()) == [1, 3, 4]

@@ -14,8 +14,9 @@ The built-ins are not wrapped (no cost to them); every plugin regularizer's boun
   learning rate. "Sound" means still training, with that tensor finite before the hook; a variant
   that diverged otherwise is never blamed on a plugin.
 
-The non-finite check costs two reductions of the written tensor per call of a hook the plugin's
-class defines (its inherited no-op hooks are not checked), and no host-device sync.
+The non-finite check costs two reductions of the written tensor's rows of the variants the
+regularizer acts on, per call of a hook the plugin's class defines (its inherited no-op hooks are not
+checked), and no host-device sync.
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ def finite_rows(x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
     return ok
 
 
+def _rows(x: torch.Tensor | list[torch.Tensor], sl: slice) -> torch.Tensor | list[torch.Tensor]:
+    """The rows `sl` (variants) of `x`, a tensor whose first axis is the variant or a list of such."""
+    return [t[sl] for t in x] if isinstance(x, (list, tuple)) else x[sl]
+
+
 class GuardedHooks(Hooks):
     """A plugin's bound hooks (``inner``). A hook that raises becomes a :class:`PluginHookError`;
     a hook that turns a sound variant's tensor non-finite freezes that variant (``training``, the
@@ -81,11 +87,14 @@ class GuardedHooks(Hooks):
 
     ``first_nonfinite`` (n_live,) int8 on the device: 0, or 1 + the index in HOOK_NAMES of the first
     hook that turned the variant non-finite. ``training`` is None in the probe (which checks itself).
+    ``rows``: the runs of live variants the regularizer acts on, the only rows checked (None: all).
     """
 
-    def __init__(self, inner: Hooks, module: str, name: str, training: torch.Tensor | None = None):
+    def __init__(self, inner: Hooks, module: str, name: str, training: torch.Tensor | None = None,
+                 rows: list[slice] | None = None):
         self.inner, self.module, self.name = inner, module, name
         self.training = training
+        self.rows = [slice(0, len(training))] if rows is None and training is not None else rows
         self.first_nonfinite = None if training is None else torch.zeros_like(training, dtype=torch.int8)
         for hook in HOOK_NAMES:
             fn = getattr(inner, hook)
@@ -105,14 +114,15 @@ class GuardedHooks(Hooks):
 
     def _checked(self, hook: str, fn: Callable) -> Callable:
         guarded, at, code = self._guarded(hook, fn), WRITTEN_ARGUMENT[hook], HOOK_NAMES.index(hook) + 1
-        training, first = self.training, self.first_nonfinite
+        training, first, rows = self.training, self.first_nonfinite, self.rows
 
         def call(*args):
-            before = finite_rows(args[at])
+            before = [finite_rows(_rows(args[at], sl)) for sl in rows]
             out = guarded(*args)
-            turned = before & ~finite_rows(args[at]) & training
-            first.masked_fill_(turned & (first == 0), code)
-            training.logical_and_(~turned)
+            for sl, ok in zip(rows, before):
+                turned = ok & ~finite_rows(_rows(args[at], sl)) & training[sl]
+                first[sl].masked_fill_(turned & (first[sl] == 0), code)
+                training[sl].logical_and_(~turned)
             return out
         return call
 
@@ -146,6 +156,7 @@ def guarded(module: str, r: Regularizer) -> Regularizer:
             raise ReglabError(f"plugin module {module!r}: regularizer {r.name!r}, bind() returned a "
                               f"{type(hooks).__name__}, not Hooks. Fix: return a reglab.engine.regularizer.Hooks "
                               "(e.g. WeightPenalty(...)).")
-        return GuardedHooks(hooks, module, r.name, context.training)
+        rows = [sl for sl, _ in context.runs(lambda m: True if guarded_uses(m) else None)]
+        return GuardedHooks(hooks, module, r.name, context.training, rows)
 
     return dataclasses.replace(r, uses=guarded_uses, bind=None if bind is None else guarded_bind)
