@@ -1,9 +1,13 @@
 """Fixtures shared by every test package."""
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
+
+EXAMPLE_PLUGIN = Path(__file__).resolve().parents[1] / "docs" / "examples" / "plugin" / "reglab_group_lasso.py"
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +25,15 @@ def data_dir() -> Path:
     if not root.is_dir():
         pytest.fail(f"REGLAB_DATA_DIR={value} is not a folder")
     return root
+
+
+@pytest.fixture
+def example_plugin_site(tmp_path, monkeypatch) -> Path:
+    """A folder on sys.path holding the docs' example plugin (group lasso, ``reglab_group_lasso``),
+    importable in this process while the test runs (not installed: Ray's workers cannot import it)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(EXAMPLE_PLUGIN, site)
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    sys.modules.pop("reglab_group_lasso", None)

@@ -5,7 +5,6 @@ and kill/resume."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 
 import numpy as np
@@ -22,7 +21,8 @@ from reglab.engine.mlp import BatchedMLP, InputPart, WeightPart
 from reglab.engine.reference import ReferenceRun
 from reglab.errors import ReglabError
 
-from .test_trainer import _dataset_as, _rel_err, _same_records
+from .test_trainer import (_assert_resume_continues_bit_identically, _dataset_as, _rel_err,
+                          _train_saving_every_epoch)
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
@@ -214,21 +214,9 @@ def _resume_study(optimizer: str, n_epochs: int = 5) -> StudyConfig:
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_resuming_a_dropconnect_run_continues_bit_identically(optimizer, small_dataset):
     cfg = _resume_study(optimizer)
-    straight = Trainer(cfg, small_dataset)
-    records, states = [], []
-    while not straight.done:
-        records.append(straight.train_epoch())
-        buffer = io.BytesIO()
-        torch.save(straight.state_dict(), buffer)
-        states.append(buffer.getvalue())
+    straight, records, states = _train_saving_every_epoch(cfg, small_dataset)
     for epoch in (0, 2):
-        resumed = Trainer(cfg, small_dataset)
-        resumed.load_state_dict(torch.load(io.BytesIO(states[epoch]), weights_only=False))
-        for expected in records[epoch + 1:]:
-            assert _same_records(resumed.train_epoch(), expected)
-        for p, q in zip(resumed.model.parameters(), straight.model.parameters()):
-            assert torch.equal(p, q)
-        assert resumed.final_summary() == straight.final_summary()
+        _assert_resume_continues_bit_identically(cfg, small_dataset, straight, records, states[epoch][1], epoch)
 
 
 def test_a_rate_outside_0_to_1_is_one_line_with_a_fix():

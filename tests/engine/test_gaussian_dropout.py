@@ -4,7 +4,6 @@ with the same draws, its sign-crossing factors, evaluation without noise, and ki
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 
 import numpy as np
@@ -18,7 +17,8 @@ from reglab.engine.dropout import dropout_generator
 from reglab.engine.gaussian_dropout import gaussian_dropout_factors
 from reglab.errors import ReglabError
 
-from .test_trainer import SEEDS, _rel_err, _same_records, _study, _train_beside_reference
+from .test_trainer import (SEEDS, _assert_resume_continues_bit_identically, _rel_err, _same_records, _study,
+                          _train_beside_reference, _train_saving_every_epoch)
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
@@ -100,21 +100,9 @@ def test_a_variant_with_gaussian_noise_trains_the_same_alone_as_inside_a_larger_
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_resuming_a_gaussian_dropout_run_continues_bit_identically(optimizer, small_dataset):
     cfg = _gaussian_study(5).replace(optimizer=optimizer)
-    straight = Trainer(cfg, small_dataset)
-    records, states = [], []
-    while not straight.done:
-        records.append(straight.train_epoch())
-        buffer = io.BytesIO()
-        torch.save(straight.state_dict(), buffer)
-        states.append(buffer.getvalue())
+    straight, records, states = _train_saving_every_epoch(cfg, small_dataset)
     for epoch in (0, 2):
-        resumed = Trainer(cfg, small_dataset)
-        resumed.load_state_dict(torch.load(io.BytesIO(states[epoch]), weights_only=False))
-        for expected in records[epoch + 1:]:
-            assert _same_records(resumed.train_epoch(), expected)
-        for p, q in zip(resumed.model.parameters(), straight.model.parameters()):
-            assert torch.equal(p, q)
-        assert resumed.final_summary() == straight.final_summary()
+        _assert_resume_continues_bit_identically(cfg, small_dataset, straight, records, states[epoch][1], epoch)
 
 
 def test_a_method_with_both_kinds_of_dropout_is_one_line_with_a_fix():

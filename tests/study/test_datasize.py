@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,19 +124,10 @@ def test_a_study_without_its_reference_method_is_refused():
 # ----------------------------------------------------------------------------
 # a plugin regularizer in the data-size study
 
-EXAMPLE_PLUGIN = Path(__file__).resolve().parents[2] / "docs" / "examples" / "plugin" / "reglab_group_lasso.py"
-
-
 @pytest.fixture
-def plugin_site(tmp_path, monkeypatch):
-    """A folder on sys.path holding the docs' example plugin (group lasso), importable while the test runs."""
-    import shutil
-    site = tmp_path / "site"
-    site.mkdir()
-    shutil.copy(EXAMPLE_PLUGIN, site)
-    monkeypatch.syspath_prepend(str(site))
-    yield site
-    sys.modules.pop("reglab_group_lasso", None)
+def plugin_site(example_plugin_site):
+    """The docs' example plugin (group lasso), importable while the test runs (tests/conftest.py)."""
+    return example_plugin_site
 
 
 def test_a_plugin_method_trains_in_every_size_as_reglab_run_trains_it_and_the_study_resumes(

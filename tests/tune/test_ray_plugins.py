@@ -7,9 +7,6 @@ without it is one line. Each test starts and stops its own local Ray instance, a
 """
 
 import importlib.util
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
 import ray
@@ -19,7 +16,6 @@ from reglab.results import read_json
 
 from .helpers import trials_without_wall_time
 
-EXAMPLE_PLUGIN = Path(__file__).resolve().parents[2] / "docs" / "examples" / "plugin" / "reglab_group_lasso.py"
 STUDY = '''name = "ray-plugin"
 plugins = ["reglab_group_lasso"]
 hidden = [8]
@@ -39,16 +35,11 @@ group_lasso = 1e-3
 
 
 @pytest.fixture
-def plugin_study(tmp_path, monkeypatch):
+def plugin_study(tmp_path, example_plugin_site):
     """A study TOML naming the plugin, and the plugin importable in this process only."""
-    site = tmp_path / "site"
-    site.mkdir()
-    shutil.copy(EXAMPLE_PLUGIN, site)
-    monkeypatch.syspath_prepend(str(site))
     study = tmp_path / "study.toml"
     study.write_text(STUDY)
     yield study
-    sys.modules.pop("reglab_group_lasso", None)
     if ray.is_initialized():
         ray.shutdown()
 
