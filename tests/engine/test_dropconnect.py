@@ -180,20 +180,6 @@ def test_a_dropconnect_variant_trains_bit_identically_alone_and_inside_a_larger_
         assert torch.equal(p[4:6], q)
 
 
-def test_evaluation_reads_the_plain_weights(small_dataset):
-    cfg = StudyConfig(name="dc", data=DataConfig(name="moons"), hidden=(16,), n_epochs=1, batch_size=24, seeds=(0,),
-                      methods=(MethodConfig("dc", dropconnect=0.5),))
-    trainer = Trainer(cfg, small_dataset, dtype=torch.float64)
-    trainer.train_epoch()
-    first = trainer._evaluate(small_dataset.x_val.double(), small_dataset.y_val)
-    again = trainer._evaluate(small_dataset.x_val.double(), small_dataset.y_val)
-    assert first["loss"].tolist() == again["loss"].tolist()      # no randomness in the evaluation pass
-    w, b = trainer.model.weights, trainer.model.biases
-    h = torch.relu(small_dataset.x_val.double() @ w[0][0] + b[0][0])
-    expected = F.cross_entropy(h @ w[1][0] + b[1][0], small_dataset.y_val)
-    assert first["loss"][0] == pytest.approx(float(expected), rel=1e-12)
-
-
 def test_the_same_seed_gives_the_same_masks_and_another_seed_other_masks():
     one = dropconnect_factors(dropout_generator(0), [2, 16, 8, 3], 0.5)
     again = dropconnect_factors(dropout_generator(0), [2, 16, 8, 3], 0.5)

@@ -56,20 +56,6 @@ def test_hidden_noise_with_negative_factors_trains_like_plain_torch_with_the_sam
         assert np.allclose(data, ref.losses, rtol=1e-10, atol=1e-11)
 
 
-def test_the_noise_is_off_at_evaluation(small_dataset):
-    cfg = StudyConfig(name="g", data=DataConfig(name="moons"), hidden=(16,), n_epochs=1, batch_size=24, seeds=(0,),
-                      methods=(MethodConfig("g", gaussian_dropout_input=0.3, gaussian_dropout_hidden=0.5),))
-    trainer = Trainer(cfg, small_dataset, dtype=torch.float64)
-    trainer.train_epoch()
-    first = trainer._evaluate(small_dataset.x_val.double(), small_dataset.y_val)
-    again = trainer._evaluate(small_dataset.x_val.double(), small_dataset.y_val)
-    assert first["loss"].tolist() == again["loss"].tolist()      # no randomness in the evaluation pass
-    w, b = trainer.model.weights, trainer.model.biases
-    h = torch.relu(small_dataset.x_val.double() @ w[0][0] + b[0][0])
-    expected = torch.nn.functional.cross_entropy(h @ w[1][0] + b[1][0], small_dataset.y_val)
-    assert first["loss"][0] == pytest.approx(float(expected), rel=1e-12)
-
-
 def _gaussian_study(n_epochs: int = 4) -> StudyConfig:
     return StudyConfig(name="g", data=DataConfig(name="moons", data_seed=2), hidden=(16, 8), n_epochs=n_epochs,
                        batch_size=24, seeds=(0, 1),

@@ -539,3 +539,21 @@ def test_the_final_train_error_is_a_clean_pass_over_the_training_split_without_d
         assert rows[v]["train_error_final"] == pytest.approx(float((logits.argmax(1) != y).double().mean()), abs=1e-12)
         assert rows[v]["train_loss_final"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)),
                                                             rel=1e-5)
+
+
+@pytest.mark.parametrize("noise", [dict(dropout_input=0.3, dropout_hidden=0.5),
+                                   dict(gaussian_dropout_input=0.3, gaussian_dropout_hidden=0.5),
+                                   dict(dropconnect=0.5)], ids=["dropout", "gaussian_dropout", "dropconnect"])
+def test_train_time_noise_is_off_at_evaluation(noise, small_dataset):
+    """Evaluation is one deterministic pass on the plain weights: the loss of a plain torch forward."""
+    cfg = StudyConfig(name="noise", data=DataConfig(name="moons"), hidden=(16,), n_epochs=1, batch_size=24,
+                      seeds=(0,), methods=(MethodConfig("noisy", **noise),))
+    trainer = Trainer(cfg, small_dataset, dtype=torch.float64)
+    trainer.train_epoch()
+    first = trainer._evaluate(small_dataset.x_val.double(), small_dataset.y_val)
+    again = trainer._evaluate(small_dataset.x_val.double(), small_dataset.y_val)
+    assert first["loss"].tolist() == again["loss"].tolist()      # no randomness in the evaluation pass
+    w, b = trainer.model.weights, trainer.model.biases
+    h = torch.relu(small_dataset.x_val.double() @ w[0][0] + b[0][0])
+    expected = torch.nn.functional.cross_entropy(h @ w[1][0] + b[1][0], small_dataset.y_val)
+    assert first["loss"][0] == pytest.approx(float(expected), rel=1e-12)
