@@ -44,19 +44,24 @@ def layer_shapes(sizes: list[int]) -> list[tuple[int, int]]:
     return list(zip(sizes[:-1], sizes[1:]))
 
 
+def word_layout(shapes: list[tuple[int, int]]) -> list[slice]:
+    """Each layer's words in one step's draw (the stream contract above): [slice(offset, offset + words)]."""
+    layout, offset = [], 0
+    for i, o in shapes:
+        layout.append(slice(offset, offset + R.random_words(i * o)))
+        offset = layout[-1].stop
+    return layout
+
+
 def dropconnect_factors(generator: torch.Generator, sizes: list[int], p: float,
                         dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
     """One variant's factors ``M / (1 - p')`` of one step, [(in_l, out_l)], drawn as the batched engine draws them."""
     shapes = layer_shapes(sizes)
-    bits = torch.empty(1, sum(R.random_words(i * o) for i, o in shapes), dtype=torch.int64, device=generator.device)
+    layout = word_layout(shapes)
+    bits = torch.empty(1, layout[-1].stop, dtype=torch.int64, device=generator.device)
     R.fill_random_bits_(bits, [generator])
-    out, offset = [], 0
-    for i, o in shapes:
-        words = R.random_words(i * o)
-        keep = R.keep_mask_from_bits(bits[:, offset:offset + words], i * o, p)[0].view(i, o)
-        out.append(keep.to(dtype) * R.keep_scale(p))
-        offset += words
-    return out
+    return [R.keep_mask_from_bits(bits[:, words], i * o, p)[0].view(i, o).to(dtype) * R.keep_scale(p)
+            for (i, o), words in zip(shapes, layout)]
 
 
 class DropConnect(Hooks):
@@ -67,8 +72,8 @@ class DropConnect(Hooks):
         self.runs = context.runs(lambda m: m.dropconnect if m.uses_dropconnect else None)
         self.generators, self.scratch = context.generators, context.scratch
         self.shapes = layer_shapes(context.sizes)
-        self.offsets = [sum(R.random_words(i * o) for i, o in self.shapes[:l]) for l in range(len(self.shapes))]
-        self.words = sum(R.random_words(i * o) for i, o in self.shapes)
+        self.layout = word_layout(self.shapes)             # each layer's words in a variant's draw
+        self.words = self.layout[-1].stop
         self.bits: list[torch.Tensor] = []                 # this step's raw words, one (Vr, words) per run
 
     def draw(self, b: int) -> None:
@@ -83,12 +88,11 @@ class DropConnect(Hooks):
         """Layer ``layer``'s masked weights ``W * F`` and factors ``F = M / (1 - p')`` (Vr, in, out) for each
         run, from the stacked parameters ``W`` (n_live, in, out); kept buffers, no allocation per step."""
         i, o = self.shapes[layer]
-        words = R.random_words(i * o)
         parts = []
         for r, (sl, p) in enumerate(self.runs):
             n = sl.stop - sl.start
             factor = self.scratch.buffer(("dropconnect-factor", r, layer), (n, i, o))
-            R.keep_mask_into_(self.bits[r][:, self.offsets[layer]:self.offsets[layer] + words], i * o, p, factor)
+            R.keep_mask_into_(self.bits[r][:, self.layout[layer]], i * o, p, factor)
             factor.mul_(self.scratch.constant(R.keep_scale(p)))   # a tensor: a Python float would round via float32
             w = torch.mul(W[sl], factor, out=self.scratch.buffer(("dropconnect-weights", r, layer), (n, i, o)))
             parts.append(WeightPart(sl, w, factor))
