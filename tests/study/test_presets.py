@@ -66,12 +66,7 @@ def test_the_table9_cpu_preset_is_the_validated_512_512_net_for_50_epochs():
     assert by["max_norm"].max_norm == 1.5 and by["dropout+max_norm"].max_norm == 2.0
     assert (by["dropout+l2"].dropout_input, by["dropout+l2"].dropout_hidden) == (0.1, 0.3)
     assert (by["dropout+max_norm"].dropout_input, by["dropout+max_norm"].dropout_hidden) == (0.1, 0.3)
-    # the quick preset's L1 (1e-4 on 784-256-256-10) at the same share of E sum|w| at He init:
-    # sum n_out sqrt(n_in) is 256*28 + 256*16 + 10*16 = 11,424 there, 512*28 + 512*sqrt(512) + 10*sqrt(512) here
-    mass_quick = 256 * 28 + 256 * 16 + 10 * 16
-    mass_here = 512 * 28 + 512 * 512 ** 0.5 + 10 * 512 ** 0.5
-    assert by["l2+l1_late"].l1 == pytest.approx(1e-4 * mass_quick / mass_here, rel=0.15)
-    assert by["l2+l1_late"].l1 == 4e-5
+    assert by["l2+l1_late"].l1 == 1e-6          # round 3 of the validation search
 
 
 def test_the_paper_preset_is_the_papers_net_and_budget():
