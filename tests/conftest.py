@@ -10,6 +10,24 @@ import pytest
 EXAMPLE_PLUGIN = Path(__file__).resolve().parents[1] / "docs" / "examples" / "plugin" / "reglab_group_lasso.py"
 
 
+def _share_the_cores_between_test_workers() -> None:
+    """Under pytest-xdist (scripts/test.sh runs one worker per physical core): each worker, and every
+    reglab it starts, gets its share of the cores as a fixed torch thread count (REGLAB_THREADS),
+    not the measured free cores: oversubscribed cores slow torch many times, and a count that
+    follows the other worker's load would differ between two runs a test compares bit for bit."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if not os.environ.get("PYTEST_XDIST_WORKER") or workers < 1:
+        return
+    from reglab.threads import usable_cpus
+    import torch
+    share = str(max(1, usable_cpus() // workers))
+    os.environ["REGLAB_THREADS"] = share
+    torch.set_num_threads(int(share))
+
+
+_share_the_cores_between_test_workers()
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real datasets root (holding mnist/ and fashion-mnist/), from env REGLAB_DATA_DIR.

@@ -339,6 +339,7 @@ def test_threads_default_to_the_free_cores_and_resume_keeps_the_runs_own(tmp_pat
     from reglab import threads
     from reglab.results import atomic_write_json
     from reglab.study.cli import resolve_threads
+    monkeypatch.delenv("REGLAB_THREADS", raising=False)       # the test runner's workers set it
     reading = threads.CpuReading(allowed=16, physical_cores=16, quota=None, busy=0.0)
     monkeypatch.setattr(threads, "read_cpus", lambda seconds=0.0: reading)
     assert resolve_threads(None, None) == 16
@@ -349,6 +350,31 @@ def test_threads_default_to_the_free_cores_and_resume_keeps_the_runs_own(tmp_pat
     atomic_write_json(tmp_path / "environment.json", {"torch_threads": 2})
     assert resolve_threads(None, str(tmp_path)) == 2
     assert resolve_threads(4, str(tmp_path)) == 4
+
+
+def test_reglab_threads_replaces_the_measured_default_but_not_threads_or_resume(tmp_path, monkeypatch, capsys):
+    from reglab import threads
+    from reglab.errors import ReglabError
+    from reglab.results import atomic_write_json
+    from reglab.study.cli import resolve_threads
+    reading = threads.CpuReading(allowed=16, physical_cores=16, quota=None, busy=0.0)
+    monkeypatch.setattr(threads, "read_cpus", lambda seconds=0.0: reading)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 16)
+    monkeypatch.setenv("REGLAB_THREADS", "3")
+    assert resolve_threads(None, None) == 3
+    assert resolve_threads(5, None) == 5
+    atomic_write_json(tmp_path / "environment.json", {"torch_threads": 2})
+    assert resolve_threads(None, str(tmp_path)) == 2
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    monkeypatch.setenv("REGLAB_THREADS", "8")
+    assert resolve_threads(None, None) == 2                   # capped to the usable CPUs, with one line
+    assert "REGLAB_THREADS" in capsys.readouterr().err
+    for bad in ("0", "two", "-1", "1.5"):
+        monkeypatch.setenv("REGLAB_THREADS", bad)
+        with pytest.raises(ReglabError, match=r"^REGLAB_THREADS must be a whole number >= 1; got .*Fix: "):
+            resolve_threads(None, None)
+    monkeypatch.setenv("REGLAB_THREADS", "")                  # empty: unset
+    assert resolve_threads(None, None) == 16                  # the measured default (the reading above)
 
 
 # ----------------------------------------------------------------------------

@@ -20,6 +20,10 @@ from reglab.tune.search import tune
 
 from .helpers import tiny_study, trials_without_wall_time
 
+# one local Ray cluster at a time: both Ray modules run in the same test worker (scripts/test.sh)
+pytestmark = pytest.mark.xdist_group("ray")
+
+
 @pytest.fixture(scope="module")
 def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -16,6 +16,9 @@ from reglab.results import read_json
 
 from .helpers import trials_without_wall_time
 
+# one local Ray cluster at a time: both Ray modules run in the same test worker (scripts/test.sh)
+pytestmark = pytest.mark.xdist_group("ray")
+
 STUDY = '''name = "ray-plugin"
 plugins = ["reglab_group_lasso"]
 hidden = [8]

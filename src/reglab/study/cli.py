@@ -21,7 +21,7 @@ from reglab.study import presets, table
 EPILOG = """examples:
   reglab run                                  the default study: mnist, preset quick, 3 seeds
   reglab run mnist --preset table9-cpu        Table 9's ranking on 2 CPU cores (784-512-512-10, 50 epochs,
-                                              about 45 min; dropout + max-norm lowest, docs/studies.md)
+                                              about 40-45 min; dropout + max-norm lowest, docs/studies.md)
   reglab run mnist --preset seed --resolution 7
   reglab run pointcloud --seeds 5
   reglab run mnist --preset datasize          when does a regularizer pay off: 500 ... 50,000 training examples
@@ -77,8 +77,9 @@ def register(subparsers) -> None:
                         "(like torch.autocast). Up to 2.3x faster on CPUs with AVX512-BF16 or AMX, slower on "
                         "CPUs without (docs/performance.md)")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for torch (default: the physical cores in this process's affinity that "
-                        "are free now, measured over 0.2 s, at least 1; --resume: the run's own). "
+                   help="CPU threads for torch (default: --resume: the run's own; else env REGLAB_THREADS "
+                        "when set; else the physical cores in this process's affinity that are free now, "
+                        "measured over 0.2 s, at least 1). "
                         "Oversubscribed cores slow torch down many times: a count above the usable CPUs is capped "
                         "to them (one line says so)")
     p.add_argument("--allow-checksum-mismatch", action="store_true",
@@ -237,9 +238,10 @@ def table_read_for(cfg, read):
 
 def resolve_threads(requested: int | None, resume_dir: str | None) -> int:
     """Torch's CPU threads: as requested; else the resumed run's own (its last bits may depend on
-    it); else the cores free now (reglab.threads: affinity, physical cores, cgroup quota, minus
-    the CPU time other work takes). A torch run whose threads share cores with other busy
-    processes slows down many times (docs/studies.md, "Threads").
+    it); else env ``REGLAB_THREADS`` when set (a fixed default for a shared machine or a test
+    runner's workers); else the cores free now (reglab.threads: affinity, physical cores, cgroup
+    quota, minus the CPU time other work takes). A torch run whose threads share cores with other
+    busy processes slows down many times (docs/studies.md, "Threads").
     """
     if requested is not None:
         if requested < 1:
@@ -253,6 +255,12 @@ def resolve_threads(requested: int | None, resume_dir: str | None) -> int:
             stored = read_json(env).get("torch_threads")
             if isinstance(stored, int) and stored >= 1:
                 return cap_threads(stored, "the run's stored thread count")
+    from_env = os.environ.get("REGLAB_THREADS", "").strip()
+    if from_env:
+        if not from_env.isdigit() or int(from_env) < 1:
+            raise ReglabError(f"REGLAB_THREADS must be a whole number >= 1; got {from_env!r}. Fix: set it to 1 or "
+                              "more, or unset it (the free cores).")
+        return cap_threads(int(from_env), "REGLAB_THREADS")
     from reglab.threads import default_threads
     return default_threads()
 
