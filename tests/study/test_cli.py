@@ -369,7 +369,7 @@ def test_reglab_threads_replaces_the_measured_default_but_not_threads_or_resume(
     monkeypatch.setenv("REGLAB_THREADS", "8")
     assert resolve_threads(None, None) == 2                   # capped to the usable CPUs, with one line
     assert "REGLAB_THREADS" in capsys.readouterr().err
-    for bad in ("0", "two", "-1", "1.5"):
+    for bad in ("0", "two", "-1", "1.5", "\u00b2"):            # "²" is a digit to str.isdigit, not to int()
         monkeypatch.setenv("REGLAB_THREADS", bad)
         with pytest.raises(ReglabError, match=r"^REGLAB_THREADS must be a whole number >= 1; got .*Fix: "):
             resolve_threads(None, None)

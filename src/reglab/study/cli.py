@@ -257,7 +257,7 @@ def resolve_threads(requested: int | None, resume_dir: str | None) -> int:
                 return cap_threads(stored, "the run's stored thread count")
     from_env = os.environ.get("REGLAB_THREADS", "").strip()
     if from_env:
-        if not from_env.isdigit() or int(from_env) < 1:
+        if not (from_env.isascii() and from_env.isdigit()) or int(from_env) < 1:
             raise ReglabError(f"REGLAB_THREADS must be a whole number >= 1; got {from_env!r}. Fix: set it to 1 or "
                               "more, or unset it (the free cores).")
         return cap_threads(int(from_env), "REGLAB_THREADS")
