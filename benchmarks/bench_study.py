@@ -78,6 +78,20 @@ def quick_preset() -> tuple[StudyConfig, str]:
     return presets.mnist_quick(), "reglab.study.presets.mnist_quick()"
 
 
+NETS = ("tiny", "quick", "table9-cpu", "paper")
+
+
+def net_study(net: str) -> tuple[StudyConfig, tuple[int, ...]]:
+    """The preset whose methods a benchmark net (one of ``NETS``) is timed with, and the net's hidden
+    widths: the quick preset's methods, except on the table9-cpu net, which gets that preset's own
+    (its dropout rates decide the masks' cost)."""
+    if net == "table9-cpu":
+        table9 = presets.mnist_table9_cpu()
+        return table9, table9.hidden
+    base = quick_preset()[0]
+    return base, {"tiny": TINY_NET, "quick": base.hidden, "paper": PAPER_NET}[net]
+
+
 def study_config(base: StudyConfig, hidden: tuple[int, ...], n_seeds: int, n_epochs: int) -> StudyConfig:
     """The benchmark study: the preset's methods and init on ``hidden``, seeds 0..n-1, batch 100."""
     return base.replace(name=f"bench-{'-'.join(map(str, hidden))}-{n_seeds}seeds", hidden=hidden,
@@ -367,7 +381,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="folder holding mnist/ (default: $REGLAB_DATA_DIR; none: random data, timing only)")
     p.add_argument("--repeats", type=int, help="alternating repeats per configuration (default 5; quick 3)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds per method (default: 1 5; tiny: 1 2)")
-    p.add_argument("--nets", nargs="+", choices=["tiny", "quick", "table9-cpu", "paper"],
+    p.add_argument("--nets", nargs="+", choices=NETS,
                    default=None,
                    help="tiny: 784-32-10; quick: the quick preset's net; table9-cpu: that preset's 784-512-512-10 "
                         "with its own methods' values (dropout 0.1/0.3, radii 1.5/2); paper: 784-1024-1024-2048-10 "
@@ -398,11 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     seed_counts = args.seeds or ([1, 2] if args.tiny else [1, 5])
 
     base, methods_from = quick_preset()
-    hidden_of = {"tiny": TINY_NET, "quick": base.hidden, "table9-cpu": presets.TABLE9_CPU["hidden"],
-                 "paper": PAPER_NET}
-    # the methods (hyperparameters) each net is timed with: the quick preset's, except on the
-    # table9-cpu net, which gets that preset's own (its dropout rates decide the masks' cost)
-    base_of = {net: base for net in hidden_of} | {"table9-cpu": presets.mnist_table9_cpu()}
+    base_of = {net: net_study(net)[0] for net in NETS}       # the methods each net is timed with
+    hidden_of = {net: net_study(net)[1] for net in NETS}
     dataset, data_note = load_mnist(args.data_dir, base.data)
     if args.tiny:
         dataset = subset(dataset, 2_000)

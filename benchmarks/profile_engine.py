@@ -19,11 +19,8 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from reglab.study import presets
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_study import (PAPER_NET, TINY_NET, MatmulFloor, ReglabPath, load_mnist, quick_preset,  # noqa: E402
-                         study_config)
+from bench_study import NETS, MatmulFloor, ReglabPath, load_mnist, net_study, study_config  # noqa: E402
 
 GEMM_OPS = {"aten::bmm", "aten::baddbmm", "aten::baddbmm_", "aten::mm", "aten::addmm", "aten::matmul"}
 RANDOM_OPS = {"aten::random_", "aten::bernoulli_", "aten::uniform_"}
@@ -31,7 +28,7 @@ RANDOM_OPS = {"aten::random_", "aten::bernoulli_", "aten::uniform_"}
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--net", choices=["tiny", "quick", "table9-cpu", "paper"], default="quick",
+    p.add_argument("--net", choices=NETS, default="quick",
                    help="table9-cpu: that preset's 784-512-512-10 with its own values; the others the quick preset's")
     p.add_argument("--seeds", type=int, default=5, help="seeds per method (default 5)")
     p.add_argument("--steps", type=int, default=20, help="profiled steps (default 20)")
@@ -42,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    preset = presets.mnist_table9_cpu() if args.net == "table9-cpu" else quick_preset()[0]
-    hidden = {"tiny": TINY_NET, "quick": preset.hidden, "table9-cpu": preset.hidden, "paper": PAPER_NET}[args.net]
+    preset, hidden = net_study(args.net)
     cfg = study_config(preset, hidden, args.seeds, n_epochs=10_000).replace(matmul_dtype=args.matmul_dtype)
     dataset, _ = load_mnist(None, cfg.data)
     engine = ReglabPath(cfg, dataset, args.steps)
