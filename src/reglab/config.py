@@ -359,7 +359,7 @@ class StudyConfig:
     methods: tuple[MethodConfig, ...] = ()      # at least one
     log_every: int = 1                          # record per-iteration losses every this many steps
     checkpoint_every: int = 1                   # write a resumable checkpoint every this many epochs
-    eval_batch_size: int = 2000                 # examples per evaluation chunk (memory only)
+    eval_batch_size: int = 2000                 # examples per evaluation chunk (memory and speed only)
     device: str = "cpu"                         # "cpu" or "cuda"
     matmul_dtype: str = "float32"               # float32 | tf32 (CUDA only) | bfloat16: the training products' operands
     tensorboard: bool = False                   # also write TensorBoard event files to RUN_DIR/tensorboard/

@@ -15,7 +15,8 @@ leading variant axis. With P parameters per variant (each layer ``in x out`` wei
   masked weights and the masked gradient (4 bytes each; 2 more for a bfloat16 copy of the masked weights);
 * activations of a training step: batch x V x (sum of layer widths) x 4 bytes, x 4 (pre-
   activations, activations, dropout masks, their gradients);
-* evaluation: eval_batch x V x (widest layer) x 4 bytes, x 2 (input and output of a layer);
+* evaluation: eval_batch x V x (sum of hidden widths + classes) x 4 bytes (each hidden layer's output
+  buffer, kept between evaluations, and the logits);
 * the dataset itself (float32 features, all splits; the training split x train_repeat).
 
 It is an estimate of the large terms, not a bound: the interpreter, torch and small buffers
@@ -38,7 +39,6 @@ IMAGE_CLASSES = 10
 POINT_CLOUD_FEATURES = 2
 POINT_CLOUD_CLASSES = 2
 ACTIVATION_COPIES = 4            # pre-activation, activation, dropout mask, gradient
-EVAL_COPIES = 2                  # a layer's input and output during evaluation
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def estimate_study_memory(cfg, variants_per_method: int | None = None) -> Memory
         "bfloat16 weights": weights // 2 if cfg.matmul_dtype == "bfloat16" else 0,
         "DropConnect masks": dropconnect_bytes * n_weights * dropconnect_variants,
         "activations": FLOAT_BYTES * cfg.batch_size * V * sum(widths[1:]) * ACTIVATION_COPIES,
-        "evaluation": FLOAT_BYTES * cfg.eval_batch_size * V * max(widths) * EVAL_COPIES,
+        "evaluation": FLOAT_BYTES * cfg.eval_batch_size * V * sum(widths[1:]),
         "dataset": FLOAT_BYTES * n_features * n_examples * max(1, cfg.data.train_repeat),
     }
     return MemoryEstimate(parts=parts, n_variants=V, params_per_variant=P)

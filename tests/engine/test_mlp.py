@@ -138,6 +138,30 @@ def test_evaluate_sums_equal_a_direct_computation_over_chunks():
         assert torch.allclose(sums["hidden_sum"][0][v].float(), h.sum(0), rtol=1e-5)
 
 
+def test_evaluate_reuses_its_buffers_across_splits_and_chunk_sizes_without_changing_a_sum():
+    # one model evaluates a long split, a short one, then the long one again (its kept hidden-output
+    # buffers serve every chunk); each result equals that of a model that never evaluated before,
+    # and the hidden sums equal a float64 sum of the ReLU outputs (the chunks' float32 sums add to it)
+    torch.manual_seed(2)
+    model = BatchedMLP.initialize([6, 9, 7, 3], [2, 2, 3], "glorot_uniform")
+    long_x, long_y = torch.randn(41, 6), torch.randint(0, 3, (41,))
+    short_x, short_y = torch.randn(5, 6), torch.randint(0, 3, (5,))
+
+    def fresh(x, y, chunk):
+        return BatchedMLP([w.clone() for w in model.weights], [b.clone() for b in model.biases]).evaluate(x, y, chunk)
+
+    for x, y, chunk in [(long_x, long_y, 16), (short_x, short_y, 16), (long_x, long_y, 16), (long_x, long_y, 50)]:
+        got, want = model.evaluate(x, y, chunk), fresh(x, y, chunk)
+        assert torch.equal(got["loss_sum"], want["loss_sum"])
+        assert torch.equal(got["error_count"], want["error_count"])
+        for a, b in zip(got["hidden_sum"], want["hidden_sum"]):
+            assert torch.equal(a, b)
+        h = x.double()
+        for l, acc in enumerate(got["hidden_sum"]):
+            h = torch.relu(h @ model.weights[l].double() + model.biases[l].double())
+            torch.testing.assert_close(acc, h.sum(1), rtol=1e-6, atol=1e-9)
+
+
 def test_an_example_is_misclassified_unless_its_true_logit_is_strictly_the_largest():
     # class-major (V=1, C=3, n=5); example columns: right, right, three-way tie, wrong, NaN
     logits = torch.tensor([[[2.0, 0.0, 1.0, 1.0, float("nan")],

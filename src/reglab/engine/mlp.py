@@ -168,6 +168,7 @@ class BatchedMLP:
         self._buffers: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         self._scratch: dict[tuple, tuple[torch.Tensor | None, torch.Tensor | None]] = {}   # kept buffers
         self._weight_parts: WeightParts = {}        # the last forward's (see WeightPart)
+        self._eval_cache: tuple[tuple, int, list[torch.Tensor]] | None = None   # evaluate's hidden-output buffers
         if self.mixed:   # the products' copies of the parameters, refreshed every step
             self._compute_weights = [w.to(self.compute_dtype) for w in weights]
             self._compute_biases = [b.to(self.compute_dtype) for b in biases]
@@ -439,14 +440,17 @@ class BatchedMLP:
             torch.add(g, buf, alpha=beta, out=buf)
 
     @torch.no_grad()
-    def forward_eval(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_eval(self, x: torch.Tensor, out: list[torch.Tensor] | None = None
+                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits (V, C, n) and hidden outputs [(V, n, H_l)] for a shared input x (n, D); no train-time noise
-        (no dropout; DropConnect's mean-field: the weights W themselves, the masks' expectation)."""
+        (no dropout; DropConnect's mean-field: the weights W themselves, the masks' expectation).
+        ``out``: a (V, n, H_l) tensor per hidden layer to write its output into (the same products)."""
         V = self.n_variants
         h = x.unsqueeze(0).expand(V, *x.shape)
         hidden = []
         for l in range(self.n_layers - 1):
-            h = torch.baddbmm(self.biases[l].expand(-1, x.shape[0], -1), h, self.weights[l]).relu_()
+            h = torch.baddbmm(self.biases[l].expand(-1, x.shape[0], -1), h, self.weights[l],
+                              out=None if out is None else out[l]).relu_()
             hidden.append(h)
         return self._logits(h), hidden
 
@@ -455,20 +459,38 @@ class BatchedMLP:
         """Sums over a split, per variant, without dropout; tensors on the model's device.
 
         ``loss_sum`` (V,) cross-entropy in nats, ``error_count`` (V,) misclassified
-        examples, ``hidden_sum`` [(V, H_l)] summed ReLU outputs of each hidden unit.
+        examples, ``hidden_sum`` [(V, H_l)] summed ReLU outputs of each hidden unit
+        (each chunk summed in the model's dtype, the chunks' sums in float64).
+
+        The hidden outputs of every chunk go into the same buffers (``_eval_buffers``): a fresh
+        (V, chunk, H) tensor per chunk costs its page faults on the CPU every time.
         """
         V, dev = self.n_variants, self.weights[0].device
         loss_sum = torch.zeros(V, dtype=torch.float64, device=dev)
         error_count = torch.zeros(V, dtype=torch.int64, device=dev)
         hidden_sum = [torch.zeros(V, n, dtype=torch.float64, device=dev) for n in self.sizes[1:-1]]
+        buffers = self._eval_buffers(min(chunk, int(x.shape[0])))
         for i in range(0, x.shape[0], chunk):
             xb, yb = x[i:i + chunk], y[i:i + chunk]
-            logits, hidden = self.forward_eval(xb)
+            n = int(xb.shape[0])
+            out = [buf[:V * n * h].view(V, n, h) for buf, h in zip(buffers, self.sizes[1:-1])]
+            logits, hidden = self.forward_eval(xb, out)
             loss_sum += cross_entropy_per_example(logits, yb).sum(1, dtype=torch.float64)
             error_count += misclassified(logits, yb).sum(1)
             for acc, h in zip(hidden_sum, hidden):
-                acc += h.sum(1, dtype=torch.float64)
+                acc += h.sum(1)
         return {"loss_sum": loss_sum, "error_count": error_count, "hidden_sum": hidden_sum}
+
+    def _eval_buffers(self, n: int) -> list[torch.Tensor]:
+        """Flat buffers for ``evaluate``, one per hidden layer, holding at least (V, n, H_l); kept
+        (and reused for any n up to their size) while the dtype and device stay."""
+        W = self.weights[0]
+        cached = self._eval_cache
+        if cached is None or cached[0] != (W.dtype, W.device, self.n_variants) or cached[1] < n:
+            cached = ((W.dtype, W.device, self.n_variants), n, [torch.empty(self.n_variants * n * h, dtype=W.dtype, device=W.device)
+                                               for h in self.sizes[1:-1]])
+            self._eval_cache = cached
+        return cached[2]
 
 
 def misclassified(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
