@@ -14,6 +14,7 @@ from reglab.data.dataset import Dataset
 from reglab.engine import EpochRecord, Trainer
 from reglab.engine import regularizers as R
 from reglab.engine import trainer as trainer_module
+from reglab.engine.mlp import BatchedMLP
 from reglab.engine.reference import ReferenceRun
 from reglab.errors import ReglabError
 
@@ -539,6 +540,36 @@ def test_the_final_train_error_is_a_clean_pass_over_the_training_split_without_d
         assert rows[v]["train_error_final"] == pytest.approx(float((logits.argmax(1) != y).double().mean()), abs=1e-12)
         assert rows[v]["train_loss_final"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)),
                                                             rel=1e-5)
+
+
+def test_final_summary_and_analysis_share_one_pass_over_the_training_split_of_the_current_weights(
+        small_dataset, monkeypatch):
+    cfg = StudyConfig(name="once", hidden=(16, 8), n_epochs=2, batch_size=24, seeds=(0, 1),
+                      methods=(MethodConfig("plain", lr=0.05), MethodConfig("l2", lr=0.05, l2=1e-3)))
+    trainer = Trainer(cfg, small_dataset)
+    trainer.train_epoch()
+    after_one = trainer.state_dict()
+    trainer.train_epoch()
+    passes = []
+    evaluate = BatchedMLP.evaluate
+
+    def counted(model, x, y, chunk):
+        passes.append(int(x.shape[0]))
+        return evaluate(model, x, y, chunk)
+
+    monkeypatch.setattr(BatchedMLP, "evaluate", counted)
+    rows = trainer.final_summary()["variants"]
+    act = trainer.analysis()["hidden_mean_activation"]
+    assert passes == [trainer.n_train]
+    x = small_dataset.x_train
+    for v in range(cfg.n_variants):   # each reads the weights the variants end with
+        h = torch.relu(x @ trainer.model.weights[0][v] + trainer.model.biases[0][v])
+        np.testing.assert_allclose(act[v], h.mean(0).double().numpy(), rtol=1e-5, atol=1e-7)
+    # loading another state: the next summary is a new pass over that state's weights
+    trainer.load_state_dict(after_one)
+    loaded = trainer.final_summary()["variants"]
+    assert passes == [trainer.n_train, trainer.n_train]
+    assert [r["train_loss_final"] for r in loaded] != [r["train_loss_final"] for r in rows]
 
 
 @pytest.mark.parametrize("noise", [dict(dropout_input=0.3, dropout_hidden=0.5),

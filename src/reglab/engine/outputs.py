@@ -55,7 +55,13 @@ def evaluate(model: BatchedMLP, full: Callable[[torch.Tensor], np.ndarray], x: t
     if n == 0:
         nan = np.full(n_variants, np.nan)
         return {"loss": nan, "error": nan.copy(), "mean_activation": nan.copy()}
-    sums = model.evaluate(x, y, chunk)
+    return split_results(model.evaluate(x, y, chunk), n, full, n_variants, hidden_units)
+
+
+def split_results(sums: dict[str, torch.Tensor], n: int, full: Callable[[torch.Tensor], np.ndarray],
+                  n_variants: int, hidden_units: int) -> dict:
+    """Mean loss, error and mean activation per variant (V,) from ``BatchedMLP.evaluate``'s sums over
+    ``n`` examples (``full`` as in :func:`evaluate`)."""
     if hidden_units:
         act = full(sum(h.sum(1) for h in sums["hidden_sum"]) / (n * hidden_units))
     else:
@@ -126,8 +132,9 @@ def final_summary(tr: Trainer) -> dict:
     error, dropout on). NaN if diverged.
     """
     best_epoch = tr.early_stopping.best_epoch
-    with torch.no_grad():
-        train = tr._evaluate(tr.x_train, tr.y_train, tr.model)   # every variant, stopped ones too
+    with torch.no_grad():   # every variant, stopped ones too
+        train = split_results(tr.train_split_sums(), tr.n_train, lambda t: t.detach().double().cpu().numpy(),
+                              tr.n_variants, sum(tr.sizes[1:-1]))
     rows = []
     for v, method, seed in tr.variants:
         restored = method.early_stopping and best_epoch[v] > 0
@@ -174,7 +181,7 @@ def analysis(tr: Trainer) -> dict[str, np.ndarray]:
     out["weight_hist"] = _nan_rows(hist, bad)
     out["weight_hist_edges"] = HIST_EDGES.copy()
     out["diverged"] = tr.diverged.copy()
-    sums = tr.model.evaluate(tr.x_train, tr.y_train, tr.cfg.eval_batch_size)["hidden_sum"]
+    sums = tr.train_split_sums()["hidden_sum"]
     if sums:
         out["hidden_mean_activation"] = _nan_rows(sums[0] / max(tr.n_train, 1), bad)
     if tr.sizes[0] == 2:

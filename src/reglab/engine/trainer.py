@@ -135,6 +135,7 @@ class Trainer:
         self._best_weights = [p[self._es_index].clone() for p in self.model.parameters()] if self._es_index else []
         self._at_best = {k: np.full(V, np.nan) for k in ("val_loss", "val_error", "test_loss", "test_error")}
         self._last = {k: np.full(V, np.nan) for k in ("val_loss", "val_error", "test_loss", "test_error")}
+        self._train_split: tuple[tuple[int, int], dict] | None = None   # (step, epoch) -> train_split_sums
 
         # the step's batch: every variant until some stop training, then only the live ones
         self._live = np.arange(V)
@@ -295,6 +296,16 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         checkpoint.load_state_dict(self, state)
+        self._train_split = None
+
+    def train_split_sums(self) -> dict[str, torch.Tensor]:
+        """``BatchedMLP.evaluate`` of every variant (stopped ones too) over the training split, no dropout,
+        with the weights the variants have now; computed once per (step, epoch), since ``final_summary``
+        and ``analysis`` both read it (a full pass over the training split each)."""
+        key = (self.step, self.epoch)
+        if self._train_split is None or self._train_split[0] != key:
+            self._train_split = (key, self.model.evaluate(self.x_train, self.y_train, self.cfg.eval_batch_size))
+        return self._train_split[1]
 
     # ------------------------------------------------------------ epoch helpers
 
