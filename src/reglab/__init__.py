@@ -32,6 +32,7 @@ _LAZY = {
     "load_run": ("reglab.frames", "load_run"),
     "load_runs": ("reglab.frames", "load_runs"),
     "build_report": ("reglab.report", "build_report"),
+    "flush_denormals": ("reglab.denormals", "flush_denormals"),
 }
 
 

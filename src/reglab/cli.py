@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def entry() -> int:
+    """The ``reglab`` command (and ``python -m reglab``): denormals flushed in every torch thread before
+    any of them starts (``denormals``), then :func:`main` on ``sys.argv``."""
+    from reglab.denormals import flush_denormals
+    flush_denormals()
+    return main()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:

@@ -40,6 +40,7 @@ import torch
 from reglab import __version__
 from reglab.config import MethodConfig, StudyConfig, study_from_dict, to_toml
 from reglab.data.dataset import Dataset
+from reglab.denormals import every_thread_flushes
 from reglab.errors import ReglabError
 from reglab.results import (HEADLINE, MANIFEST, REPORT_FILES, DamagedFiles, RunLock, RunWriter, shard_epoch, atomic_write_bytes,
                             atomic_write_text, check_out_dir, check_unchanged, now_iso, read_csv_columns, read_json,
@@ -609,6 +610,7 @@ def environment(device: str) -> dict:
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
+        "flush_denormals": every_thread_flushes(),   # FTZ/DAZ in every torch thread (reglab.denormals)
         "device": device,
         "cuda_available": torch.cuda.is_available(),
         "gpus": [],
