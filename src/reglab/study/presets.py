@@ -226,8 +226,9 @@ TABLE9_CPU = dict(
 # summary table, recorded in its summary.json ("next_step") and shown from there in its report.html and
 # summary.md (the report reads no preset). Keyed by (study name, dataset name).
 # TABLE9_CPU_WALL_MIN: table9-cpu's measured wall time in minutes, command to report.html with a fresh venv, on
-# the idle 2-core Xeon (docs/studies.md, "Table 9's finding on a CPU": 44 min 47 s and 39 min 32 s, same work).
-TABLE9_CPU_WALL_MIN = "40-45"
+# the idle 2-core Xeon (docs/studies.md, "Table 9's finding on a CPU": 44 min 47 s and 39 min 32 s, same work;
+# 34 min 50 s without the venv step after evaluation's buffers and the flushing of denormals).
+TABLE9_CPU_WALL_MIN = "35-45"
 FOLLOW_UP = {
     ("mnist-quick", "mnist"): (
         "The quick net (784-256-256-10, 20 epochs) has too little room to overfit for Table 9's methods to "
