@@ -482,15 +482,14 @@ class BatchedMLP:
         return {"loss_sum": loss_sum, "error_count": error_count, "hidden_sum": hidden_sum}
 
     def _eval_buffers(self, n: int) -> list[torch.Tensor]:
-        """Flat buffers for ``evaluate``, one per hidden layer, holding at least (V, n, H_l); kept
-        (and reused for any n up to their size) while the dtype and device stay."""
+        """Flat buffers for ``evaluate``, one per hidden layer, holding at least (V, n, H_l); kept (and
+        reused for any n up to their size) while the dtype, device and variant count stay."""
         W = self.weights[0]
-        cached = self._eval_cache
-        if cached is None or cached[0] != (W.dtype, W.device, self.n_variants) or cached[1] < n:
-            cached = ((W.dtype, W.device, self.n_variants), n, [torch.empty(self.n_variants * n * h, dtype=W.dtype, device=W.device)
-                                               for h in self.sizes[1:-1]])
-            self._eval_cache = cached
-        return cached[2]
+        key = (W.dtype, W.device, self.n_variants)
+        if self._eval_cache is None or self._eval_cache[0] != key or self._eval_cache[1] < n:
+            buffers = [torch.empty(self.n_variants * n * h, dtype=W.dtype, device=W.device) for h in self.sizes[1:-1]]
+            self._eval_cache = (key, n, buffers)
+        return self._eval_cache[2]
 
 
 def misclassified(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
