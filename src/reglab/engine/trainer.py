@@ -309,14 +309,11 @@ class Trainer:
 
     # ------------------------------------------------------------ epoch helpers
 
-    def _evaluate(self, x: torch.Tensor, y: torch.Tensor, model: BatchedMLP | None = None) -> dict:
-        """Loss, error and mean activation per variant (V,) on a split, no dropout; by default of the
-        step's batch (the variants it holds; NaN for the others), or of ``model`` (all variants)."""
-        if model is None:
-            model, full = self._step.net, self._step.batch.full
-        else:
-            full = lambda t: t.detach().double().cpu().numpy()  # noqa: E731  (already one value per variant)
-        return outputs.evaluate(model, full, x, y, self.n_variants, sum(self.sizes[1:-1]), self.cfg.eval_batch_size)
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        """Loss, error and mean activation per variant (V,) on a split, no dropout, of the step's batch
+        (the variants it holds; NaN for the others)."""
+        return outputs.evaluate(self._step.net, self._step.batch.full, x, y, self.n_variants, sum(self.sizes[1:-1]),
+                                self.cfg.eval_batch_size)
 
     def _snapshot_best(self, improved: np.ndarray) -> None:
         rows = [i for i, v in enumerate(self._es_index) if improved[v]]
