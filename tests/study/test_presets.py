@@ -62,7 +62,10 @@ def test_the_table9_cpu_preset_is_the_validated_512_512_net_for_50_epochs():
     assert cfg.hidden == (512, 512) and cfg.n_epochs == 50 and cfg.batch_size == 100 and cfg.device == "cpu"
     assert cfg.seeds == (0, 1, 2) and cfg.matmul_dtype == "float32"
     by = {m.name: m for m in cfg.methods}
-    assert all(m.lr == 0.1 and m.momentum == 0.9 and m.lr_decay_steps == 7500 for m in cfg.methods)
+    assert all(m.momentum == 0.9 and m.lr_decay_steps == 7500 for m in cfg.methods)
+    # round 4 of the search: each method's starting rate
+    assert {m.name: m.lr for m in cfg.methods} == {"l2": 0.2, "l2+l1_late": 0.1, "l2+kl": 0.2, "max_norm": 0.3,
+                                                   "dropout+l2": 0.1, "dropout+max_norm": 0.1}
     assert by["max_norm"].max_norm == 1.5 and by["dropout+max_norm"].max_norm == 2.0
     assert (by["dropout+l2"].dropout_input, by["dropout+l2"].dropout_hidden) == (0.1, 0.3)
     assert (by["dropout+max_norm"].dropout_input, by["dropout+max_norm"].dropout_hidden) == (0.1, 0.3)
@@ -235,3 +238,9 @@ def test_the_docs_example_of_the_newer_built_ins_is_the_quick_preset_plus_one_me
             sorted((root / "fashion-quick-search").glob("*.toml")):
         cfg = load_toml(search)                        # each search round's file is a valid study
         assert cfg.hidden == quick.hidden and cfg.n_epochs == quick.n_epochs and cfg.seeds == (0,)
+
+
+def test_a_per_method_rate_must_name_a_table9_method():
+    q = {**presets.TABLE9_CPU, "lr_by_method": {"l2 ": 0.2}}
+    with pytest.raises(ValueError, match=r"lr_by_method names no Table 9 method: \['l2 '\]"):
+        presets._sgd_table9_methods(q)

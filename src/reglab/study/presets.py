@@ -43,12 +43,14 @@ def _table9_methods(common: dict, per_method: dict[str, dict]) -> tuple[MethodCo
 
 
 def _sgd_table9_methods(q: dict, none: bool = False) -> tuple[MethodConfig, ...]:
-    """The six Table 9 methods from one table of validated values (QUICK, SEED, DATASIZE): SGD, momentum
-    0.9, the same exponentially decayed lr for every method, each method its own penalties; the L2 of
-    the combined methods is ``l2_with`` where the table has one (else ``l2``). ``none``: first a method
-    with no regularization at all."""
+    """The six Table 9 methods from one table of validated values (QUICK, SEED, DATASIZE, TABLE9_CPU): SGD,
+    momentum 0.9, one exponentially decayed lr schedule, each method its own penalties; the starting lr
+    is ``lr`` unless ``lr_by_method`` names the method (a rate validated for it alone); the L2 of the
+    combined methods is ``l2_with`` where the table has one (else ``l2``). ``none``: first a method with
+    no regularization at all (at ``lr``)."""
     common = dict(lr=q["lr"], momentum=0.9, lr_schedule="exponential", lr_decay=q["lr_decay"],
                   lr_decay_steps=q["lr_decay_steps"])
+    lr_by_method = q.get("lr_by_method", {})
     dropout = dict(dropout_input=q["dropout_input"], dropout_hidden=q["dropout_hidden"])
     l2_with = q.get("l2_with", q["l2"])
     per = {
@@ -59,6 +61,10 @@ def _sgd_table9_methods(q: dict, none: bool = False) -> tuple[MethodConfig, ...]
         "dropout+l2": dict(l2=l2_with, **dropout),
         "dropout+max_norm": dict(max_norm=q["max_norm_dropout"], **dropout),
     }
+    if unknown := set(lr_by_method) - set(per):
+        raise ValueError(f"lr_by_method names no Table 9 method: {sorted(unknown)}")
+    for name, lr in lr_by_method.items():
+        per[name] = {**per[name], "lr": lr}
     return ((MethodConfig(name="none", **common),) if none else ()) + _table9_methods(common, per)
 
 
@@ -191,7 +197,9 @@ def mnist_table9_cpu() -> StudyConfig:
     The quick preset's net has too little room to overfit for dropout to pay in 20 epochs; this one
     doubles the width and runs 50 epochs, float32 products. Every value was picked on the validation
     split (docs/examples/cpu-table9-search/, docs/studies.md "Table 9's finding on a CPU"): SGD,
-    momentum 0.9, batch 100, lr 0.1 halved smoothly every 7,500 steps (0.1 -> 0.01); L2 1e-4
+    momentum 0.9, batch 100, lr halved smoothly every 7,500 steps, from 0.1 (l2+l1_late and both
+    dropout methods), 0.2 (l2, l2+kl) or 0.3 (max_norm), each method's lowest validation error in
+    round 4 (0.1, 0.2, 0.3 tried; 0.5 diverges; with dropout 0.2 is worse than 0.1); L2 1e-4
     (lambda/2 convention) alone and beside late L1, KL and dropout; max-norm radius 1.5 without
     dropout (1.48 % validation error against 1.72 % for radius 2); dropout 0.1 on the inputs and
     0.3 on hidden units (the lightest rates searched, the best on validation with L2 and tied best
@@ -212,9 +220,13 @@ def mnist_table9_cpu() -> StudyConfig:
 # 0.3, 0.6} with dropout -> 0.1 (higher kills ReLU units); round 2 (50 epochs) max-norm {1.5, 2}, dropout
 # (in/hidden) {0.1/0.3, 0.2/0.3, 0.2/0.4, 0.2/0.5} with L2 1e-4 and with max-norm {1.5, 2}; round 3 (50
 # epochs) late L1 {1e-5, 3e-6, 1e-6} beside L2 1e-4 (val 1.61 / 1.59 / 1.58 %, L2 alone 1.58 %) and
-# max-norm {1.0, 1.25} (1.56 / 1.51 %, round 2's 1.5: 1.48 %)
+# max-norm {1.0, 1.25} (1.56 / 1.51 %, round 2's 1.5: 1.48 %); round 4 (50 epochs) each method's lr: l2
+# {0.2, 0.3} 1.56 / 1.58 % (0.1: 1.58), l2+kl 0.2 1.42 % (0.1: 1.60), l2+l1_late 0.2 1.58 % (0.1: 1.58,
+# kept), max-norm 1.5 {0.2, 0.3, 0.5} 1.57 / 1.45 / diverged (0.1: 1.48), radius 2 {0.3, 0.5}, radius 3 at
+# 0.5, both dropout methods 0.2: 1.52 / 1.51 % (0.1: 1.35 / 1.40)
 TABLE9_CPU = dict(
     hidden=(512, 512), n_epochs=50, lr=0.1, lr_decay=0.5, lr_decay_steps=7500,
+    lr_by_method={"l2": 0.2, "l2+kl": 0.2, "max_norm": 0.3},
     l2=1e-4, l1=1e-6, l1_start=0.8,
     kl_beta=1e-3, kl_rho=0.1, kl_ema=0.9,
     max_norm=1.5, max_norm_dropout=2.0,
