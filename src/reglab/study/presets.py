@@ -239,15 +239,16 @@ TABLE9_CPU = dict(
 # summary.md (the report reads no preset). Keyed by (study name, dataset name).
 # TABLE9_CPU_WALL_MIN: table9-cpu's measured wall time in minutes, command to report.html with a fresh venv, on
 # the idle 2-core Xeon (docs/studies.md, "Table 9's finding on a CPU": 44 min 47 s and 39 min 32 s, same work;
-# 34 min 50 s without the venv step after evaluation's buffers and the flushing of denormals).
+# 34 min 50 s without the venv step after evaluation's buffers and the flushing of denormals; 38 min 8 s with
+# it, with each method's own lr, on a day the machine ran 15 % slower).
 TABLE9_CPU_WALL_MIN = "35-45"
 FOLLOW_UP = {
     ("mnist-quick", "mnist"): (
         "The quick net (784-256-256-10, 20 epochs) has too little room to overfit for Table 9's methods to "
         "separate. For the paper's ranking: reglab run mnist --preset table9-cpu (784-512-512-10, 50 epochs, "
-        f"3 seeds; about {TABLE9_CPU_WALL_MIN} min on 2 CPU cores), where dropout + max-norm has the lowest "
-        "mean test error (1.35 %, dropout + L2 1.36 %, the four others 1.47-1.54 %; with 3 seeds no gap is "
-        "significant after Holm's correction: docs/studies.md)."),
+        f"3 seeds; about {TABLE9_CPU_WALL_MIN} min on 2 CPU cores), where the six mean test errors fall in "
+        "Table 9's order (dropout + max-norm 1.35 %, dropout + L2 1.36 %, max-norm 1.40 %, the L2 family "
+        "1.44-1.52 %; with 3 seeds no gap is significant after Holm's correction: docs/studies.md)."),
 }
 
 
