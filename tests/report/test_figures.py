@@ -119,3 +119,43 @@ def test_the_smoothed_loss_is_a_debiased_ema():
     m2 = b * m1 + (1 - b) * 1.0
     m3 = b * m2 + (1 - b) * 1.0
     np.testing.assert_allclose(F._ema(y, 3), [0.0, m2 / (1 - b ** 2), np.nan, m3 / (1 - b ** 3)])
+
+
+def test_the_gap_figure_is_each_methods_test_error_minus_the_first_methods_paired_by_seed(mnist_run):
+    """Against the run's own per-epoch CSV, paired by hand, with scipy's t quantile for the band."""
+    import csv
+
+    from scipy import stats as sps
+
+    rows = list(csv.DictReader(open(mnist_run / "metrics_epoch.csv")))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    ref, other = methods[0], methods[-1]
+    err = {(r["method"], int(r["seed"]), int(r["epoch"])): 100.0 * float(r["test_error"]) for r in rows}
+    seeds = sorted({int(r["seed"]) for r in rows})
+    epochs = sorted({int(r["epoch"]) for r in rows})
+    diff = np.array([[err[(other, s, e)] - err[(ref, s, e)] for e in epochs] for s in seeds])
+    half = sps.t.ppf(0.975, len(seeds) - 1) * diff.std(axis=0, ddof=1) / np.sqrt(len(seeds))
+
+    spec = F.test_error_gap_per_epoch(digest(load_run(mnist_run)))
+    assert spec.name == "test_error_gap" and spec.section == "results" and ref in spec.title
+    ax = [a for a in spec.figure.axes if a.get_title() == f"{other} − {ref}"][0]
+    mean_line = ax.get_lines()[0]
+    np.testing.assert_allclose(mean_line.get_xdata(), epochs)
+    np.testing.assert_allclose(mean_line.get_ydata(), diff.mean(axis=0), rtol=1e-9, atol=1e-9)
+    band_ys = ax.collections[0].get_paths()[0].vertices[:, 1]
+    for lo, hi in zip(diff.mean(axis=0) - half, diff.mean(axis=0) + half):
+        assert np.isclose(band_ys, lo, atol=1e-9).any() and np.isclose(band_ys, hi, atol=1e-9).any()
+    # one panel per method but the reference, and the zero line in each
+    panels = [a for a in spec.figure.axes if a.get_visible() and a.get_title()]
+    assert len(panels) == len(methods) - 1
+    assert all(any(list(line.get_ydata()) == [0.0, 0.0] for line in a.get_lines()) for a in panels)
+
+
+def test_no_gap_figure_without_a_second_method(tmp_path):
+    from reglab.config import MethodConfig
+
+    from .conftest import mnist_config, write_synthetic_run
+
+    cfg = mnist_config(n_epochs=3).replace(methods=(MethodConfig(name="l2", l2=1e-4),))
+    write_synthetic_run(tmp_path, cfg)
+    assert F.test_error_gap_per_epoch(digest(load_run(tmp_path))) is None

@@ -13,7 +13,7 @@ import pytest
 from reglab.report.digest import PAPER_TABLE9_MNIST
 from .browser import check_page, find_chromium, screenshot
 
-MNIST_FIGURES = {"test_error", "training_time", "loss_iter_per_method", "loss_iter_overlay",
+MNIST_FIGURES = {"test_error", "test_error_gap", "training_time", "loss_iter_per_method", "loss_iter_overlay",
                  "loss_epoch_per_method", "loss_epoch_overlay", "val_error_per_method", "val_error_overlay",
                  "weight_histograms", "hidden_activation"}
 POINTCLOUD_FIGURES = (MNIST_FIGURES - {"hidden_activation"}) | {"decision_boundaries"}

@@ -463,6 +463,17 @@ def median_range(samples: list[float]) -> tuple[float, float, float] | None:
     return float(np.median(xs)), min(xs), max(xs)
 
 
+def paired_curve_difference(a: MethodData, b: MethodData, metric: str) -> np.ndarray:
+    """(n_common, n_epochs): ``a``'s curve minus ``b``'s for each seed both have (in ``a``'s seed order),
+    NaN where either did not train that epoch; (0, n_epochs) when they share no seed."""
+    common = [s for s in a.seeds if s in b.seeds]
+    ca, cb = a.curves[metric], b.curves[metric]
+    n = min(ca.shape[1], cb.shape[1])
+    if not common:
+        return np.zeros((0, n))
+    return np.stack([ca[a.seeds.index(s), :n] - cb[b.seeds.index(s), :n] for s in common])
+
+
 def band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-column mean and 95% t-interval over rows (seeds), ignoring NaN.
 

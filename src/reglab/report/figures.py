@@ -27,7 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-from reglab.report.digest import Digest, MethodData, band, median_range
+from reglab.report.digest import Digest, MethodData, band, median_range, paired_curve_difference
 from reglab.results import atomic_write_bytes
 
 PNG_DPI = 110
@@ -73,7 +73,7 @@ def save(spec: FigureSpec, out_dir: Path) -> tuple[Path, Path]:
 
 def all_figures(d: Digest) -> list[FigureSpec]:
     """Every figure the run's data allows, in report order."""
-    makers = (test_error_bars, val_error_per_method, val_error_overlay, loss_epoch_overlay,
+    makers = (test_error_bars, test_error_gap_per_epoch, val_error_per_method, val_error_overlay, loss_epoch_overlay,
               loss_epoch_per_method, loss_iter_overlay, loss_iter_per_method, training_time,
               decision_boundaries, weight_histograms, hidden_activation)
     with matplotlib.rc_context(STYLE):
@@ -441,6 +441,49 @@ def test_error_bars(d: Digest) -> FigureSpec | None:
                 "784-1024-1024-2048-10 net trained for about 1M updates — compare the ranking, not the level, "
                 "unless this run used that net and budget.")
     return FigureSpec("test_error", "Test error per method", cap, fig, "results")
+
+
+def test_error_gap_per_epoch(d: Digest) -> FigureSpec | None:
+    """Each method's test error minus the first method's after every epoch, paired by seed: when a
+    difference appears, and whether it is still growing at the end of the budget."""
+    ref = d.methods[0] if d.methods else None
+    if ref is None or not _any_curve(d, "test_error"):
+        return None
+    gaps = {m.name: 100.0 * paired_curve_difference(m, ref, "test_error") for m in d.methods[1:]}
+    others = [m for m in d.methods[1:] if _has(gaps[m.name])]
+    if not others:
+        return None
+    x = _epochs(d)
+    fig, axes = _grid(len(others), sharey=True, xlabel="epoch")
+    tails = []   # the band's ends over the later half of the epochs: the y range
+    for ax, m in zip(axes, others):
+        gap = gaps[m.name]
+        _plot_band(ax, x[:gap.shape[1]], gap, m.color)
+        val = 100.0 * paired_curve_difference(m, ref, "val_error")
+        if _has(val):
+            ax.plot(x[:val.shape[1]], band(val)[0], color=m.color, ls="--", lw=1.0, zorder=3)
+        ax.axhline(0.0, color="0.35", lw=0.8, zorder=1)
+        ax.set_title(f"{m.name} − {ref.name}", color=m.color, fontweight="bold")
+        mean, lo, hi = band(gap)
+        late = slice(len(mean) // 2, None)
+        tails += [v for v in (*lo[late], *hi[late], *mean[late]) if np.isfinite(v)]
+    if tails:
+        lo, hi = min(min(tails), 0.0), max(max(tails), 0.0)
+        pad = 0.1 * (hi - lo) + 0.02
+        axes[0].set_ylim(lo - pad, hi + pad)
+    axes[0].set_ylabel(f"test error − {ref.name}'s (pp)")
+    _key_below(fig, [(f"test error − {ref.name}'s (mean over seeds, 95% t-band)", {}),
+                     ("the same on validation error", {"ls": "--", "lw": 1.0}),
+                     ("no difference", {"lw": 0.8, "color": "0.35"})])
+    ns = sorted({gaps[m.name].shape[0] for m in others})
+    cap = (f"Each method's test error minus {ref.name}'s after every epoch, in percentage points, paired by seed "
+           f"(the same seed starts every method from the same weights): the line is the mean over the "
+           f"{'/'.join(map(str, ns))} seed(s) both methods have, the band its 95% t-interval; dashed, the same "
+           f"difference on validation error. Below zero is better than {ref.name}. A band that leaves zero and "
+           "stays away shows the budget at which that difference is seen; one still falling at the last epoch "
+           "says more epochs would widen it. The y range shows the later half of the epochs. Read this "
+           "to size a study, not to pick an epoch (the test split must not choose anything: pick on validation).")
+    return FigureSpec("test_error_gap", f"Test error against {ref.name}, per epoch", cap, fig, "results")
 
 
 def training_time(d: Digest) -> FigureSpec | None:
