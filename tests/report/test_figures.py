@@ -127,7 +127,7 @@ def test_the_gap_figure_is_each_methods_test_error_minus_the_first_methods_paire
 
     from scipy import stats as sps
 
-    rows = list(csv.DictReader(open(mnist_run / "metrics_epoch.csv")))
+    rows = list(csv.DictReader((mnist_run / "metrics_epoch.csv").read_text().splitlines()))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     ref, other = methods[0], methods[-1]
     err = {(r["method"], int(r["seed"]), int(r["epoch"])): 100.0 * float(r["test_error"]) for r in rows}
