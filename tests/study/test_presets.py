@@ -244,3 +244,69 @@ def test_a_per_method_rate_must_name_a_table9_method():
     q = {**presets.TABLE9_CPU, "lr_by_method": {"l2 ": 0.2}}
     with pytest.raises(ValueError, match=r"lr_by_method names no Table 9 method: \['l2 '\]"):
         presets._sgd_table9_methods(q)
+
+
+def _load_docs_script(name):
+    import importlib.util
+    from pathlib import Path
+    script = Path(__file__).parents[2] / "docs" / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_holm_per_epoch_script_matches_scipy_and_statsmodels(tmp_path):
+    """docs/examples/holm_per_epoch.py (docs/studies.md's per-epoch significance of table9-cpu's tiers)
+    against independent references: scipy's paired t-test, statsmodels' Holm over all 15 pairs of each
+    epoch; a stopped variant's row (active 0) is left out of its pairs."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+
+    methods = ["l2", "l2+l1_late", "l2+kl", "max_norm", "dropout+l2", "dropout+max_norm"]
+    rng = np.random.default_rng(11)
+    (tmp_path / "metrics").mkdir()
+    errors = {}
+    for epoch in (1, 2):
+        shift = {"dropout+l2": -0.004 * epoch, "dropout+max_norm": -0.005 * epoch}
+        rows = []
+        for v, (m, s) in enumerate((m, s) for m in methods for s in range(6)):
+            e = 0.016 + shift.get(m, 0.0) + rng.normal(0, 0.0008)
+            active = 0 if (epoch == 2 and m == "l2" and s == 5) else 1
+            errors[epoch, m, s] = (e, active)
+            rows.append(dict(epoch=epoch, variant=v, method=m, seed=s, test_error=e, val_error=e, active=active))
+        pd.DataFrame(rows).to_csv(tmp_path / "metrics" / f"epoch-{epoch:05d}.csv", index=False)
+
+    module = _load_docs_script("holm_per_epoch")
+    text = module.table(tmp_path, every=1)
+    body = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| epoch")]
+    header = [c.strip() for c in text.splitlines()[2].strip("|").split("|")][1:]
+    assert len(body) == 2 and len(header) == 9
+    for line, epoch in zip(body, (1, 2)):
+        def seeds_of(m):
+            return {s: errors[epoch, m, s][0] for s in range(6) if errors[epoch, m, s][1]}
+        pairs = [(a, b) for i, a in enumerate(methods) for b in methods[i + 1:]]
+        p = []
+        for a, b in pairs:
+            common = sorted(set(seeds_of(a)) & set(seeds_of(b)))
+            p.append(stats.ttest_rel([seeds_of(a)[s] for s in common], [seeds_of(b)[s] for s in common]).pvalue)
+        p_holm = dict(zip(pairs, multitest.multipletests(p, method="holm")[1]))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == str(epoch)
+        for cell, name in zip(cells[1:], header):
+            a, b = name.split(" - ")
+            common = sorted(set(seeds_of(a)) & set(seeds_of(b)))
+            d = np.mean([seeds_of(a)[s] - seeds_of(b)[s] for s in common])
+            q = p_holm.get((a, b), p_holm.get((b, a)))
+            assert cell == f"{100 * d:+.2f} (p {q:.2g})" + (" *" if q < 0.05 else "")
+    assert "dropout+max_norm below l2: significant at every epoch from 1 on" in text
+    assert "max_norm below l2: not significant at the last epoch" in text
+
+
+def test_the_holm_per_epoch_script_names_a_missing_run_in_one_line(tmp_path, capsys):
+    module = _load_docs_script("holm_per_epoch")
+    assert module.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"holm_per_epoch: no metrics/epoch-*.csv under {tmp_path}: pass a study's run directory\n"
