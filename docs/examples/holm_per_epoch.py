@@ -14,6 +14,14 @@ that the run has (dropout+max_norm, dropout+l2 and max_norm, each against l2, l2
 A - B in percentage points (mean over seeds) and Holm's p; * marks p_holm < 0.05 (either sign). The last
 lines name, per pair, the first epoch from which A is significantly below B (A - B < 0, p_holm < 0.05) at
 every later epoch.
+
+    python docs/examples/holm_per_epoch.py RUN_DIR --by-seeds [--epoch N]
+
+How many seeds a difference needs: at one epoch (the last by default), the same family of pairs over the
+run's first n seeds (in ascending seed order) for every n from 2 to all of them, and per named pair the
+smallest n from which A is significantly below B with every larger n. A study with more seeds than it
+needs is read this way to size the next one; the seeds are taken in a fixed order, never chosen by
+their results.
 """
 
 from __future__ import annotations
@@ -44,24 +52,58 @@ def read_epochs(run_dir: Path, metric: str) -> pd.DataFrame:
     return rows[["epoch", "method", "seed", metric]]
 
 
+def _holm_family(methods: list[str], values: dict[str, dict[int, float]]) -> dict:
+    """{(A, B): comparison with p_holm} over every pair of `methods` that `values` ({method: {seed:
+    value}}) holds, each paired over the seeds both have, Holm-adjusted as one family."""
+    pairs = [(a, b) for a, b in itertools.combinations(methods, 2) if a in values and b in values]
+    comparisons = []
+    for a, b in pairs:
+        seeds = sorted(set(values[a]) & set(values[b]))
+        comparisons.append(paired_comparison([values[a][s] for s in seeds], [values[b][s] for s in seeds]))
+    return dict(zip(pairs, holm_adjust(comparisons)))
+
+
+def _values(at: pd.DataFrame, metric: str) -> dict[str, dict[int, float]]:
+    return {m: dict(zip(g["seed"], g[metric])) for m, g in at.groupby("method")}
+
+
 def holm_by_epoch(run_dir: Path, metric: str = "test_error") -> tuple[list[str], dict[int, dict]]:
     """(methods in the run's order, {epoch: {(A, B): comparison with p_holm}}) over every pair."""
     rows = read_epochs(run_dir, metric)
     methods = list(dict.fromkeys(rows["method"]))
-    by_epoch: dict[int, dict] = {}
-    for epoch, at in rows.groupby("epoch", sort=True):
-        values = {m: dict(zip(g["seed"], g[metric])) for m, g in at.groupby("method")}
-        pairs = [(a, b) for a, b in itertools.combinations(methods, 2) if a in values and b in values]
-        comparisons = []
-        for a, b in pairs:
-            seeds = sorted(set(values[a]) & set(values[b]))
-            comparisons.append(paired_comparison([values[a][s] for s in seeds], [values[b][s] for s in seeds]))
-        by_epoch[int(epoch)] = dict(zip(pairs, holm_adjust(comparisons)))
+    by_epoch = {int(epoch): _holm_family(methods, _values(at, metric))
+                for epoch, at in rows.groupby("epoch", sort=True)}
     return methods, by_epoch
 
 
+def holm_by_seed_count(run_dir: Path, metric: str = "test_error",
+                       epoch: int | None = None) -> tuple[list[str], int, dict[int, dict]]:
+    """(methods, the epoch read, {n: {(A, B): comparison with p_holm}}): the family of every pair over
+    the run's first n seeds (ascending seed numbers), for n = 2 .. all seeds, at `epoch` (default the
+    last)."""
+    rows = read_epochs(run_dir, metric)
+    epochs = sorted(int(e) for e in rows["epoch"].unique())
+    epoch = epochs[-1] if epoch is None else epoch
+    if epoch not in epochs:
+        raise ValueError(f"the run has no epoch {epoch}; its epochs are {epochs[0]}..{epochs[-1]}")
+    at = rows[rows["epoch"] == epoch]
+    methods = list(dict.fromkeys(rows["method"]))
+    seeds = sorted(int(s) for s in at["seed"].unique())
+    if len(seeds) < 2:
+        raise ValueError(f"a paired comparison needs at least 2 seeds; the run has {len(seeds)}")
+    values = _values(at, metric)
+    by_count = {n: _holm_family(methods, {m: {s: v for s, v in vs.items() if s in seeds[:n]}
+                                          for m, vs in values.items()})
+                for n in range(2, len(seeds) + 1)}
+    return methods, epoch, by_count
+
+
 def _named_pairs(methods: list[str]) -> list[tuple[str, str]]:
-    return [(a, b) for a in BETTER for b in L2_FAMILY if a in methods and b in methods]
+    pairs = [(a, b) for a in BETTER for b in L2_FAMILY if a in methods and b in methods]
+    if not pairs:
+        raise ValueError(f"the run has none of the pairs this script reports ({', '.join(BETTER)} against "
+                         f"{', '.join(L2_FAMILY)}); its methods are {', '.join(methods)}")
+    return pairs
 
 
 def _lookup(at: dict, a: str, b: str) -> tuple[float | None, float | None]:
@@ -80,12 +122,23 @@ def _significantly_below(m: float | None, q: float | None) -> bool:
     return m is not None and q is not None and m < 0.0 and q < 0.05
 
 
+def _cell(at: dict, a: str, b: str) -> str:
+    m, q = _lookup(at, a, b)
+    if m is None:
+        return "-"
+    star = " *" if q is not None and q < 0.05 else ""
+    return f"{100 * m:+.2f} (p {'-' if q is None else f'{q:.2g}'}){star}"
+
+
+def _since(keys: list[int], at: dict[int, dict], a: str, b: str) -> int | None:
+    """The first key from which A is significantly below B at that key and every later one."""
+    below = [_significantly_below(*_lookup(at[k], a, b)) for k in keys]
+    return next((keys[i] for i in range(len(keys)) if all(below[i:])), None)
+
+
 def table(run_dir: Path, metric: str = "test_error", every: int = 5) -> str:
     methods, by_epoch = holm_by_epoch(run_dir, metric)
     pairs = _named_pairs(methods)
-    if not pairs:
-        raise ValueError(f"the run has none of the pairs this script reports ({', '.join(BETTER)} against "
-                         f"{', '.join(L2_FAMILY)}); its methods are {', '.join(methods)}")
     epochs = sorted(by_epoch)
     shown = [e for e in epochs if e % every == 0 or e == epochs[-1]]
     n_pairs = len(next(iter(by_epoch.values())))
@@ -93,22 +146,31 @@ def table(run_dir: Path, metric: str = "test_error", every: int = 5) -> str:
              "at each epoch; * p_holm < 0.05", "",
              "| epoch | " + " | ".join(f"{a} - {b}" for a, b in pairs) + " |",
              "|---:|" + "---|" * len(pairs)]
-    for e in shown:
-        cells = []
-        for a, b in pairs:
-            m, q = _lookup(by_epoch[e], a, b)
-            if m is None:
-                cells.append("-")
-                continue
-            star = " *" if q is not None and q < 0.05 else ""
-            cells.append(f"{100 * m:+.2f} (p {'-' if q is None else f'{q:.2g}'}){star}")
-        lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    lines += [f"| {e} | " + " | ".join(_cell(by_epoch[e], a, b) for a, b in pairs) + " |" for e in shown]
     lines.append("")
     for a, b in pairs:
-        below = [_significantly_below(*_lookup(by_epoch[e], a, b)) for e in epochs]
-        since = next((epochs[i] for i in range(len(epochs)) if all(below[i:])), None)
+        since = _since(epochs, by_epoch, a, b)
         lines.append(f"{a} below {b}: " + ("not significant at the last epoch" if since is None
                                             else f"significant at every epoch from {since} on"))
+    return "\n".join(lines)
+
+
+def seeds_table(run_dir: Path, metric: str = "test_error", epoch: int | None = None) -> str:
+    methods, epoch, by_count = holm_by_seed_count(run_dir, metric, epoch)
+    pairs = _named_pairs(methods)
+    counts = sorted(by_count)
+    n_pairs = len(by_count[counts[-1]])
+    lines = [f"{metric} at epoch {epoch}, the run's first n seeds: A - B in pp (mean over seeds, paired by "
+             f"seed) and Holm's p over the {n_pairs} pairs; * p_holm < 0.05", "",
+             "| seeds | " + " | ".join(f"{a} - {b}" for a, b in pairs) + " |",
+             "|---:|" + "---|" * len(pairs)]
+    lines += [f"| {n} | " + " | ".join(_cell(by_count[n], a, b) for a, b in pairs) + " |" for n in counts]
+    lines.append("")
+    for a, b in pairs:
+        since = _since(counts, by_count, a, b)
+        lines.append(f"{a} below {b}: " + (f"not significant with all {counts[-1]} seeds" if since is None
+                                            else f"significant with the first {since} seeds and with every "
+                                                 "larger count"))
     return "\n".join(lines)
 
 
@@ -117,11 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--metric", default="test_error", help="a column of metrics/epoch-*.csv (default test_error)")
     parser.add_argument("--every", type=int, default=5, help="print every N-th epoch and the last (default 5)")
+    parser.add_argument("--by-seeds", action="store_true",
+                        help="one row per count of the run's first seeds, at one epoch, instead of per epoch")
+    parser.add_argument("--epoch", type=int, default=None, help="with --by-seeds: the epoch to read (default the last)")
     args = parser.parse_args(argv)
     if args.every < 1:
         parser.error(f"--every must be a positive number of epochs, got {args.every}")
+    if args.epoch is not None and not args.by_seeds:
+        parser.error("--epoch goes with --by-seeds (the per-epoch table reads every epoch)")
     try:
-        print(table(args.run_dir, args.metric, args.every))
+        print(seeds_table(args.run_dir, args.metric, args.epoch) if args.by_seeds
+              else table(args.run_dir, args.metric, args.every))
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"holm_per_epoch: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2

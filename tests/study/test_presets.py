@@ -305,6 +305,75 @@ def test_the_holm_per_epoch_script_matches_scipy_and_statsmodels(tmp_path):
     assert "max_norm below l2: not significant at the last epoch" in text
 
 
+def test_the_holm_per_epoch_script_by_seed_count_matches_scipy_and_statsmodels(tmp_path):
+    """--by-seeds: at one epoch, the family of all 15 pairs over the run's first n seeds (ascending seed
+    numbers, whatever order the rows come in), for n = 2 .. all, against scipy's paired t-test and
+    statsmodels' Holm; and the smallest n from which a pair stays significant."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+
+    methods = ["l2", "l2+l1_late", "l2+kl", "max_norm", "dropout+l2", "dropout+max_norm"]
+    seeds = [7, 0, 3, 12, 5, 1, 9, 4]                            # not in order: n counts ascending seeds
+    rng = np.random.default_rng(5)
+    shift = {"dropout+l2": -0.0015, "dropout+max_norm": -0.004}
+    errors = {}
+    (tmp_path / "metrics").mkdir()
+    for epoch in (1, 2):
+        rows = []
+        for v, (m, s) in enumerate((m, s) for m in methods for s in seeds):
+            e = 0.016 + shift.get(m, 0.0) + rng.normal(0, 0.0008)
+            errors[epoch, m, s] = e
+            rows.append(dict(epoch=epoch, variant=v, method=m, seed=s, test_error=e, active=1))
+        pd.DataFrame(rows).to_csv(tmp_path / "metrics" / f"epoch-{epoch:05d}.csv", index=False)
+
+    module = _load_docs_script("holm_per_epoch")
+    for epoch in (1, None):                                     # None: the last epoch, 2
+        text = module.seeds_table(tmp_path, epoch=epoch)
+        read = 2 if epoch is None else epoch
+        assert text.splitlines()[0].startswith(f"test_error at epoch {read}, the run's first n seeds")
+        header = [c.strip() for c in text.splitlines()[2].strip("|").split("|")][1:]
+        body = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| seeds")]
+        assert [int(line.strip("|").split("|")[0]) for line in body] == list(range(2, len(seeds) + 1))
+        pairs = [(a, b) for i, a in enumerate(methods) for b in methods[i + 1:]]
+        significant_from = {}
+        for line in body:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            n = int(cells[0])
+            first = sorted(seeds)[:n]
+            p = [stats.ttest_rel([errors[read, a, s] for s in first], [errors[read, b, s] for s in first]).pvalue
+                 for a, b in pairs]
+            p_holm = dict(zip(pairs, multitest.multipletests(p, method="holm")[1]))
+            for cell, name in zip(cells[1:], header):
+                a, b = name.split(" - ")
+                d = np.mean([errors[read, a, s] - errors[read, b, s] for s in first])
+                q = p_holm.get((a, b), p_holm.get((b, a)))
+                assert cell == f"{100 * d:+.2f} (p {q:.2g})" + (" *" if q < 0.05 else "")
+                below = d < 0 and q < 0.05
+                if below and (a, b) not in significant_from:
+                    significant_from[a, b] = n
+                elif not below:
+                    significant_from.pop((a, b), None)
+        for name in header:
+            a, b = name.split(" - ")
+            expected = (f"significant with the first {significant_from[a, b]} seeds and with every larger count"
+                        if (a, b) in significant_from else f"not significant with all {len(seeds)} seeds")
+            assert f"{a} below {b}: {expected}" in text
+        assert "dropout+max_norm below l2: significant with the first" in text
+
+
+def test_the_holm_per_epoch_script_by_seed_count_refuses_an_epoch_the_run_lacks(tmp_path, capsys):
+    import pandas as pd
+    (tmp_path / "metrics").mkdir()
+    pd.DataFrame([dict(epoch=1, variant=v, method=m, seed=s, test_error=0.02, active=1)
+                  for v, (m, s) in enumerate((m, s) for m in ("l2", "dropout+l2") for s in (0, 1))]
+                 ).to_csv(tmp_path / "metrics" / "epoch-00001.csv", index=False)
+    module = _load_docs_script("holm_per_epoch")
+    assert module.main([str(tmp_path), "--by-seeds", "--epoch", "3"]) == 2
+    assert capsys.readouterr().err == "holm_per_epoch: the run has no epoch 3; its epochs are 1..1\n"
+
+
 def test_the_holm_per_epoch_script_names_a_missing_run_in_one_line(tmp_path, capsys):
     module = _load_docs_script("holm_per_epoch")
     assert module.main([str(tmp_path)]) == 2
