@@ -3,8 +3,8 @@ methods compared paired by seed, Holm-corrected over all pairs at that epoch.
 
     python docs/examples/holm_per_epoch.py RUN_DIR [--metric test_error] [--every 5]
 
-Reads RUN_DIR/metrics/epoch-*.csv (one row per variant and epoch, as a study writes them; rows of a
-variant that had stopped, `active` 0, are left out). At each epoch the metric of seed s of A is paired
+Reads RUN_DIR/metrics_epoch.csv, or a running or interrupted run's RUN_DIR/metrics/epoch-*.csv (one row
+per variant and epoch; rows of a variant that had stopped, `active` 0, are left out). At each epoch the metric of seed s of A is paired
 with seed s of B (same data order) for each of the k (k - 1) / 2 pairs of the run's k methods: the
 paired t-test's p (reglab.stats.paired_comparison, scipy's ttest_rel) and Holm's step-down adjusted p
 over that family of pairs (reglab.stats.holm_adjust), as summary.json has them for the last epoch.
@@ -18,8 +18,9 @@ every later epoch.
     python docs/examples/holm_per_epoch.py RUN_DIR --by-seeds [--epoch N]
 
 How many seeds a difference needs: at one epoch (the last by default), the same family of pairs over the
-run's first n seeds (in ascending seed order) for every n from 2 to all of them, and per named pair the
-smallest n from which A is significantly below B with every larger n. A study with more seeds than it
+run's first n seeds (in ascending seed order) for every n from 3 to all of them (2 seeds leave the
+t-test one degree of freedom), and per named pair the smallest n from which A is significantly below B
+with every larger n. A study with more seeds than it
 needs is read this way to size the next one; the seeds are taken in a fixed order, never chosen by
 their results.
 """
@@ -37,13 +38,17 @@ from reglab.stats import holm_adjust, paired_comparison
 
 BETTER = ("dropout+max_norm", "dropout+l2", "max_norm")
 L2_FAMILY = ("l2", "l2+l1_late", "l2+kl")
+MIN_SEEDS = 3     # --by-seeds' smallest count: with 2 the paired t-test has one degree of freedom
 
 
 def read_epochs(run_dir: Path, metric: str) -> pd.DataFrame:
-    """All epoch rows of `run_dir` (epoch, method, seed, `metric`), active variants only."""
-    files = sorted((run_dir / "metrics").glob("epoch-*.csv"))
+    """All epoch rows of `run_dir` (epoch, method, seed, `metric`), active variants only: a running or
+    interrupted run's metrics/epoch-*.csv (the truth while they exist), else a finished run's
+    metrics_epoch.csv (the shards merged)."""
+    files = sorted((run_dir / "metrics").glob("epoch-*.csv")) or sorted(run_dir.glob("metrics_epoch.csv"))
     if not files:
-        raise FileNotFoundError(f"no metrics/epoch-*.csv under {run_dir}: pass a study's run directory")
+        raise FileNotFoundError(f"no metrics_epoch.csv or metrics/epoch-*.csv under {run_dir}: "
+                                "pass a study's run directory")
     rows = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
     if metric not in rows.columns:
         raise KeyError(f"{metric!r} is not a column of the epoch metrics; they are {', '.join(rows.columns)}")
@@ -79,7 +84,7 @@ def holm_by_epoch(run_dir: Path, metric: str = "test_error") -> tuple[list[str],
 def holm_by_seed_count(run_dir: Path, metric: str = "test_error",
                        epoch: int | None = None) -> tuple[list[str], int, dict[int, dict]]:
     """(methods, the epoch read, {n: {(A, B): comparison with p_holm}}): the family of every pair over
-    the run's first n seeds (ascending seed numbers), for n = 2 .. all seeds, at `epoch` (default the
+    the run's first n seeds (ascending seed numbers), for n = 3 .. all seeds, at `epoch` (default the
     last)."""
     rows = read_epochs(run_dir, metric)
     epochs = sorted(int(e) for e in rows["epoch"].unique())
@@ -89,12 +94,12 @@ def holm_by_seed_count(run_dir: Path, metric: str = "test_error",
     at = rows[rows["epoch"] == epoch]
     methods = list(dict.fromkeys(rows["method"]))
     seeds = sorted(int(s) for s in at["seed"].unique())
-    if len(seeds) < 2:
-        raise ValueError(f"a paired comparison needs at least 2 seeds; the run has {len(seeds)}")
+    if len(seeds) < MIN_SEEDS:
+        raise ValueError(f"--by-seeds needs a run with at least {MIN_SEEDS} seeds; this one has {len(seeds)}")
     values = _values(at, metric)
     by_count = {n: _holm_family(methods, {m: {s: v for s, v in vs.items() if s in seeds[:n]}
                                           for m, vs in values.items()})
-                for n in range(2, len(seeds) + 1)}
+                for n in range(MIN_SEEDS, len(seeds) + 1)}
     return methods, epoch, by_count
 
 
@@ -169,6 +174,7 @@ def seeds_table(run_dir: Path, metric: str = "test_error", epoch: int | None = N
     for a, b in pairs:
         since = _since(counts, by_count, a, b)
         lines.append(f"{a} below {b}: " + (f"not significant with all {counts[-1]} seeds" if since is None
+                                            else f"significant only with all {since} seeds" if since == counts[-1]
                                             else f"significant with the first {since} seeds and with every "
                                                  "larger count"))
     return "\n".join(lines)
@@ -177,7 +183,7 @@ def seeds_table(run_dir: Path, metric: str = "test_error", epoch: int | None = N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--metric", default="test_error", help="a column of metrics/epoch-*.csv (default test_error)")
+    parser.add_argument("--metric", default="test_error", help="a column of metrics_epoch.csv (default test_error)")
     parser.add_argument("--every", type=int, default=5, help="print every N-th epoch and the last (default 5)")
     parser.add_argument("--by-seeds", action="store_true",
                         help="one row per count of the run's first seeds, at one epoch, instead of per epoch")

@@ -307,7 +307,7 @@ def test_the_holm_per_epoch_script_matches_scipy_and_statsmodels(tmp_path):
 
 def test_the_holm_per_epoch_script_by_seed_count_matches_scipy_and_statsmodels(tmp_path):
     """--by-seeds: at one epoch, the family of all 15 pairs over the run's first n seeds (ascending seed
-    numbers, whatever order the rows come in), for n = 2 .. all, against scipy's paired t-test and
+    numbers, whatever order the rows come in), for n = 3 .. all, against scipy's paired t-test and
     statsmodels' Holm; and the smallest n from which a pair stays significant."""
     import numpy as np
     import pandas as pd
@@ -335,7 +335,7 @@ def test_the_holm_per_epoch_script_by_seed_count_matches_scipy_and_statsmodels(t
         assert text.splitlines()[0].startswith(f"test_error at epoch {read}, the run's first n seeds")
         header = [c.strip() for c in text.splitlines()[2].strip("|").split("|")][1:]
         body = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| seeds")]
-        assert [int(line.strip("|").split("|")[0]) for line in body] == list(range(2, len(seeds) + 1))
+        assert [int(line.strip("|").split("|")[0]) for line in body] == list(range(3, len(seeds) + 1))
         pairs = [(a, b) for i, a in enumerate(methods) for b in methods[i + 1:]]
         significant_from = {}
         for line in body:
@@ -357,8 +357,10 @@ def test_the_holm_per_epoch_script_by_seed_count_matches_scipy_and_statsmodels(t
                     significant_from.pop((a, b), None)
         for name in header:
             a, b = name.split(" - ")
-            expected = (f"significant with the first {significant_from[a, b]} seeds and with every larger count"
-                        if (a, b) in significant_from else f"not significant with all {len(seeds)} seeds")
+            since = significant_from.get((a, b))
+            expected = (f"not significant with all {len(seeds)} seeds" if since is None
+                        else f"significant only with all {len(seeds)} seeds" if since == len(seeds)
+                        else f"significant with the first {since} seeds and with every larger count")
             assert f"{a} below {b}: {expected}" in text
         assert "dropout+max_norm below l2: significant with the first" in text
 
@@ -378,4 +380,25 @@ def test_the_holm_per_epoch_script_names_a_missing_run_in_one_line(tmp_path, cap
     module = _load_docs_script("holm_per_epoch")
     assert module.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err == f"holm_per_epoch: no metrics/epoch-*.csv under {tmp_path}: pass a study's run directory\n"
+    assert err == (f"holm_per_epoch: no metrics_epoch.csv or metrics/epoch-*.csv under {tmp_path}: "
+                   "pass a study's run directory\n")
+
+
+def test_the_holm_per_epoch_script_reads_a_finished_runs_merged_metrics(tmp_path):
+    """A finished run keeps its epoch rows in metrics_epoch.csv (the shards merged and removed): the
+    script reads it, with the same table as from the shards of the same rows."""
+    import pandas as pd
+    rows = pd.DataFrame([dict(epoch=e, variant=v, method=m, seed=s, test_error=0.02 - 0.001 * s * (m != "l2"),
+                              active=1)
+                         for e in (1, 2) for v, (m, s) in enumerate((m, s) for m in ("l2", "dropout+l2")
+                                                                    for s in range(4))])
+    running, finished = tmp_path / "running", tmp_path / "finished"
+    (running / "metrics").mkdir(parents=True)
+    finished.mkdir()
+    for e, g in rows.groupby("epoch"):
+        g.to_csv(running / "metrics" / f"epoch-{e:05d}.csv", index=False)
+    rows.to_csv(finished / "metrics_epoch.csv", index=False)
+    module = _load_docs_script("holm_per_epoch")
+    assert module.table(finished, every=1) == module.table(running, every=1)
+    assert module.seeds_table(finished) == module.seeds_table(running)
+    assert "| 2 | -0.15 (p " in module.table(finished, every=1)

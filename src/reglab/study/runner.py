@@ -759,7 +759,7 @@ def build_summary(cfg: StudyConfig, finals: dict, last_epoch: dict[int, dict]) -
         "methods": methods,
         "comparisons": comparisons,
         "diverged": diverged,
-    } | ({"next_step": next_step} if (next_step := follow_up(cfg.name, cfg.data.name)) is not None else {})
+    } | ({"next_step": step} if (step := follow_up(cfg.name, cfg.data.name, len(cfg.seeds))) is not None else {})
 
 
 def _variant_finals(finals, v: int) -> dict:
