@@ -4,8 +4,9 @@ methods compared paired by seed, Holm-corrected over all pairs at that epoch.
     python docs/examples/holm_per_epoch.py RUN_DIR [--metric test_error] [--every 5]
 
 Reads RUN_DIR/metrics_epoch.csv, or a running or interrupted run's RUN_DIR/metrics/epoch-*.csv (one row
-per variant and epoch; rows of a variant that had stopped, `active` 0, are left out). At each epoch the metric of seed s of A is paired
-with seed s of B (same data order) for each of the k (k - 1) / 2 pairs of the run's k methods: the
+per variant and epoch; rows of a variant that had stopped, `active` 0, are left out). At each epoch the
+metric of seed s of A is paired with seed s of B (same data order) for each of the k (k - 1) / 2 pairs
+of the run's k methods: the
 paired t-test's p (reglab.stats.paired_comparison, scipy's ttest_rel) and Holm's step-down adjusted p
 over that family of pairs (reglab.stats.holm_adjust), as summary.json has them for the last epoch.
 
@@ -141,18 +142,21 @@ def _since(keys: list[int], at: dict[int, dict], a: str, b: str) -> int | None:
     return next((keys[i] for i in range(len(keys)) if all(below[i:])), None)
 
 
+def _pair_table(title: str, key: str, keys: list[int], at: dict[int, dict], pairs: list[tuple[str, str]]) -> list[str]:
+    """A Markdown table: one row per key (epoch or seed count), one column per named pair, then a blank line."""
+    return [title, "", f"| {key} | " + " | ".join(f"{a} - {b}" for a, b in pairs) + " |",
+            "|---:|" + "---|" * len(pairs),
+            *(f"| {k} | " + " | ".join(_cell(at[k], a, b) for a, b in pairs) + " |" for k in keys), ""]
+
+
 def table(run_dir: Path, metric: str = "test_error", every: int = 5) -> str:
     methods, by_epoch = holm_by_epoch(run_dir, metric)
     pairs = _named_pairs(methods)
     epochs = sorted(by_epoch)
     shown = [e for e in epochs if e % every == 0 or e == epochs[-1]]
     n_pairs = len(next(iter(by_epoch.values())))
-    lines = [f"{metric}, A - B in pp (mean over seeds, paired by seed) and Holm's p over the {n_pairs} pairs "
-             "at each epoch; * p_holm < 0.05", "",
-             "| epoch | " + " | ".join(f"{a} - {b}" for a, b in pairs) + " |",
-             "|---:|" + "---|" * len(pairs)]
-    lines += [f"| {e} | " + " | ".join(_cell(by_epoch[e], a, b) for a, b in pairs) + " |" for e in shown]
-    lines.append("")
+    lines = _pair_table(f"{metric}, A - B in pp (mean over seeds, paired by seed) and Holm's p over the {n_pairs} "
+                        "pairs at each epoch; * p_holm < 0.05", "epoch", shown, by_epoch, pairs)
     for a, b in pairs:
         since = _since(epochs, by_epoch, a, b)
         lines.append(f"{a} below {b}: " + ("not significant at the last epoch" if since is None
@@ -165,12 +169,9 @@ def seeds_table(run_dir: Path, metric: str = "test_error", epoch: int | None = N
     pairs = _named_pairs(methods)
     counts = sorted(by_count)
     n_pairs = len(by_count[counts[-1]])
-    lines = [f"{metric} at epoch {epoch}, the run's first n seeds: A - B in pp (mean over seeds, paired by "
-             f"seed) and Holm's p over the {n_pairs} pairs; * p_holm < 0.05", "",
-             "| seeds | " + " | ".join(f"{a} - {b}" for a, b in pairs) + " |",
-             "|---:|" + "---|" * len(pairs)]
-    lines += [f"| {n} | " + " | ".join(_cell(by_count[n], a, b) for a, b in pairs) + " |" for n in counts]
-    lines.append("")
+    lines = _pair_table(f"{metric} at epoch {epoch}, the run's first n seeds: A - B in pp (mean over seeds, paired "
+                        f"by seed) and Holm's p over the {n_pairs} pairs; * p_holm < 0.05", "seeds", counts, by_count,
+                        pairs)
     for a, b in pairs:
         since = _since(counts, by_count, a, b)
         lines.append(f"{a} below {b}: " + (f"not significant with all {counts[-1]} seeds" if since is None
