@@ -21,9 +21,8 @@ every later epoch.
 How many seeds a difference needs: at one epoch (the last by default), the same family of pairs over the
 run's first n seeds (in ascending seed order) for every n from 3 to all of them (2 seeds leave the
 t-test one degree of freedom), and per named pair the smallest n from which A is significantly below B
-with every larger n. A study with more seeds than it
-needs is read this way to size the next one; the seeds are taken in a fixed order, never chosen by
-their results.
+with every larger n. A study with more seeds than it needs is read this way to size the next one;
+the seeds are taken in a fixed order, never chosen by their results.
 """
 
 from __future__ import annotations
@@ -98,9 +97,11 @@ def holm_by_seed_count(run_dir: Path, metric: str = "test_error",
     if len(seeds) < MIN_SEEDS:
         raise ValueError(f"--by-seeds needs a run with at least {MIN_SEEDS} seeds; this one has {len(seeds)}")
     values = _values(at, metric)
-    by_count = {n: _holm_family(methods, {m: {s: v for s, v in vs.items() if s in seeds[:n]}
-                                          for m, vs in values.items()})
-                for n in range(MIN_SEEDS, len(seeds) + 1)}
+    by_count = {}
+    for n in range(MIN_SEEDS, len(seeds) + 1):
+        first = set(seeds[:n])
+        by_count[n] = _holm_family(methods, {m: {s: v for s, v in vs.items() if s in first}
+                                             for m, vs in values.items()})
     return methods, epoch, by_count
 
 
