@@ -402,3 +402,32 @@ def test_the_holm_per_epoch_script_reads_a_finished_runs_merged_metrics(tmp_path
     assert module.table(finished, every=1) == module.table(running, every=1)
     assert module.seeds_table(finished) == module.seeds_table(running)
     assert "| 2 | -0.15 (p " in module.table(finished, every=1)
+
+
+def test_the_same_seeds_script_finds_two_runs_equal_on_shared_seeds_and_names_a_difference(tmp_path, capsys):
+    """docs/examples/same_seeds.py (docs/studies.md: the 8-seed table9-cpu run repeats the 15-seed run's
+    first eight seeds): two real runs of one study with seeds 0-1 and 0-2 (dropout, max-norm and L2,
+    so the per-variant noise streams count) agree on seeds 0 and 1 in every value; a changed value is found."""
+    import pandas as pd
+    from reglab.config import DataConfig, MethodConfig, StudyConfig
+    from reglab.study import runner
+
+    methods = (MethodConfig("l2", l2=1e-3), MethodConfig("dropout+max_norm", dropout_input=0.1, dropout_hidden=0.3,
+                                                         max_norm=2.0))
+    base = dict(name="seeds", data=DataConfig(name="moons", n_points=200), hidden=(16, 16), n_epochs=3,
+                batch_size=20, methods=methods, log_every=2)
+    runs = [runner.run_study(StudyConfig(seeds=seeds, **base), out_dir=tmp_path / name, quiet=True,
+                             progress=False, time_methods=False, report=False)
+            for name, seeds in (("two", (0, 1)), ("three", (0, 1, 2)))]
+    module = _load_docs_script("same_seeds")
+    assert module.main([str(runs[0]), str(runs[1])]) == 0
+    out = capsys.readouterr().out
+    assert "seeds both runs trained: [0, 1]" in out
+    assert "metrics_epoch.csv: 12 rows" in out and out.count("cells differing: 0") == 2
+
+    epoch = pd.read_csv(runs[1] / "metrics_epoch.csv")
+    row = epoch.index[(epoch.seed == 1) & (epoch.method == "dropout+max_norm") & (epoch.epoch == 2)][0]
+    epoch.loc[row, "test_loss"] = float(epoch.loc[row, "test_loss"]) * (1 + 1e-15) + 1e-17
+    epoch.to_csv(runs[1] / "metrics_epoch.csv", index=False)
+    assert module.main([str(runs[0]), str(runs[1])]) == 1
+    assert "cells differing: 1 {'test_loss': 1}" in capsys.readouterr().out

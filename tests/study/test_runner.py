@@ -295,7 +295,7 @@ def test_the_resolved_config_and_a_summary_table_are_printed(tmp_path, stand_in,
 
 def test_a_study_with_a_follow_up_prints_the_next_command_last(tmp_path, stand_in, capsys, monkeypatch):
     from reglab.study import presets
-    monkeypatch.setitem(presets.FOLLOW_UP, ("plumbing", "moons"), presets.FollowUp("reglab run elsewhere"))
+    monkeypatch.setitem(presets.FOLLOW_UP, ("plumbing", "moons"), (presets.FollowUp("reglab run elsewhere"),))
     runner.run_study(_cfg(n_epochs=1), out_dir=tmp_path / "run", progress=False)
     assert capsys.readouterr().out.rstrip().splitlines()[-1] == "reglab: next: reglab run elsewhere"
     assert read_json(tmp_path / "run" / "summary.json")["next_step"] == "reglab run elsewhere"   # the report reads it
@@ -307,13 +307,20 @@ def test_a_study_with_a_follow_up_prints_the_next_command_last(tmp_path, stand_i
     assert presets.follow_up("mnist-quick", "fashion-mnist", 3) is None
 
 
-def test_table9_cpu_with_fewer_seeds_than_measured_points_to_the_run_with_more():
+def test_table9_cpu_with_fewer_seeds_than_measured_points_to_the_next_run_with_more():
     from reglab.study import presets
-    n = presets.TABLE9_CPU_SEEDS_MEASURED
-    text = presets.follow_up("mnist-table9-cpu", "mnist", len(presets.mnist_table9_cpu().seeds))
-    assert f"--preset table9-cpu --seeds {n}" in text
+    tier, n = presets.TABLE9_CPU_SEEDS_DROPOUT_TIER, presets.TABLE9_CPU_SEEDS_MEASURED
+    assert len(presets.mnist_table9_cpu().seeds) < tier < n
+    for seeds in (len(presets.mnist_table9_cpu().seeds), tier - 1):          # first the dropout tier's count
+        text = presets.follow_up("mnist-table9-cpu", "mnist", seeds)
+        assert f"--preset table9-cpu --seeds {tier};" in text and f"with {n} (" in text
+    for seeds in (tier, n - 1):                                               # then the count that separates max-norm
+        text = presets.follow_up("mnist-table9-cpu", "mnist", seeds)
+        assert f"--preset table9-cpu --seeds {n};" in text and f"--seeds {tier}" not in text
     assert presets.follow_up("mnist-table9-cpu", "mnist", n) is None          # a run with that many is the answer
     assert presets.follow_up("mnist-table9-cpu", "fashion-mnist", 3) is None
+    # the default study points at the count the dropout tier needs, not at the longest run
+    assert f"with {tier} seeds" in presets.follow_up("mnist-quick", "mnist", 3)
 
 
 def test_default_run_dir_is_study_name_and_time_and_never_reused(tmp_path):

@@ -23,9 +23,10 @@ EPILOG = """examples:
   reglab run mnist --preset table9-cpu        Table 9's ranking on 2 CPU cores (784-512-512-10, 50 epochs,
                                               about 35-45 min; the six means in Table 9's order, dropout +
                                               max-norm lowest; docs/studies.md)
-  reglab run mnist --preset table9-cpu --seeds 15
-                                              the same, about 90 min: both dropout methods significantly
-                                              below the L2 family after Holm
+  reglab run mnist --preset table9-cpu --seeds 8
+                                              the same, about 50 min: both dropout methods significantly
+                                              below the L2 family after Holm (15 seeds, about 90 min:
+                                              max-norm below l2 and l2+l1_late too)
   reglab run mnist --preset seed --resolution 7
   reglab run pointcloud --seeds 5
   reglab run mnist --preset datasize          when does a regularizer pay off: 500 ... 50,000 training examples
@@ -78,8 +79,9 @@ def register(subparsers) -> None:
                    help="operands of the training products (default: the study's, float32). tf32 (CUDA only): "
                         "float32 operands rounded to TensorFloat-32 on the GPU's tensor cores. bfloat16: "
                         "weights, optimizer state and losses stay float32, the products read bfloat16 copies "
-                        "(like torch.autocast). Up to 2.3x faster on CPUs with AVX512-BF16 or AMX, slower on "
-                        "CPUs without (docs/performance.md)")
+                        "(like torch.autocast). Measure before switching: 1.8-2.2x faster on a Zen 5 CPU with "
+                        "AVX512-BF16, no faster (0.8-1.0x) on a Xeon with AMX, many times slower on CPUs "
+                        "without bfloat16 instructions (docs/performance.md)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: --resume: the run's own; else env REGLAB_THREADS "
                         "when set; else the physical cores in this process's affinity that are free now, "
