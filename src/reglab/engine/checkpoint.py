@@ -83,14 +83,16 @@ def load_state_dict(tr: Trainer, state: dict) -> None:
     tr._last = {k: np.asarray(x, dtype=np.float64) for k, x in state["last"].items()}
     # the step's batch as the original run had it after this epoch: every variant, then compacted
     tr._live, tr._parked = np.arange(tr.n_variants), {}
-    tr._build_step()
     if "kl_running" in state:   # a version-1 state: KL's averages keyed by (run, layer) over every variant
-        kl = tr._step.hooks.get("kl_sparsity")
+        whole = tr._chunk_step(tr._live)                 # its runs are those of one step over every variant
+        kl = whole.hooks.get("kl_sparsity")
         if kl is not None:
             kl.running = {k: t.to(tr.device).clone() for k, t in state["kl_running"].items()}
+        rows = {name: hooks.state_rows() for name, hooks in whole.hooks.items()}
     else:
         rows = {name: {k: t.to(tr.device).clone() for k, t in r.items()}
                 for name, r in state["regularizer_state"].items()}
-        tr._parked = {name: r for name, r in rows.items() if name not in tr._step.hooks}
-        tr._load_state_rows(rows)
+    tr._build_step()
+    tr._parked = {name: r for name, r in rows.items() if name not in tr._hook_names()}
+    tr._load_state_rows(rows)
     tr._compact()

@@ -27,6 +27,11 @@ Definitions the study relies on:
   the end of the epoch (``live_variants``, see ``batch``); the live set is a
   function of the saved training flags, so a resumed run compacts exactly as
   the original did.
+* Chunks: on the CPU, live variants whose parameters and optimizer state
+  exceed the cache budget are cut into chunks (``batch.step_chunks``), and
+  each chunk runs the whole epoch's steps before the next one starts (the
+  same minibatches, the same step numbers): its state then stays in cache
+  from step to step. A variant's numbers do not depend on its chunk.
 
 Cost notes: logging the penalty value (every ``log_every`` steps) costs one
 pass over the penalized variants' weights; the engine never sets torch's
@@ -46,11 +51,11 @@ import torch
 from reglab.config import MethodConfig, StudyConfig
 from reglab.data.dataset import Dataset
 from reglab.engine import checkpoint, outputs
-from reglab.engine.batch import LiveBatch
+from reglab.engine.batch import LiveBatch, step_chunks
 from reglab.engine.dropout import dropout_generator
 from reglab.engine.early_stopping import EarlyStopping
 from reglab.engine.mlp import BatchedMLP
-from reglab.engine.optim import SGD, Adam, optimizer_for
+from reglab.engine.optim import SGD, Adam, optimizer_for, optimizer_state
 from reglab.engine.outputs import EpochRecord
 from reglab.engine.plugin_guard import GuardedHooks
 from reglab.engine.regularizer import Regularizer, StateRows
@@ -79,8 +84,9 @@ class Trainer:
     """
 
     def __init__(self, cfg: StudyConfig, dataset: Dataset, *, dtype: torch.dtype = torch.float32,
-                 regularizers: dict[str, Regularizer] | None = None):
+                 regularizers: dict[str, Regularizer] | None = None, chunk_bytes: int | None = None):
         self.cfg = cfg
+        self.chunk_bytes = chunk_bytes           # the CPU's chunk budget (None: batch.CHUNK_STATE_BYTES)
         if regularizers is None:   # the built-ins, the reglab.regularizers entry points and cfg.plugins
             from reglab.engine.registry import for_study
             regularizers = for_study(cfg).regularizers
@@ -147,14 +153,24 @@ class Trainer:
         return optimizer_for(self.cfg.optimizer, params, ms, self.device)
 
     def _build_step(self) -> None:
-        """The training step of the live variants ``self._live`` (in study order): see ``step``."""
-        live = self._live
+        """The training steps of the live variants ``self._live`` (in study order), one per chunk
+        (``batch.step_chunks``; usually one): see ``step``."""
+        per_variant = sum(t[0].numel() * t.element_size()
+                          for t in (*self.model.parameters(), *optimizer_state(self.optimizer)))
+        self._steps = [self._chunk_step(chunk)
+                       for chunk in step_chunks(self._live, per_variant, self.device, self.chunk_bytes)]
+
+    def _chunk_step(self, live: np.ndarray) -> TrainingStep:
         batch = LiveBatch(self.model, self.optimizer, self._training, live, self.methods, self.step,
                           self._make_optimizer)
-        self._step = TrainingStep(
+        return TrainingStep(
             self.cfg, batch, [self.methods[v] for v in live], [self._method_index[v] for v in live],
             [self._dropout_gens.get(int(v)) for v in live], self.x_train, self.y_train, self.sizes,
             self.steps_per_epoch, self.total_steps, self._fused, self.dtype, self.device, self.regularizers)
+
+    def _hook_names(self) -> set[str]:
+        """The regularizers some live variant uses (bound in some chunk's step)."""
+        return {name for step in self._steps for name in step.hooks}
 
     def _compact(self) -> None:
         """Drop the variants that no longer train (stopped early, diverged) from the step's batch.
@@ -175,16 +191,18 @@ class Trainer:
         self._load_state_rows(rows)
 
     def _state_rows(self) -> dict[str, StateRows]:
-        """Every regularizer's declared state of every variant: live ones from the step's hooks."""
+        """Every regularizer's declared state of every variant: live ones from the steps' hooks."""
         rows = {name: dict(r) for name, r in self._parked.items()}
-        for name, hooks in self._step.hooks.items():
-            rows.setdefault(name, {}).update(hooks.state_rows())
+        for step in self._steps:
+            for name, hooks in step.hooks.items():
+                rows.setdefault(name, {}).update(hooks.state_rows())
         return rows
 
     def _load_state_rows(self, rows: dict[str, StateRows]) -> None:
-        """Hand the step's hooks their live variants' state (each takes its own rows)."""
-        for name, hooks in self._step.hooks.items():
-            hooks.load_state_rows(rows.get(name, {}))
+        """Hand the steps' hooks their live variants' state (each takes its own rows)."""
+        for step in self._steps:
+            for name, hooks in step.hooks.items():
+                hooks.load_state_rows(rows.get(name, {}))
 
     # ------------------------------------------------------------------ public
 
@@ -210,11 +228,14 @@ class Trainer:
         _sync(self.device)
         t0 = time.perf_counter()
         with torch.no_grad(), _tf32_products(self.cfg.matmul_dtype == "tf32" and self.dtype == torch.float32):
-            for i in range(self.steps_per_epoch):
-                self._train_step(i, perm[i * B:(i + 1) * B])
+            for step in self._steps:                          # chunk by chunk, each through the whole epoch
+                for i in range(self.steps_per_epoch):
+                    step(first_step + i, i, perm[i * B:(i + 1) * B])
+        self.step += self.steps_per_epoch
         _sync(self.device)
         train_time = time.perf_counter() - t0
-        self._step.batch.write_back()
+        for step in self._steps:
+            step.batch.write_back()
 
         # evaluation (no dropout) of the live variants: the others did not train
         t1 = time.perf_counter()
@@ -223,7 +244,8 @@ class Trainer:
         _sync(self.device)
         eval_time = time.perf_counter() - t1
         with torch.no_grad():
-            values = outputs.batch_results(self, self._step, logged, val, test)
+            values = _merged([outputs.batch_results(self, step, logged, val, test) for step in self._steps],
+                             [step.batch.live for step in self._steps])
 
         # divergence: a non-finite loss during the epoch, or non-finite weights
         with torch.no_grad():
@@ -271,16 +293,19 @@ class Trainer:
     def _nonfinite_by_plugins(self) -> dict[int, str]:
         """Variant -> the plugin hook that turned it non-finite this epoch (``plugin_guard``)."""
         out: dict[int, str] = {}
-        for hooks in self._step.hooks.values():
-            if isinstance(hooks, GuardedHooks):
-                for row, reason in hooks.nonfinite_reasons().items():
-                    out.setdefault(int(self._live[row]), reason)
+        for step in self._steps:
+            for hooks in step.hooks.values():
+                if isinstance(hooks, GuardedHooks):
+                    for row, reason in hooks.nonfinite_reasons().items():
+                        out.setdefault(int(step.batch.live[row]), reason)
         return out
 
     def _train_step(self, i: int, idx: torch.Tensor) -> None:
-        """The epoch's step ``i`` on the examples ``idx``: see ``step.TrainingStep``."""
+        """The epoch's step ``i`` on the examples ``idx`` for every chunk (diagnostics: the epoch runs each
+        chunk through all its steps in turn instead): see ``step.TrainingStep``."""
         self.step += 1
-        self._step(self.step, i, idx)
+        for step in self._steps:
+            step(self.step, i, idx)
 
     def final_summary(self) -> dict:
         """Per variant (in variant order): the numbers a study reports; see ``outputs.final_summary``."""
@@ -310,10 +335,11 @@ class Trainer:
     # ------------------------------------------------------------ epoch helpers
 
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict:
-        """Loss, error and mean activation per variant (V,) on a split, no dropout, of the step's batch
-        (the variants it holds; NaN for the others)."""
-        return outputs.evaluate(self._step.net, self._step.batch.full, x, y, self.n_variants, sum(self.sizes[1:-1]),
-                                self.cfg.eval_batch_size)
+        """Loss, error and mean activation per variant (V,) on a split, no dropout, of the steps' batches
+        (the variants they hold; NaN for the others)."""
+        return _merged([outputs.evaluate(step.net, step.batch.full, x, y, self.n_variants, sum(self.sizes[1:-1]),
+                                         self.cfg.eval_batch_size) for step in self._steps],
+                       [step.batch.live for step in self._steps])
 
     def _snapshot_best(self, improved: np.ndarray) -> None:
         rows = [i for i, v in enumerate(self._es_index) if improved[v]]
@@ -339,6 +365,18 @@ class Trainer:
 
 # ----------------------------------------------------------------------------
 # checks and small helpers
+
+def _merged(parts: list[dict[str, np.ndarray]], lives: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-chunk results (..., V), each NaN outside its chunk, as one: each variant's values from the chunk
+    ``lives`` puts it in (by membership, not by NaN: a diverged variant's own values may be NaN)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {k: np.array(v, copy=True) for k, v in parts[0].items()}
+    for part, live in zip(parts[1:], lives[1:]):
+        for k, v in part.items():
+            out[k][..., live] = v[..., live]
+    return out
+
 
 @contextlib.contextmanager
 def _tf32_products(enabled: bool):
