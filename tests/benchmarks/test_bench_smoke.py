@@ -96,3 +96,12 @@ def test_shard_benchmark_reports_both_ways_and_their_ratio():
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "784-32-10, 6 method-seeds: one trainer" in proc.stdout and "2 shards" in proc.stdout
+
+
+def test_chunk_benchmark_reports_one_batch_against_chunks_and_their_ratio():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_chunks.py"), "--net", "tiny",
+                           "--seeds", "2", "--steps", "2", "--repeats", "1", "--threads", "1", "--budget-mib", "0.8"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "784-32-10, 12 method-seeds, 1 threads: one batch" in proc.stdout
+    assert "3 chunks of [4, 4, 4] variants" in proc.stdout and "ratio" in proc.stdout

@@ -1,0 +1,69 @@
+"""Does stepping the variants in cache-sized chunks pay? The engine's chunks against one batch, one run.
+
+    .venv/bin/python benchmarks/bench_chunks.py [--net tiny|quick|table9-cpu|paper] [--seeds 3] [--steps 100]
+        [--repeats 4] [--budget-mib N]
+
+Trains the same study two ways in one process, alternating: (a) every live variant in one batch, each
+step computing all of them (the engine before chunks); (b) the engine's default, its live variants cut
+into chunks (``reglab.engine.batch.step_chunks``; ``--budget-mib`` overrides the budget) and each chunk
+run through the whole epoch's steps before the next. Same minibatches, same arithmetic, same records.
+Reported: milliseconds per step of each (the engine's own timer around an epoch's training steps),
+medians of the repeats, and their ratio. Random data of MNIST shape (the cost of a step does not depend
+on the pixels); torch on ``--threads`` threads, denormals flushed as the reglab command does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_study import NETS, ReglabPath, load_mnist, net_study, study_config  # noqa: E402
+
+ONE_BATCH = 1 << 62                         # a budget no study exceeds: every live variant in one chunk
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--net", choices=NETS, default="table9-cpu",
+                   help="table9-cpu: that preset's 784-512-512-10 with its own values; the others the quick preset's")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
+    p.add_argument("--steps", type=int, default=100, help="minibatches per measurement (default 100)")
+    p.add_argument("--repeats", type=int, default=4)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--budget-mib", type=float, help="the chunks' budget in MiB, > 0 (default the engine's)")
+    args = p.parse_args(argv)
+    if args.budget_mib is not None and args.budget_mib <= 0:
+        p.error(f"--budget-mib must be > 0; got {args.budget_mib}")
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+
+    preset, hidden = net_study(args.net)
+    cfg = study_config(preset, hidden, args.seeds, n_epochs=10_000)
+    dataset, _ = load_mnist(None, cfg.data)
+    one, chunked = ReglabPath(cfg, dataset, args.steps), ReglabPath(cfg, dataset, args.steps)
+    for path, budget in ((one, ONE_BATCH), (chunked, None if args.budget_mib is None else int(args.budget_mib * 2**20))):
+        path.trainer.chunk_bytes = budget
+        path.trainer._build_step()          # before any step: the chunks of this budget (diagnostic use)
+    sizes = [len(step.batch.live) for step in chunked.trainer._steps]
+    one.train()
+    chunked.train()
+    a, b = [], []
+    for _ in range(args.repeats):
+        a.append(1e3 * one.train() / args.steps)
+        b.append(1e3 * chunked.train() / args.steps)
+        print(f"  one batch {a[-1]:.1f} ms/step   chunks {b[-1]:.1f} ms/step", flush=True)
+    ratios = [x / y for x, y in zip(a, b)]
+    print(f"784-{'-'.join(map(str, hidden))}-10, {cfg.n_variants} method-seeds, {args.threads} threads: one batch "
+          f"{statistics.median(a):.1f} ms/step, {len(sizes)} chunks of {sizes} variants "
+          f"{statistics.median(b):.1f} ms/step, ratio {statistics.median(ratios):.2f}x "
+          f"({min(ratios):.2f}..{max(ratios):.2f}); training steps only, {args.steps}-step epochs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
