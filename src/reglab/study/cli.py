@@ -24,7 +24,7 @@ EPILOG = """examples:
                                               about 35-45 min; the six means in Table 9's order, dropout +
                                               max-norm lowest; docs/studies.md)
   reglab run mnist --preset table9-cpu --seeds 8
-                                              the same, about 50 min: both dropout methods significantly
+                                              the same, about 40 min: both dropout methods significantly
                                               below the L2 family after Holm (15 seeds, about 90 min:
                                               max-norm below l2 and l2+l1_late too)
   reglab run mnist --preset seed --resolution 7
