@@ -22,15 +22,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_study import NETS, ReglabPath, load_mnist, net_study, study_config  # noqa: E402
+from bench_study import ReglabPath, add_net_argument, load_mnist, net_study, study_config  # noqa: E402
 
 ONE_BATCH = 1 << 62                         # a budget no study exceeds: every live variant in one chunk
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--net", choices=NETS, default="table9-cpu",
-                   help="table9-cpu: that preset's 784-512-512-10 with its own values; the others the quick preset's")
+    add_net_argument(p, "table9-cpu")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
     p.add_argument("--steps", type=int, default=100, help="minibatches per measurement (default 100)")
     p.add_argument("--repeats", type=int, default=4)
@@ -46,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = study_config(preset, hidden, args.seeds, n_epochs=10_000)
     dataset, _ = load_mnist(None, cfg.data)
     one, chunked = ReglabPath(cfg, dataset, args.steps), ReglabPath(cfg, dataset, args.steps)
-    for path, budget in ((one, ONE_BATCH), (chunked, None if args.budget_mib is None else int(args.budget_mib * 2**20))):
+    budget_bytes = None if args.budget_mib is None else int(args.budget_mib * 2**20)
+    for path, budget in ((one, ONE_BATCH), (chunked, budget_bytes)):
         path.trainer.chunk_bytes = budget
         path.trainer._build_step()          # before any step: the chunks of this budget (diagnostic use)
     sizes = [len(step.batch.live) for step in chunked.trainer._steps]

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_study import NETS, ReglabPath, load_mnist, net_study, study_config  # noqa: E402
+from bench_study import ReglabPath, add_net_argument, load_mnist, net_study, study_config  # noqa: E402
 
 
 def shard_paths(net: str, n_seeds: int, n_steps: int, n_shards: int) -> tuple[ReglabPath, list[ReglabPath], str, int]:
@@ -65,8 +65,7 @@ def _shard_process(net: str, n_seeds: int, n_steps: int, n_shards: int, k: int, 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--net", choices=NETS, default="quick",
-                   help="table9-cpu: that preset's 784-512-512-10 with its own values; the others the quick preset's")
+    add_net_argument(p)
     p.add_argument("--seeds", type=int, default=5, help="seeds per method (default 5)")
     p.add_argument("--steps", type=int, default=40, help="minibatches per measurement (default 40)")
     p.add_argument("--repeats", type=int, default=5)

@@ -81,6 +81,13 @@ def quick_preset() -> tuple[StudyConfig, str]:
 NETS = ("tiny", "quick", "table9-cpu", "paper")
 
 
+def add_net_argument(parser, default: str = "quick") -> None:
+    """``--net``, one of ``NETS``, as the helper benchmarks take it (see ``net_study``)."""
+    parser.add_argument("--net", choices=NETS, default=default,
+                        help="table9-cpu: that preset's 784-512-512-10 with its own values; the others the quick "
+                             "preset's")
+
+
 def net_study(net: str) -> tuple[StudyConfig, tuple[int, ...]]:
     """The preset whose methods a benchmark net (one of ``NETS``) is timed with, and the net's hidden
     widths: the quick preset's methods, except on the table9-cpu net, which gets that preset's own

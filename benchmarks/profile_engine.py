@@ -20,7 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_study import NETS, MatmulFloor, ReglabPath, load_mnist, net_study, study_config  # noqa: E402
+from bench_study import MatmulFloor, ReglabPath, add_net_argument, load_mnist, net_study, study_config  # noqa: E402
 
 GEMM_OPS = {"aten::bmm", "aten::baddbmm", "aten::baddbmm_", "aten::mm", "aten::addmm", "aten::matmul"}
 RANDOM_OPS = {"aten::random_", "aten::bernoulli_", "aten::uniform_"}
@@ -28,8 +28,7 @@ RANDOM_OPS = {"aten::random_", "aten::bernoulli_", "aten::uniform_"}
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--net", choices=NETS, default="quick",
-                   help="table9-cpu: that preset's 784-512-512-10 with its own values; the others the quick preset's")
+    add_net_argument(p)
     p.add_argument("--seeds", type=int, default=5, help="seeds per method (default 5)")
     p.add_argument("--steps", type=int, default=20, help="profiled steps (default 20)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
