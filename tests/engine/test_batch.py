@@ -48,15 +48,7 @@ def test_one_chunk_when_the_study_fits_on_a_gpu_or_when_chunks_would_be_too_smal
 
 def _budget_for(cfg, ds, variants_per_chunk: int) -> int:
     """A chunk budget that holds ``variants_per_chunk`` of the study's variants (parameters and optimizer state)."""
-    t = Trainer(cfg, ds)
-    per_variant = sum(x[0].numel() * x.element_size()
-                      for x in (*t.model.parameters(), *[b for b in _state(t)]))
-    return per_variant * variants_per_chunk
-
-
-def _state(trainer: Trainer) -> list[torch.Tensor]:
-    from reglab.engine.optim import optimizer_state
-    return optimizer_state(trainer.optimizer)
+    return Trainer(cfg, ds).state_bytes_per_variant * variants_per_chunk
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])

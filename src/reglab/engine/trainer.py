@@ -155,10 +155,15 @@ class Trainer:
     def _build_step(self) -> None:
         """The training steps of the live variants ``self._live`` (in study order), one per chunk
         (``batch.step_chunks``; usually one): see ``step``."""
-        per_variant = sum(t[0].numel() * t.element_size()
-                          for t in (*self.model.parameters(), *optimizer_state(self.optimizer)))
-        self._steps = [self._chunk_step(chunk)
-                       for chunk in step_chunks(self._live, per_variant, self.device, self.chunk_bytes)]
+        self._steps = [self._chunk_step(chunk) for chunk in
+                       step_chunks(self._live, self.state_bytes_per_variant, self.device, self.chunk_bytes)]
+
+    @property
+    def state_bytes_per_variant(self) -> int:
+        """Bytes of one variant's parameters and optimizer state: what a step sweeps per variant, and what
+        the chunks' budget counts."""
+        return sum(t[0].numel() * t.element_size()
+                   for t in (*self.model.parameters(), *optimizer_state(self.optimizer)))
 
     def _chunk_step(self, live: np.ndarray) -> TrainingStep:
         batch = LiveBatch(self.model, self.optimizer, self._training, live, self.methods, self.step,
