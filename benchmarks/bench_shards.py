@@ -1,9 +1,9 @@
 """Would reglab gain from stepping its variants in single-thread shards? One measurement.
 
     .venv/bin/python benchmarks/bench_shards.py [--net tiny|quick|table9-cpu|paper] [--seeds 5] [--steps 40]
-        [--shards 2] [--processes] [--in-turn]
+        [--shards 2] [--processes]
 
-Trains the same study two ways (more with ``--processes`` and ``--in-turn``), alternating:
+Trains the same study two ways (three with ``--processes``), alternating:
   (a) one ``reglab.engine.Trainer`` over every method-seed, torch on ``--threads`` threads
       (what ``bench_study.py`` measures);
   (b) the methods dealt into ``--shards`` sub-studies, one Trainer each, all stepped at the
@@ -11,15 +11,12 @@ Trains the same study two ways (more with ``--processes`` and ``--in-turn``), al
       GIL inside every operator, so the shards run in parallel on separate cores; the Python
       between operators still runs one thread at a time);
   (c) ``--processes``: the same shards, each in its own process (spawned, torch on one thread,
-      denormals flushed as in (a) and (b)), all released at once by a barrier: no GIL shared;
-  (d) ``--in-turn``: the same shards in this process one after another, each for its whole epoch of
-      steps, torch on ``--threads`` threads: one shard's weights and optimizer state are all a run of
-      steps touches, so they may stay in cache from step to step where the whole study's do not.
+      denormals flushed as in (a) and (b)), all released at once by a barrier: no GIL shared.
+(Shards one after another, each through its epoch, are what the engine's chunks do: bench_chunks.py.)
 The work is identical; (b) and (c) trade the 2-thread split of every operator (small operators do
 not split at all, and every parallel region waits for its slowest thread) for independent
 single-thread streams. Reported: seconds per epoch of each (the engine's own timer around its
-training steps; for (b) and (c) the slowest shard's, for (d) the shards' sum), medians of the repeats,
-and their ratios.
+training steps; for (b) and (c) the slowest shard's), medians of the repeats, and their ratios.
 Random data of MNIST shape (the cost of a step does not depend on the pixels).
 """
 
@@ -73,8 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="threads of the unsharded run")
     p.add_argument("--processes", action="store_true",
                    help="also time the shards in one process each (c), besides Python threads (b)")
-    p.add_argument("--in-turn", action="store_true",
-                   help="also time the shards one after another in this process, an epoch each (d)")
     args = p.parse_args(argv)
     torch.set_flush_denormal(True)                # as the reglab command does in every torch thread
 
@@ -110,11 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         for proc in processes:
             proc.start()
 
-    def in_turn() -> float:
-        """(d): the shards' training-step seconds, one shard's epoch after another's."""
-        torch.set_num_threads(args.threads)
-        return sum(shard.train() for shard in shards)
-
     def in_processes() -> float:
         """The slowest shard process's training-step seconds; the parent only releases them and waits."""
         barrier.wait()
@@ -125,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if processes:
         barrier.wait()
     scale = 500 / args.steps                 # epoch of 50,000 examples, batch 100
-    a, b, c, d = [], [], [], []
+    a, b, c = [], [], []
     for _ in range(args.repeats):
         a.append(unsharded() * scale)
         b.append(sharded() * scale)
@@ -134,9 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         if processes:
             c.append(in_processes() * scale)
             line += f"   {args.shards} single-thread processes {c[-1]:.2f} s/epoch"
-        if args.in_turn:
-            d.append(in_turn() * scale)
-            line += f"   {args.shards} shards in turn {d[-1]:.2f} s/epoch"
         print(line, flush=True)
     for proc in processes:
         proc.join()
@@ -149,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
                f"{args.shards} shards {statistics.median(b):.2f} s/epoch, ratio {ratio(a, b)}")
     if processes:
         summary += (f"; {args.shards} processes {statistics.median(c):.2f} s/epoch, ratio {ratio(a, c)}")
-    if args.in_turn:
-        summary += (f"; {args.shards} shards in turn {statistics.median(d):.2f} s/epoch, ratio {ratio(a, d)}")
     print(summary + f"; training steps only (the engine's epoch_time_s of {args.steps}-step epochs), scaled to "
           "500 steps")
     return 0
