@@ -42,7 +42,7 @@ def data_dir() -> Path:
     root = Path(value)
     if not root.is_dir():
         pytest.fail(f"REGLAB_DATA_DIR={value} is not a folder")
-    return root
+    return root.resolve()     # absolute: tests link to its files from temporary folders, and may chdir
 
 
 @pytest.fixture
