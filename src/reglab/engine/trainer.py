@@ -233,10 +233,7 @@ class Trainer:
         _sync(self.device)
         t0 = time.perf_counter()
         with torch.no_grad(), _tf32_products(self.cfg.matmul_dtype == "tf32" and self.dtype == torch.float32):
-            for step in self._steps:                          # chunk by chunk, each through the whole epoch
-                for i in range(self.steps_per_epoch):
-                    step(first_step + i, i, perm[i * B:(i + 1) * B])
-        self.step += self.steps_per_epoch
+            self._run_steps(first_step, [perm[i * B:(i + 1) * B] for i in range(self.steps_per_epoch)])
         _sync(self.device)
         train_time = time.perf_counter() - t0
         for step in self._steps:
@@ -305,12 +302,15 @@ class Trainer:
                         out.setdefault(int(step.batch.live[row]), reason)
         return out
 
-    def _train_step(self, i: int, idx: torch.Tensor) -> None:
-        """The epoch's step ``i`` on the examples ``idx`` for every chunk (diagnostics: the epoch runs each
-        chunk through all its steps in turn instead): see ``step.TrainingStep``."""
-        self.step += 1
+    def _run_steps(self, first_step: int, minibatches: list[torch.Tensor]) -> None:
+        """Global steps ``first_step``, ``first_step + 1``, ... on ``minibatches`` (the epoch's steps 0, 1, ...),
+        chunk by chunk: each chunk's step runs through all of them before the next chunk's starts, so its
+        weights and optimizer state stay in cache from one step to the next (``batch.step_chunks``).
+        Advances ``self.step``. See ``step.TrainingStep``."""
         for step in self._steps:
-            step(self.step, i, idx)
+            for i, idx in enumerate(minibatches):
+                step(first_step + i, i, idx)
+        self.step = first_step + len(minibatches) - 1
 
     def final_summary(self) -> dict:
         """Per variant (in variant order): the numbers a study reports; see ``outputs.final_summary``."""
