@@ -21,12 +21,13 @@ from reglab.study import presets, table
 EPILOG = """examples:
   reglab run                                  the default study: mnist, preset quick, 3 seeds
   reglab run mnist --preset table9-cpu        Table 9's ranking on 2 CPU cores (784-512-512-10, 50 epochs,
-                                              about 35-45 min; the six means in Table 9's order, dropout +
+                                              about 15-40 min; the six means in Table 9's order, dropout +
                                               max-norm lowest; docs/studies.md)
   reglab run mnist --preset table9-cpu --seeds 8
                                               the same, about 40 min: both dropout methods significantly
                                               below the L2 family after Holm (15 seeds, about 90 min:
-                                              max-norm below l2 and l2+l1_late too)
+                                              max-norm below l2 and l2+l1_late too; both times measured
+                                              on a day the 3-seed run took 15 min)
   reglab run mnist --preset seed --resolution 7
   reglab run pointcloud --seeds 5
   reglab run mnist --preset datasize          when does a regularizer pay off: 500 ... 50,000 training examples

@@ -245,16 +245,17 @@ class FollowUp:
 # summary table, recorded in its summary.json ("next_step") and shown from there in its report.html and
 # summary.md (the report reads no preset). Keyed by (study name, dataset name); the first FollowUp that
 # applies to the study's seed count is said.
-# TABLE9_CPU_WALL_MIN: table9-cpu's measured wall time in minutes, command to report.html with a fresh venv, on
-# the idle 2-core Xeon (docs/studies.md, "Table 9's finding on a CPU": 44 min 47 s and 39 min 32 s, same work;
-# 34 min 50 s without the venv step after evaluation's buffers and the flushing of denormals; 38 min 8 s with
-# it, with each method's own lr, on a day the machine ran 15 % slower).
-TABLE9_CPU_WALL_MIN = "35-45"
+# TABLE9_CPU_WALL_MIN: table9-cpu's measured wall time in minutes, command to report.html, on the idle 2-core
+# Xeon (docs/studies.md, "Table 9's finding on a CPU"): 15 min 1 s with the engine's chunks from a fresh clone
+# (venv already made; about 1.5 min more with it) on 2026-12-07; 38 min 8 s with the venv step, before the
+# chunks, on 2026-12-03, when the same box ran 2.2x slower. The range is the box's day, not the work.
+TABLE9_CPU_WALL_MIN = "15-40"
 # table9-cpu with more seeds (docs/studies.md, "With 8 seeds" and "With 15 seeds"), each run end to end on the
 # idle 2-core Xeon: Holm over the 15 pairs at the last epoch, and over the first n seeds
 # (docs/examples/holm_per_epoch.py --by-seeds). 8 seeds: the fewest with which both dropout methods were
 # significantly below each L2-family method (and at every larger count); 39 min 54 s from a fresh clone with the
 # engine's chunks (48 min 28 s before them). 15: max-norm below l2 and l2+l1_late (91 min before the chunks).
+# Both ran on 2026-12-07, at the speed of the 15-minute 3-seed run above; on a slow day expect up to 2.2x.
 TABLE9_CPU_SEEDS_DROPOUT_TIER = 8
 TABLE9_CPU_SEEDS_DROPOUT_TIER_MIN = "40"
 TABLE9_CPU_SEEDS_MEASURED = 15
