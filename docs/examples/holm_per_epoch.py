@@ -1,10 +1,12 @@
 """At which epoch Table 9's tiers become significant in a run: per epoch, every pair of the run's
 methods compared paired by seed, Holm-corrected over all pairs at that epoch.
 
-    python docs/examples/holm_per_epoch.py RUN_DIR [--metric test_error] [--every 5]
+    python docs/examples/holm_per_epoch.py RUN_DIR [RUN_DIR ...] [--metric test_error] [--every 5] [--methods A,B]
 
 Reads RUN_DIR/metrics_epoch.csv, or a running or interrupted run's RUN_DIR/metrics/epoch-*.csv (one row
-per variant and epoch; rows of a variant that had stopped, `active` 0, are left out). At each epoch the
+per variant and epoch; rows of a variant that had stopped, `active` 0, are left out). Several RUN_DIRs
+are joined: runs of one study that trained different seeds (a seed of a method in two of them is an
+error). `--methods A,B,...` keeps only those methods: the family is then their pairs. At each epoch the
 metric of seed s of A is paired with seed s of B (same data order) for each of the k (k - 1) / 2 pairs
 of the run's k methods: the
 paired t-test's p (reglab.stats.paired_comparison, scipy's ttest_rel) and Holm's step-down adjusted p
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -41,10 +44,29 @@ L2_FAMILY = ("l2", "l2+l1_late", "l2+kl")
 MIN_SEEDS = 3     # --by-seeds' smallest count: with 2 the paired t-test has one degree of freedom
 
 
-def read_epochs(run_dir: Path, metric: str) -> pd.DataFrame:
-    """All epoch rows of `run_dir` (epoch, method, seed, `metric`), active variants only: a running or
-    interrupted run's metrics/epoch-*.csv (the truth while they exist), else a finished run's
-    metrics_epoch.csv (the shards merged)."""
+def read_epochs(run_dirs: Path | Sequence[Path], metric: str, methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """All epoch rows (epoch, method, seed, `metric`) of one run directory, or of several runs of one
+    study with different seeds joined (a variant's numbers depend on its method, its seed and the data
+    order, not on the other variants), active variants only: a running or interrupted run's
+    metrics/epoch-*.csv (the truth while they exist), else a finished run's metrics_epoch.csv (the shards
+    merged). `methods`: only these (the family is then their pairs)."""
+    dirs = [run_dirs] if isinstance(run_dirs, Path) else list(run_dirs)
+    rows = pd.concat([_read_run(d, metric) for d in dirs], ignore_index=True)
+    if methods:
+        have = list(dict.fromkeys(rows["method"]))
+        missing = [m for m in methods if m not in have]
+        if missing:
+            raise ValueError(f"no method {missing[0]!r} in the run; its methods are {', '.join(have)}")
+        rows = rows[rows["method"].isin(methods)]
+    twice = rows[rows.duplicated(["epoch", "method", "seed"])]
+    if len(twice):
+        first = twice.iloc[0]
+        raise ValueError(f"{first['method']} seed {first['seed']} is in more than one of the runs: join runs "
+                         "that trained different seeds")
+    return rows
+
+
+def _read_run(run_dir: Path, metric: str) -> pd.DataFrame:
     files = sorted((run_dir / "metrics").glob("epoch-*.csv")) or sorted(run_dir.glob("metrics_epoch.csv"))
     if not files:
         raise FileNotFoundError(f"no metrics_epoch.csv or metrics/epoch-*.csv under {run_dir}: "
@@ -72,21 +94,22 @@ def _values(at: pd.DataFrame, metric: str) -> dict[str, dict[int, float]]:
     return {m: dict(zip(g["seed"], g[metric])) for m, g in at.groupby("method")}
 
 
-def holm_by_epoch(run_dir: Path, metric: str = "test_error") -> tuple[list[str], dict[int, dict]]:
+def holm_by_epoch(run_dir: Path | Sequence[Path], metric: str = "test_error",
+                  methods: Sequence[str] | None = None) -> tuple[list[str], dict[int, dict]]:
     """(methods in the run's order, {epoch: {(A, B): comparison with p_holm}}) over every pair."""
-    rows = read_epochs(run_dir, metric)
+    rows = read_epochs(run_dir, metric, methods)
     methods = list(dict.fromkeys(rows["method"]))
     by_epoch = {int(epoch): _holm_family(methods, _values(at, metric))
                 for epoch, at in rows.groupby("epoch", sort=True)}
     return methods, by_epoch
 
 
-def holm_by_seed_count(run_dir: Path, metric: str = "test_error",
-                       epoch: int | None = None) -> tuple[list[str], int, dict[int, dict]]:
+def holm_by_seed_count(run_dir: Path | Sequence[Path], metric: str = "test_error", epoch: int | None = None,
+                       methods: Sequence[str] | None = None) -> tuple[list[str], int, dict[int, dict]]:
     """(methods, the epoch read, {n: {(A, B): comparison with p_holm}}): the family of every pair over
     the run's first n seeds (ascending seed numbers), for n = 3 .. all seeds, at `epoch` (default the
     last)."""
-    rows = read_epochs(run_dir, metric)
+    rows = read_epochs(run_dir, metric, methods)
     epochs = sorted(int(e) for e in rows["epoch"].unique())
     epoch = epochs[-1] if epoch is None else epoch
     if epoch not in epochs:
@@ -150,8 +173,9 @@ def _pair_table(title: str, key: str, keys: list[int], at: dict[int, dict], pair
             *(f"| {k} | " + " | ".join(_cell(at[k], a, b) for a, b in pairs) + " |" for k in keys), ""]
 
 
-def table(run_dir: Path, metric: str = "test_error", every: int = 5) -> str:
-    methods, by_epoch = holm_by_epoch(run_dir, metric)
+def table(run_dir: Path | Sequence[Path], metric: str = "test_error", every: int = 5,
+          methods: Sequence[str] | None = None) -> str:
+    methods, by_epoch = holm_by_epoch(run_dir, metric, methods)
     pairs = _named_pairs(methods)
     epochs = sorted(by_epoch)
     shown = [e for e in epochs if e % every == 0 or e == epochs[-1]]
@@ -165,8 +189,9 @@ def table(run_dir: Path, metric: str = "test_error", every: int = 5) -> str:
     return "\n".join(lines)
 
 
-def seeds_table(run_dir: Path, metric: str = "test_error", epoch: int | None = None) -> str:
-    methods, epoch, by_count = holm_by_seed_count(run_dir, metric, epoch)
+def seeds_table(run_dir: Path | Sequence[Path], metric: str = "test_error", epoch: int | None = None,
+                methods: Sequence[str] | None = None) -> str:
+    methods, epoch, by_count = holm_by_seed_count(run_dir, metric, epoch, methods)
     pairs = _named_pairs(methods)
     counts = sorted(by_count)
     n_pairs = len(by_count[counts[-1]])
@@ -184,20 +209,25 @@ def seeds_table(run_dir: Path, metric: str = "test_error", epoch: int | None = N
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, nargs="+",
+                        help="a study's run directory, or several runs of one study that trained different "
+                             "seeds (joined: each seed of each method once)")
     parser.add_argument("--metric", default="test_error", help="a column of metrics_epoch.csv (default test_error)")
     parser.add_argument("--every", type=int, default=5, help="print every N-th epoch and the last (default 5)")
     parser.add_argument("--by-seeds", action="store_true",
                         help="one row per count of the run's first seeds, at one epoch, instead of per epoch")
     parser.add_argument("--epoch", type=int, default=None, help="with --by-seeds: the epoch to read (default the last)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated: compare only these methods, a family of their pairs (default all)")
     args = parser.parse_args(argv)
     if args.every < 1:
         parser.error(f"--every must be a positive number of epochs, got {args.every}")
     if args.epoch is not None and not args.by_seeds:
         parser.error("--epoch goes with --by-seeds (the per-epoch table reads every epoch)")
     try:
-        print(seeds_table(args.run_dir, args.metric, args.epoch) if args.by_seeds
-              else table(args.run_dir, args.metric, args.every))
+        methods = args.methods.split(",") if args.methods else None
+        print(seeds_table(args.run_dir, args.metric, args.epoch, methods) if args.by_seeds
+              else table(args.run_dir, args.metric, args.every, methods))
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"holm_per_epoch: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2

@@ -431,3 +431,89 @@ def test_the_same_seeds_script_finds_two_runs_equal_on_shared_seeds_and_names_a_
     epoch.to_csv(runs[1] / "metrics_epoch.csv", index=False)
     assert module.main([str(runs[0]), str(runs[1])]) == 1
     assert "cells differing: 1 {'test_loss': 1}" in capsys.readouterr().out
+
+
+def test_a_seed_trains_the_same_numbers_whatever_seeds_run_beside_it(tmp_path, capsys):
+    """What joining runs of different seeds rests on (docs/studies.md, the 150-epoch probe: seeds 0-2 in one
+    run, 3-7 in another): a real run of seed 2 alone equals seed 2 of a run of seeds 0-2, in every value
+    (dropout and max-norm, so the per-variant noise streams count)."""
+    from reglab.config import DataConfig, MethodConfig, StudyConfig
+    from reglab.study import runner
+
+    methods = (MethodConfig("l2", l2=1e-3), MethodConfig("dropout+max_norm", dropout_input=0.1, dropout_hidden=0.3,
+                                                         max_norm=2.0))
+    base = dict(name="seeds", data=DataConfig(name="moons", n_points=200), hidden=(16, 16), n_epochs=3,
+                batch_size=20, methods=methods, log_every=2)
+    runs = [runner.run_study(StudyConfig(seeds=seeds, **base), out_dir=tmp_path / name, quiet=True,
+                             progress=False, time_methods=False, report=False)
+            for name, seeds in (("three", (0, 1, 2)), ("alone", (2,)))]
+    assert _load_docs_script("same_seeds").main([str(runs[0]), str(runs[1])]) == 0
+    out = capsys.readouterr().out
+    assert "seeds both runs trained: [2]" in out and out.count("cells differing: 0") == 2
+
+
+def _epoch_rows_of_two_methods(n_seeds: int):
+    import pandas as pd
+    return pd.DataFrame([dict(epoch=e, variant=v, method=m, seed=s,
+                              test_error=0.02 - 0.001 * s * (m != "l2") - 0.0003 * e * (s % 2), active=1)
+                         for e in (1, 2) for v, (m, s) in enumerate((m, s) for m in ("l2", "dropout+l2")
+                                                                    for s in range(n_seeds))])
+
+
+def test_the_holm_per_epoch_script_joins_runs_of_different_seeds_and_refuses_a_seed_twice(tmp_path, capsys):
+    """Several runs of one study that trained different seeds, joined, give the tables of one run with all
+    those seeds; a seed of a method in two of them is a one-line error."""
+    rows = _epoch_rows_of_two_methods(6)
+    whole, first, rest = tmp_path / "whole", tmp_path / "first", tmp_path / "rest"
+    for folder, part in ((whole, rows), (first, rows[rows.seed < 3]), (rest, rows[rows.seed >= 3])):
+        folder.mkdir()
+        part.to_csv(folder / "metrics_epoch.csv", index=False)
+    module = _load_docs_script("holm_per_epoch")
+    assert module.table([first, rest], every=1) == module.table(whole, every=1)
+    assert module.seeds_table([rest, first]) == module.seeds_table(whole)
+    assert module.main([str(first), str(whole)]) == 2
+    assert capsys.readouterr().err == ("holm_per_epoch: l2 seed 0 is in more than one of the runs: join runs that "
+                                       "trained different seeds\n")
+
+
+def test_the_gap_script_joins_runs_of_different_seeds_and_refuses_a_seed_twice(tmp_path, capsys, monkeypatch):
+    """docs/examples/cpu-table9-probe/gap.py: the per-epoch gaps of runs joined equal those of one run with
+    all their seeds; a seed of a method in two runs stops it with one line."""
+    import importlib.util
+    from pathlib import Path
+    rows = _epoch_rows_of_two_methods(5)
+    whole, first, rest = tmp_path / "whole", tmp_path / "first", tmp_path / "rest"
+    for folder, part in ((whole, rows), (first, rows[rows.seed < 2]), (rest, rows[rows.seed >= 2])):
+        folder.mkdir()
+        part.to_csv(folder / "metrics_epoch.csv", index=False)
+    script = Path(__file__).parents[2] / "docs" / "examples" / "cpu-table9-probe" / "gap.py"
+    spec = importlib.util.spec_from_file_location("gap", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def printed(*dirs):
+        monkeypatch.setattr("sys.argv", ["gap.py", *map(str, dirs)])
+        module.main()
+        return capsys.readouterr().out
+
+    assert printed(rest, first) == printed(whole)
+    assert "epoch   2: l2 1.98 | dropout+l2 1.78 (-0.20 +- " in printed(whole)
+    with pytest.raises(SystemExit, match="gap.py: l2 seed 0 is in more than one of the runs"):
+        printed(first, whole)
+
+
+def test_the_holm_per_epoch_script_compares_only_the_methods_asked_for(tmp_path, capsys):
+    """--methods: the family is the pairs of those methods, as in a run that had only them; a method the
+    run lacks is a one-line error naming the run's methods."""
+    import pandas as pd
+    rows = _epoch_rows_of_two_methods(4)
+    third = rows[rows.method == "l2"].assign(method="l2+kl", test_error=lambda r: r.test_error + 0.0005 * r.seed)
+    three, two = tmp_path / "three", tmp_path / "two"
+    for folder, part in ((three, pd.concat([rows, third])), (two, rows)):
+        folder.mkdir()
+        part.to_csv(folder / "metrics_epoch.csv", index=False)
+    module = _load_docs_script("holm_per_epoch")
+    assert "over the 3 pairs" in module.table(three, every=1)
+    assert module.table(three, every=1, methods=["l2", "dropout+l2"]) == module.table(two, every=1)
+    assert module.main([str(three), "--methods", "l2,max_norm"]) == 2
+    assert capsys.readouterr().err == "holm_per_epoch: no method 'max_norm' in the run; its methods are l2, dropout+l2, l2+kl\n"
