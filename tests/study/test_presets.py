@@ -404,11 +404,9 @@ def test_the_holm_per_epoch_script_reads_a_finished_runs_merged_metrics(tmp_path
     assert "| 2 | -0.15 (p " in module.table(finished, every=1)
 
 
-def test_the_same_seeds_script_finds_two_runs_equal_on_shared_seeds_and_names_a_difference(tmp_path, capsys):
-    """docs/examples/same_seeds.py (docs/studies.md: the 8-seed table9-cpu run repeats the 15-seed run's
-    first eight seeds): two real runs of one study with seeds 0-1 and 0-2 (dropout, max-norm and L2,
-    so the per-variant noise streams count) agree on seeds 0 and 1 in every value; a changed value is found."""
-    import pandas as pd
+def _small_runs(tmp_path, **seeds_by_name):
+    """Real runs of one small study (L2, and dropout with max-norm, so the per-variant noise streams count),
+    one per name with those seeds, under tmp_path/name: their run directories, in order."""
     from reglab.config import DataConfig, MethodConfig, StudyConfig
     from reglab.study import runner
 
@@ -416,9 +414,17 @@ def test_the_same_seeds_script_finds_two_runs_equal_on_shared_seeds_and_names_a_
                                                          max_norm=2.0))
     base = dict(name="seeds", data=DataConfig(name="moons", n_points=200), hidden=(16, 16), n_epochs=3,
                 batch_size=20, methods=methods, log_every=2)
-    runs = [runner.run_study(StudyConfig(seeds=seeds, **base), out_dir=tmp_path / name, quiet=True,
+    return [runner.run_study(StudyConfig(seeds=seeds, **base), out_dir=tmp_path / name, quiet=True,
                              progress=False, time_methods=False, report=False)
-            for name, seeds in (("two", (0, 1)), ("three", (0, 1, 2)))]
+            for name, seeds in seeds_by_name.items()]
+
+
+def test_the_same_seeds_script_finds_two_runs_equal_on_shared_seeds_and_names_a_difference(tmp_path, capsys):
+    """docs/examples/same_seeds.py (docs/studies.md: the 8-seed table9-cpu run repeats the 15-seed run's
+    first eight seeds): two real runs of one study with seeds 0-1 and 0-2 (dropout, max-norm and L2,
+    so the per-variant noise streams count) agree on seeds 0 and 1 in every value; a changed value is found."""
+    import pandas as pd
+    runs = _small_runs(tmp_path, two=(0, 1), three=(0, 1, 2))
     module = _load_docs_script("same_seeds")
     assert module.main([str(runs[0]), str(runs[1])]) == 0
     out = capsys.readouterr().out
@@ -437,16 +443,7 @@ def test_a_seed_trains_the_same_numbers_whatever_seeds_run_beside_it(tmp_path, c
     """What joining runs of different seeds rests on (docs/studies.md, the 150-epoch probe: seeds 0-2 in one
     run, 3-7 in another): a real run of seed 2 alone equals seed 2 of a run of seeds 0-2, in every value
     (dropout and max-norm, so the per-variant noise streams count)."""
-    from reglab.config import DataConfig, MethodConfig, StudyConfig
-    from reglab.study import runner
-
-    methods = (MethodConfig("l2", l2=1e-3), MethodConfig("dropout+max_norm", dropout_input=0.1, dropout_hidden=0.3,
-                                                         max_norm=2.0))
-    base = dict(name="seeds", data=DataConfig(name="moons", n_points=200), hidden=(16, 16), n_epochs=3,
-                batch_size=20, methods=methods, log_every=2)
-    runs = [runner.run_study(StudyConfig(seeds=seeds, **base), out_dir=tmp_path / name, quiet=True,
-                             progress=False, time_methods=False, report=False)
-            for name, seeds in (("three", (0, 1, 2)), ("alone", (2,)))]
+    runs = _small_runs(tmp_path, three=(0, 1, 2), alone=(2,))
     assert _load_docs_script("same_seeds").main([str(runs[0]), str(runs[1])]) == 0
     out = capsys.readouterr().out
     assert "seeds both runs trained: [2]" in out and out.count("cells differing: 0") == 2
