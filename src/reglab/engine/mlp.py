@@ -28,7 +28,13 @@ The backward pass is written by hand for this fixed family (and tested
 against autograd): it accumulates each weight gradient straight into a
 caller's buffer with one ``baddbmm_`` (``buf = beta * buf + h^T dz``, e.g.
 the momentum buffer) and applies the ReLU derivative with the fused
-``threshold_backward`` kernel. Batched autograd is slower than this (it makes
+``threshold_backward`` kernel. Where the variants' momenta differ (methods with
+their own momentum or ramp), ``beta`` is given as runs of variants with equal
+momentum and each run gets its own ``baddbmm_`` with that float: a variant's
+arithmetic is then the same whatever its neighbours' momenta (scaling the
+buffer by a per-variant tensor first and adding the product would round
+differently, so a variant would train differently beside other momenta than
+alone). Batched autograd is slower than this (it makes
 extra copies in the bmm backward).
 
 Train-time noise on weights (DropConnect): a :class:`WeightPart` gives, for a contiguous range of
@@ -141,11 +147,22 @@ class WeightPart:
 
 WeightParts = dict[int, list[WeightPart]]   # layer -> its weight parts this step (no key: the parameters)
 Segment = tuple[slice, torch.Tensor, "WeightPart | None"]   # rows, the weights their products read, their part
+# the factor of a gradient buffer's old content: one float for every variant, or runs of variants that
+# share one ([(variant rows, beta)], covering every variant)
+Beta = float | list[tuple[slice, float]]
 
 
 def _relative(rows: slice, within: slice) -> slice:
     """``rows`` counted from ``within.start``."""
     return slice(rows.start - within.start, rows.stop - within.start)
+
+
+def _beta_within(beta: Beta, rows: slice) -> Beta:
+    """``beta`` for the variants ``rows``: a float as it is, runs cut to ``rows`` and counted from its start."""
+    if not isinstance(beta, list):
+        return beta
+    cut = [(slice(max(sl.start, rows.start), min(sl.stop, rows.stop)), b) for sl, b in beta]
+    return [(_relative(sl, rows), b) for sl, b in cut if sl.start < sl.stop]
 
 
 HiddenHook = Callable[[int, torch.Tensor], None]
@@ -326,13 +343,13 @@ class BatchedMLP:
             part.dense, part.dense_t = dense, dense_t
 
     def backward(self, dlogits: torch.Tensor, parts: list[InputPart], weight_grads: list[torch.Tensor],
-                 bias_grads: list[torch.Tensor], beta: float = 0.0, hidden_hook: HiddenHook | None = None) -> None:
+                 bias_grads: list[torch.Tensor], beta: Beta = 0.0, hidden_hook: HiddenHook | None = None) -> None:
         """Backward pass of the last :meth:`forward`, weights as they were in it (its weight parts too).
 
         ``dlogits`` (V, C, b) is dLoss/dlogits (any float dtype). For every layer,
         ``weight_grads[l] = beta * weight_grads[l] + dLoss/dW_l`` and the same
         for ``bias_grads`` (beta = 0: plain gradients, the old content ignored;
-        beta = momentum: a momentum buffer). ``hidden_hook(l, dh)`` runs on the
+        beta = momentum: a momentum buffer; runs [(variants, momentum)] where they differ). ``hidden_hook(l, dh)`` runs on the
         gradient with respect to hidden layer l's (post-hook) output before the
         ReLU derivative, and may change it in place (dropout mask, KL term).
         Rows of a layer with a weight part read its ``W_eff`` for ``dh = dz W_eff^T``, and
@@ -350,11 +367,12 @@ class BatchedMLP:
                 x_t = part.batched_t()
                 for rows, _, wp in self._segments(0, part.variants):
                     self._accumulate_weight_grad(weight_grads[0][rows], x_t[_relative(rows, part.variants)],
-                                                 dz_t[rows].transpose(1, 2), beta, part.scale, _factor(wp, rows))
+                                                 dz_t[rows].transpose(1, 2), _beta_within(beta, rows), part.scale,
+                                                 _factor(wp, rows))
             return
         for rows, w, wp in self._segments(L - 1, every):
             self._accumulate_weight_grad(weight_grads[-1][rows], outs[-2][rows].transpose(1, 2),
-                                         dz_t[rows].transpose(1, 2), beta, factor=_factor(wp, rows))
+                                         dz_t[rows].transpose(1, 2), _beta_within(beta, rows), factor=_factor(wp, rows))
             torch.bmm(dz_t[rows].transpose(1, 2), w.transpose(1, 2), out=grads[-1][rows])
         dz = grads[-1]
         for l in range(L - 2, -1, -1):
@@ -369,18 +387,20 @@ class BatchedMLP:
                     x_t = part.batched_t()
                     for rows, _, wp in self._segments(0, part.variants):
                         self._accumulate_weight_grad(weight_grads[0][rows], x_t[_relative(rows, part.variants)],
-                                                     dz[rows], beta, part.scale, _factor(wp, rows))
+                                                     dz[rows], _beta_within(beta, rows), part.scale,
+                                                     _factor(wp, rows))
             else:
                 for rows, w, wp in self._segments(l, every):
                     self._accumulate_weight_grad(weight_grads[l][rows], outs[l - 1][rows].transpose(1, 2), dz[rows],
-                                                 beta, factor=_factor(wp, rows))
+                                                 _beta_within(beta, rows), factor=_factor(wp, rows))
                     torch.bmm(dz[rows], w.transpose(1, 2), out=grads[l - 1][rows])
                 dz = grads[l - 1]
 
-    def _accumulate_weight_grad(self, buf: torch.Tensor, a: torch.Tensor, b: torch.Tensor, beta: float,
+    def _accumulate_weight_grad(self, buf: torch.Tensor, a: torch.Tensor, b: torch.Tensor, beta: Beta,
                                 alpha: float = 1.0, factor: torch.Tensor | None = None) -> None:
         """buf (Vr, in, out) = beta * buf + alpha * a @ b, with a (Vr, in, B) and b (Vr, B, out);
         with a ``factor`` (Vr, in, out): ``beta * buf + factor * (alpha * a @ b)`` (a weight part's).
+        ``beta`` as runs (counted from buf's first variant): one such accumulation per run.
 
         Same precision: one ``baddbmm_`` straight into ``buf``. Mixed: the
         product in ``compute_dtype`` (float32 accumulation inside the GEMM),
@@ -388,6 +408,11 @@ class BatchedMLP:
         while it is still in cache (a float32 output or a whole-study
         bfloat16 temporary would cost more passes over memory).
         """
+        if isinstance(beta, list):
+            for rows, beta_rows in beta:
+                self._accumulate_weight_grad(buf[rows], a[rows], b[rows], beta_rows, alpha,
+                                             None if factor is None else factor[rows])
+            return
         if factor is not None:
             self._accumulate_factored_weight_grad(buf, a, b, beta, alpha, factor)
             return
@@ -517,8 +542,12 @@ def _factor(part: WeightPart | None, rows: slice) -> torch.Tensor | None:
     return part.grad_factor[_relative(rows, part.variants)]
 
 
-def _accumulate_bias_grad(buf: torch.Tensor, grad: torch.Tensor, beta: float) -> None:
-    """buf (V, 1, out) = beta * buf + grad (V, 1, out); beta = 0 ignores the old content."""
+def _accumulate_bias_grad(buf: torch.Tensor, grad: torch.Tensor, beta: Beta) -> None:
+    """buf (V, 1, out) = beta * buf + grad (V, 1, out); beta = 0 ignores the old content (runs: per run)."""
+    if isinstance(beta, list):
+        for rows, beta_rows in beta:
+            _accumulate_bias_grad(buf[rows], grad[rows], beta_rows)
+        return
     if beta == 0.0:
         buf.copy_(grad)
         return

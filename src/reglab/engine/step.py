@@ -88,6 +88,7 @@ class TrainingStep:
         self._schedule_key: tuple | None = None
         self.lr = torch.zeros(n, dtype=torch.float64, device=device)
         self.mu: float | torch.Tensor = 0.0
+        self.mu_runs: list[tuple[slice, float]] = []           # where momenta differ: [(variants, momentum)]
         self.grads = None if fused else [torch.zeros_like(p) for p in self.net.parameters()]
         self.nan = torch.tensor(float("nan"), dtype=dtype, device=device)
         self.loss_rec = torch.zeros(steps_per_epoch, n, dtype=dtype, device=device)
@@ -154,13 +155,10 @@ class TrainingStep:
 
         L = net.n_layers
         if self.fused:
+            # momenta that differ by method: one accumulation per run of equal momentum, each with its
+            # float, so a variant's arithmetic does not depend on its neighbours' momenta
             buffers = self.optimizer.buffers
-            if isinstance(mu, torch.Tensor):
-                for buf in buffers:
-                    buf.mul_(mu.view(-1, 1, 1))
-                beta = 1.0
-            else:
-                beta = mu
+            beta = self.mu_runs if isinstance(mu, torch.Tensor) else mu
             net.backward(dlogits, parts, buffers[:L], buffers[L:], beta, hidden_backward)
             weight_grads = buffers[:L]
         else:
@@ -188,7 +186,8 @@ class TrainingStep:
             h.constrain(net.weights, training)
 
     def schedule(self, t: int) -> tuple[torch.Tensor, float | torch.Tensor]:
-        """(n_live,) float64 learning rates and the momentum (a float when all methods agree, else (n_live,))."""
+        """(n_live,) float64 learning rates and the momentum (a float when all methods agree, else (n_live,),
+        and ``mu_runs`` its runs of equal value)."""
         per_method_lr = [learning_rate(m, t) for m in self.cfg.methods]
         per_method_mu = [momentum(m, t) for m in self.cfg.methods]
         key = (tuple(per_method_lr), tuple(per_method_mu))
@@ -199,8 +198,9 @@ class TrainingStep:
             if len(set(per_method_mu)) == 1:
                 self.mu = per_method_mu[0]
             else:
-                self.mu = torch.tensor([per_method_mu[k] for k in self.method_index], dtype=self.dtype,
-                                       device=self.device)
+                per_variant = [per_method_mu[k] for k in self.method_index]
+                self.mu = torch.tensor(per_variant, dtype=self.dtype, device=self.device)
+                self.mu_runs = contiguous_runs(per_variant)
         return self.lr, self.mu
 
     def penalty_value(self, t: int) -> torch.Tensor:
