@@ -230,13 +230,13 @@ def test_a_variant_trains_bit_identically_alone_and_beside_any_other_method(name
     timing rest on this: a variant's numbers are its method's, its seed's and the data order's, whatever
     trains beside it. Until 2026-12-07 a neighbour with another momentum (a ramp, the paper preset's dropout
     methods) changed them by rounding: the buffers were scaled by a per-variant tensor before the product was
-    added, where a study with one momentum adds the product inside the GEMM (``baddbmm_(beta=mu)``).
-    Not covered: a non-Nesterov method beside a Nesterov one (the study then takes the unfused SGD path,
-    docs/architecture.md)."""
+    added, where a study with one momentum adds the product inside the GEMM (``baddbmm_(beta=mu)``); and a
+    Nesterov method moved every variant of its study to the unfused SGD path (``b = mu b + g`` after the
+    product)."""
     method = dataclasses.replace(EXAMPLES[name], name="A", lr=0.05)
     alone = _weights_of((method,), "A", optimizer, small_dataset)
     for other_name, other in EXAMPLES.items():
-        if other_name == name or (other.nesterov and (optimizer == "adam" or not method.nesterov)):
+        if other_name == name or (other.nesterov and optimizer == "adam"):     # Nesterov is an SGD option
             continue
         beside = _weights_of((dataclasses.replace(other, lr=0.01), method), "A", optimizer, small_dataset)
         for p, q in zip(beside, alone):

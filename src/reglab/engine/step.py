@@ -11,10 +11,12 @@
    a variant whose loss is NaN/inf is frozen from here on (diverged: learning
    rate 0 and a zero data gradient);
 5. backward by hand, each weight gradient accumulated straight into the
-   momentum buffer (SGD) or into a gradient buffer (Adam, Nesterov);
+   momentum buffer (SGD: ``b = mu b + g`` inside the product, one product per
+   run of equal momentum) or into a gradient buffer (Adam); an SGD variant with
+   Nesterov momentum has its buffer hold ``g`` alone, its ``b`` kept aside;
 6. penalty gradients (L2, L1 once on) on the slices that use them;
-7. update (decoupled weight decay just before it), then constraints (max-norm
-   projection).
+7. update (decoupled weight decay just before it; Nesterov: ``b = mu b + g``, then
+   ``w -= lr (g + mu b)``), then constraints (max-norm projection).
 
 The step knows no regularizer by name: each acts through the hooks it binds
 (``regularizer.Hooks``), the six built-ins as a user's would.
@@ -30,7 +32,7 @@ from __future__ import annotations
 import torch
 
 from reglab.config import MethodConfig, StudyConfig
-from reglab.engine.batch import LiveBatch, Scratch, contiguous_runs
+from reglab.engine.batch import LiveBatch, Scratch, contiguous_runs, span
 from reglab.engine.mlp import InputPart, ORDER_STREAM, WeightParts, misclassified, stream_seed
 from reglab.engine.optim import SGD
 from reglab.engine.regularizer import BindContext, Hooks, Regularizer
@@ -88,7 +90,15 @@ class TrainingStep:
         self._schedule_key: tuple | None = None
         self.lr = torch.zeros(n, dtype=torch.float64, device=device)
         self.mu: float | torch.Tensor = 0.0
-        self.mu_runs: list[tuple[slice, float]] = []           # where momenta differ: [(variants, momentum)]
+        # SGD: the factor of each momentum buffer's old content in the backward (mu; 0 for a Nesterov
+        # variant, whose buffer takes g alone), a float when every variant has the same, else runs
+        self.beta: float | list[tuple[slice, float]] = 0.0
+        self.nesterov = [m.nesterov for m in methods] if fused else [False] * n
+        self._nesterov_mu: list[tuple[slice, float]] = []       # runs of Nesterov variants with equal momentum
+        self._nesterov_rows = span(contiguous_runs([True if v else None for v in self.nesterov]))
+        # a Nesterov variant's momentum buffer b, kept while its buffer holds this step's g
+        self._momentum_kept = [torch.empty_like(buf[self._nesterov_rows]) for buf in self.optimizer.buffers] \
+            if fused and self._nesterov_rows.stop > self._nesterov_rows.start else []
         self.grads = None if fused else [torch.zeros_like(p) for p in self.net.parameters()]
         self.nan = torch.tensor(float("nan"), dtype=dtype, device=device)
         self.loss_rec = torch.zeros(steps_per_epoch, n, dtype=dtype, device=device)
@@ -158,8 +168,9 @@ class TrainingStep:
             # momenta that differ by method: one accumulation per run of equal momentum, each with its
             # float, so a variant's arithmetic does not depend on its neighbours' momenta
             buffers = self.optimizer.buffers
-            beta = self.mu_runs if isinstance(mu, torch.Tensor) else mu
-            net.backward(dlogits, parts, buffers[:L], buffers[L:], beta, hidden_backward)
+            for kept, buf in zip(self._momentum_kept, buffers):
+                kept.copy_(buf[self._nesterov_rows])
+            net.backward(dlogits, parts, buffers[:L], buffers[L:], self.beta, hidden_backward)
             weight_grads = buffers[:L]
         else:
             net.backward(dlogits, parts, self.grads[:L], self.grads[L:], 0.0, hidden_backward)
@@ -175,7 +186,10 @@ class TrainingStep:
         for h in hooks:
             h.before_update(net.weights, optimizer.lr)
         if self.fused:
+            self._nesterov_update()
             optimizer.step_from_buffers()
+            for kept, buf in zip(self._momentum_kept, optimizer.buffers):
+                buf[self._nesterov_rows].copy_(kept)
         else:
             if isinstance(optimizer, SGD):
                 optimizer.momentum = mu
@@ -186,8 +200,8 @@ class TrainingStep:
             h.constrain(net.weights, training)
 
     def schedule(self, t: int) -> tuple[torch.Tensor, float | torch.Tensor]:
-        """(n_live,) float64 learning rates and the momentum (a float when all methods agree, else (n_live,),
-        and ``mu_runs`` its runs of equal value)."""
+        """(n_live,) float64 learning rates and the momentum (a float when all methods agree, else (n_live,));
+        sets ``beta``, the backward's factor of each momentum buffer (fused SGD)."""
         per_method_lr = [learning_rate(m, t) for m in self.cfg.methods]
         per_method_mu = [momentum(m, t) for m in self.cfg.methods]
         key = (tuple(per_method_lr), tuple(per_method_mu))
@@ -198,10 +212,26 @@ class TrainingStep:
             if len(set(per_method_mu)) == 1:
                 self.mu = per_method_mu[0]
             else:
-                per_variant = [per_method_mu[k] for k in self.method_index]
-                self.mu = torch.tensor(per_variant, dtype=self.dtype, device=self.device)
-                self.mu_runs = contiguous_runs(per_variant)
+                self.mu = torch.tensor([per_method_mu[k] for k in self.method_index], dtype=self.dtype,
+                                       device=self.device)
+            per_variant = [per_method_mu[k] for k in self.method_index]
+            beta = [0.0 if nesterov else mu for nesterov, mu in zip(self.nesterov, per_variant)]
+            self.beta = beta[0] if len(set(beta)) == 1 else contiguous_runs(beta)
+            self._nesterov_mu = contiguous_runs([mu if nesterov else None
+                                                 for nesterov, mu in zip(self.nesterov, per_variant)])
         return self.lr, self.mu
+
+    def _nesterov_update(self) -> None:
+        """Nesterov variants (fused SGD): their buffers hold g (penalties included); make them hold the
+        update ``g + mu b`` after ``b = mu b + g`` in the kept momentum, the arithmetic of
+        :meth:`SGD.step <reglab.engine.optim.SGD.step>`. The kept ``b`` goes back after the update."""
+        start = self._nesterov_rows.start
+        for rows, mu in self._nesterov_mu:
+            kept_rows = slice(rows.start - start, rows.stop - start)
+            for kept, buf in zip(self._momentum_kept, self.optimizer.buffers):
+                b, g = kept[kept_rows], buf[rows]
+                b.mul_(mu).add_(g)
+                g.add_(b, alpha=mu)
 
     def penalty_value(self, t: int) -> torch.Tensor:
         """(n_live,) penalty term at this step's weights (before the update), nats/example."""

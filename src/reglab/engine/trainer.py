@@ -126,7 +126,7 @@ class Trainer:
         # optimizer: study-wide kind, per-variant settings; this one holds the state of every variant
         # (the step may work on a compacted copy of the live variants, see batch.LiveBatch)
         self._method_index = [i for i, m in enumerate(cfg.methods) for _ in cfg.seeds]
-        self._fused = cfg.optimizer == "sgd" and not any(m.nesterov for m in self.methods)
+        self._fused = cfg.optimizer == "sgd"       # momentum accumulated inside the products (step.py)
         self.optimizer: SGD | Adam = self._make_optimizer(self.model.parameters(), self.methods)
 
         # per-variant state
