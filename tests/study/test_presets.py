@@ -240,6 +240,25 @@ def test_the_docs_example_of_the_newer_built_ins_is_the_quick_preset_plus_one_me
         assert cfg.hidden == quick.hidden and cfg.n_epochs == quick.n_epochs and cfg.seeds == (0,)
 
 
+def test_the_table9_cpu_search_rounds_are_valid_studies_and_round5_controls_are_the_presets_methods():
+    """docs/studies.md, round 5: its control rows are the preset's dropout methods (equal to the preset's
+    seeds 0-2 bit for bit), beside candidates under the paper's momentum ramp."""
+    from pathlib import Path
+    from reglab.engine.registry import load_toml
+    root = Path(__file__).parents[2] / "docs" / "examples" / "cpu-table9-search"
+    preset = presets.get("mnist", "table9-cpu")
+    for search in sorted(root.glob("round*.toml")):
+        cfg = load_toml(search)
+        assert cfg.hidden == preset.hidden                 # each round is a valid study of the preset's net
+    round5 = load_toml(root / "round5.toml")
+    assert round5.seeds == preset.seeds
+    by_name = {m.name: m for m in round5.methods}
+    for name in ("dropout+l2", "dropout+max_norm"):
+        assert dataclasses.replace(by_name[f"{name} preset"], name=name) == \
+            next(m for m in preset.methods if m.name == name)
+    assert {m.momentum_initial for m in round5.methods} == {-1.0, 0.5}       # candidates ramp the momentum
+
+
 def test_a_per_method_rate_must_name_a_table9_method():
     q = {**presets.TABLE9_CPU, "lr_by_method": {"l2 ": 0.2}}
     with pytest.raises(ValueError, match=r"lr_by_method names no Table 9 method: \['l2 '\]"):
