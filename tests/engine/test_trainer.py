@@ -243,6 +243,16 @@ def test_a_variant_trains_bit_identically_alone_and_beside_any_other_method(name
             assert torch.equal(p, q), f"{name} beside {other_name} ({optimizer}) differs from {name} alone"
 
 
+def test_nesterov_methods_apart_in_the_study_each_train_as_alone(small_dataset):
+    """Two Nesterov methods with a plain one between them (their momenta kept aside run by run, the plain
+    one's buffer untouched by that)."""
+    methods = (dataclasses.replace(EXAMPLES["nesterov"], lr=0.05), MethodConfig("plain", lr=0.05, l2=1e-3),
+               dataclasses.replace(EXAMPLES["nesterov_ramp"], lr=0.05))
+    for m in methods:
+        assert all(torch.equal(p, q) for p, q in zip(_weights_of(methods, m.name, "sgd", small_dataset),
+                                                     _weights_of((m,), m.name, "sgd", small_dataset))), m.name
+
+
 def _overfitting_dataset() -> Dataset:
     return synthetic_dataset(n_train=120, n_val=200, n_test=200, n_features=20, label_noise=0.4, seed=3)
 

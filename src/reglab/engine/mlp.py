@@ -349,7 +349,8 @@ class BatchedMLP:
         ``dlogits`` (V, C, b) is dLoss/dlogits (any float dtype). For every layer,
         ``weight_grads[l] = beta * weight_grads[l] + dLoss/dW_l`` and the same
         for ``bias_grads`` (beta = 0: plain gradients, the old content ignored;
-        beta = momentum: a momentum buffer; runs [(variants, momentum)] where they differ). ``hidden_hook(l, dh)`` runs on the
+        beta = momentum: a momentum buffer; runs [(variants, momentum)] where
+        they differ). ``hidden_hook(l, dh)`` runs on the
         gradient with respect to hidden layer l's (post-hook) output before the
         ReLU derivative, and may change it in place (dropout mask, KL term).
         Rows of a layer with a weight part read its ``W_eff`` for ``dh = dz W_eff^T``, and

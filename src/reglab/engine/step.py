@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 
 from reglab.config import MethodConfig, StudyConfig
-from reglab.engine.batch import LiveBatch, Scratch, contiguous_runs, span
+from reglab.engine.batch import LiveBatch, Scratch, contiguous_runs
 from reglab.engine.mlp import InputPart, ORDER_STREAM, WeightParts, misclassified, stream_seed
 from reglab.engine.optim import SGD
 from reglab.engine.regularizer import BindContext, Hooks, Regularizer
@@ -95,10 +95,11 @@ class TrainingStep:
         self.beta: float | list[tuple[slice, float]] = 0.0
         self.nesterov = [m.nesterov for m in methods] if fused else [False] * n
         self._nesterov_mu: list[tuple[slice, float]] = []       # runs of Nesterov variants with equal momentum
-        self._nesterov_rows = span(contiguous_runs([True if v else None for v in self.nesterov]))
-        # a Nesterov variant's momentum buffer b, kept while its buffer holds this step's g
-        self._momentum_kept = [torch.empty_like(buf[self._nesterov_rows]) for buf in self.optimizer.buffers] \
-            if fused and self._nesterov_rows.stop > self._nesterov_rows.start else []
+        # the Nesterov variants' momentum buffers b, kept (per run of Nesterov variants) while their
+        # buffers hold this step's g
+        self._nesterov_runs = [sl for sl, _ in contiguous_runs([True if v else None for v in self.nesterov])]
+        self._momentum_kept = [[torch.empty_like(buf[sl]) for buf in self.optimizer.buffers]
+                               for sl in self._nesterov_runs]
         self.grads = None if fused else [torch.zeros_like(p) for p in self.net.parameters()]
         self.nan = torch.tensor(float("nan"), dtype=dtype, device=device)
         self.loss_rec = torch.zeros(steps_per_epoch, n, dtype=dtype, device=device)
@@ -168,8 +169,7 @@ class TrainingStep:
             # momenta that differ by method: one accumulation per run of equal momentum, each with its
             # float, so a variant's arithmetic does not depend on its neighbours' momenta
             buffers = self.optimizer.buffers
-            for kept, buf in zip(self._momentum_kept, buffers):
-                kept.copy_(buf[self._nesterov_rows])
+            self._keep_nesterov_momentum(buffers)
             net.backward(dlogits, parts, buffers[:L], buffers[L:], self.beta, hidden_backward)
             weight_grads = buffers[:L]
         else:
@@ -188,8 +188,7 @@ class TrainingStep:
         if self.fused:
             self._nesterov_update()
             optimizer.step_from_buffers()
-            for kept, buf in zip(self._momentum_kept, optimizer.buffers):
-                buf[self._nesterov_rows].copy_(kept)
+            self._keep_nesterov_momentum(optimizer.buffers, restore=True)
         else:
             if isinstance(optimizer, SGD):
                 optimizer.momentum = mu
@@ -221,15 +220,25 @@ class TrainingStep:
                                                  for nesterov, mu in zip(self.nesterov, per_variant)])
         return self.lr, self.mu
 
+    def _keep_nesterov_momentum(self, buffers: list[torch.Tensor], restore: bool = False) -> None:
+        """Copy the Nesterov variants' momentum out of their buffers (before the backward), or back in
+        (``restore``, after the update)."""
+        for sl, kept in zip(self._nesterov_runs, self._momentum_kept):
+            for b, buf in zip(kept, buffers):
+                if restore:
+                    buf[sl].copy_(b)
+                else:
+                    b.copy_(buf[sl])
+
     def _nesterov_update(self) -> None:
         """Nesterov variants (fused SGD): their buffers hold g (penalties included); make them hold the
         update ``g + mu b`` after ``b = mu b + g`` in the kept momentum, the arithmetic of
         :meth:`SGD.step <reglab.engine.optim.SGD.step>`. The kept ``b`` goes back after the update."""
-        start = self._nesterov_rows.start
         for rows, mu in self._nesterov_mu:
-            kept_rows = slice(rows.start - start, rows.stop - start)
-            for kept, buf in zip(self._momentum_kept, self.optimizer.buffers):
-                b, g = kept[kept_rows], buf[rows]
+            run = next(i for i, sl in enumerate(self._nesterov_runs) if sl.start <= rows.start < sl.stop)
+            within = slice(rows.start - self._nesterov_runs[run].start, rows.stop - self._nesterov_runs[run].start)
+            for kept, buf in zip(self._momentum_kept[run], self.optimizer.buffers):
+                b, g = kept[within], buf[rows]
                 b.mul_(mu).add_(g)
                 g.add_(b, alpha=mu)
 
