@@ -235,12 +235,24 @@ def test_a_variant_trains_bit_identically_alone_and_beside_any_other_method(name
     product)."""
     method = dataclasses.replace(EXAMPLES[name], name="A", lr=0.05)
     alone = _weights_of((method,), "A", optimizer, small_dataset)
-    for other_name, other in EXAMPLES.items():
-        if other_name == name or (other.nesterov and optimizer == "adam"):     # Nesterov is an SGD option
-            continue
-        beside = _weights_of((dataclasses.replace(other, lr=0.01), method), "A", optimizer, small_dataset)
-        for p, q in zip(beside, alone):
-            assert torch.equal(p, q), f"{name} beside {other_name} ({optimizer}) differs from {name} alone"
+    neighbours = {other_name: dataclasses.replace(other, lr=0.01) for other_name, other in EXAMPLES.items()
+                  if other_name != name and not (other.nesterov and optimizer == "adam")}  # Nesterov: SGD only
+    changed = {k: getattr(method, k) * f for k, f in OTHER_VALUES.items() if getattr(method, k) not in (0, -1, False)}
+    if changed:                 # the same regularizers at other values: one run of variants with the hook
+        neighbours["itself at other values"] = dataclasses.replace(method, name="B", **changed)
+    for other_name, other in neighbours.items():
+        orders = [(other, method)] + ([(method, other)] if other.name == "B" else [])    # itself: both sides
+        for order in orders:
+            beside = _weights_of(order, "A", optimizer, small_dataset)
+            for p, q in zip(beside, alone):
+                assert torch.equal(p, q), f"{name} beside {other_name} ({optimizer}) differs from {name} alone"
+
+
+# factors giving a method's own values another setting (rates stay in [0, 1))
+OTHER_VALUES = {"l2": 3.0, "l1": 3.0, "l1_start": 0.5, "kl_beta": 2.0, "kl_rho": 0.5, "kl_ema": 0.5, "max_norm": 1.7,
+                "dropout_input": 0.5, "dropout_hidden": 0.6, "gaussian_dropout_input": 0.5,
+                "gaussian_dropout_hidden": 0.6, "orthogonality": 3.0, "label_smoothing": 2.0,
+                "decoupled_weight_decay": 2.0, "dropconnect": 0.5, "momentum": 0.9, "patience": 2}
 
 
 def test_nesterov_methods_apart_in_the_study_each_train_as_alone(small_dataset):
