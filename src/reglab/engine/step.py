@@ -94,7 +94,8 @@ class TrainingStep:
         # variant, whose buffer takes g alone), a float when every variant has the same, else runs
         self.beta: float | list[tuple[slice, float]] = 0.0
         self.nesterov = [m.nesterov for m in methods] if fused else [False] * n
-        self._nesterov_mu: list[tuple[slice, float]] = []       # runs of Nesterov variants with equal momentum
+        # runs of Nesterov variants with equal momentum: (rows, momentum, index of their Nesterov run, rows in it)
+        self._nesterov_mu: list[tuple[slice, float, int, slice]] = []
         # the Nesterov variants' momentum buffers b, kept (per run of Nesterov variants) while their
         # buffers hold this step's g
         self._nesterov_runs = [sl for sl, _ in contiguous_runs([True if v else None for v in self.nesterov])]
@@ -216,8 +217,12 @@ class TrainingStep:
             per_variant = [per_method_mu[k] for k in self.method_index]
             beta = [0.0 if nesterov else mu for nesterov, mu in zip(self.nesterov, per_variant)]
             self.beta = beta[0] if len(set(beta)) == 1 else contiguous_runs(beta)
-            self._nesterov_mu = contiguous_runs([mu if nesterov else None
-                                                 for nesterov, mu in zip(self.nesterov, per_variant)])
+            self._nesterov_mu = []
+            nesterov_mu = [mu if nesterov else None for nesterov, mu in zip(self.nesterov, per_variant)]
+            for rows, mu in contiguous_runs(nesterov_mu):
+                run = next(i for i, sl in enumerate(self._nesterov_runs) if sl.start <= rows.start < sl.stop)
+                start = self._nesterov_runs[run].start
+                self._nesterov_mu.append((rows, mu, run, slice(rows.start - start, rows.stop - start)))
         return self.lr, self.mu
 
     def _keep_nesterov_momentum(self, buffers: list[torch.Tensor], restore: bool = False) -> None:
@@ -234,9 +239,7 @@ class TrainingStep:
         """Nesterov variants (fused SGD): their buffers hold g (penalties included); make them hold the
         update ``g + mu b`` after ``b = mu b + g`` in the kept momentum, the arithmetic of
         :meth:`SGD.step <reglab.engine.optim.SGD.step>`. The kept ``b`` goes back after the update."""
-        for rows, mu in self._nesterov_mu:
-            run = next(i for i, sl in enumerate(self._nesterov_runs) if sl.start <= rows.start < sl.stop)
-            within = slice(rows.start - self._nesterov_runs[run].start, rows.stop - self._nesterov_runs[run].start)
+        for rows, mu, run, within in self._nesterov_mu:
             for kept, buf in zip(self._momentum_kept[run], self.optimizer.buffers):
                 b, g = kept[within], buf[rows]
                 b.mul_(mu).add_(g)
