@@ -44,11 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     preset, hidden = net_study(args.net)
     cfg = study_config(preset, hidden, args.seeds, n_epochs=10_000)
     dataset, _ = load_mnist(None, cfg.data)
-    one, chunked = ReglabPath(cfg, dataset, args.steps), ReglabPath(cfg, dataset, args.steps)
     budget_bytes = None if args.budget_mib is None else int(args.budget_mib * 2**20)
-    for path, budget in ((one, ONE_BATCH), (chunked, budget_bytes)):
-        path.trainer.chunk_bytes = budget
-        path.trainer._build_step()          # before any step: the chunks of this budget (diagnostic use)
+    one = ReglabPath(cfg, dataset, args.steps, chunk_bytes=ONE_BATCH)
+    chunked = ReglabPath(cfg, dataset, args.steps, chunk_bytes=budget_bytes)
     sizes = [len(step.batch.live) for step in chunked.trainer._steps]
     one.train()
     chunked.train()

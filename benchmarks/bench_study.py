@@ -138,13 +138,13 @@ class ReglabPath:
     minibatch so it costs little wall time.
     """
 
-    def __init__(self, cfg: StudyConfig, dataset: Dataset, n_steps: int):
+    def __init__(self, cfg: StudyConfig, dataset: Dataset, n_steps: int, chunk_bytes: int | None = None):
         from reglab.engine import Trainer
         n, b = n_steps * cfg.batch_size, cfg.batch_size
         timing = Dataset(dataset.name, dataset.x_train[:n], dataset.y_train[:n], dataset.x_val[:b],
                          dataset.y_val[:b], dataset.x_test[:b], dataset.y_test[:b], dataset.n_classes,
                          dataset.info)
-        self.trainer = Trainer(cfg, timing)
+        self.trainer = Trainer(cfg, timing, chunk_bytes=chunk_bytes)   # chunk_bytes None: the engine's budget
 
     def train(self) -> float:
         """Seconds of the training steps of one engine epoch."""
