@@ -10,23 +10,14 @@ Student-t interval over seeds (reglab.stats's convention), in percentage points.
 from __future__ import annotations
 
 import argparse
-import csv
-import glob
-import os
+import sys
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-
-def epoch_rows(run_dir: str) -> list[dict]:
-    """Every per-epoch row: the consolidated CSV of a finished run, else the shards of an unfinished one."""
-    done = os.path.join(run_dir, "metrics_epoch.csv")
-    files = [done] if os.path.exists(done) else sorted(glob.glob(os.path.join(run_dir, "metrics", "epoch-*.csv")))
-    rows = []
-    for f in files:
-        with open(f, newline="") as fh:
-            rows.extend(csv.DictReader(fh))
-    return rows
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))     # docs/examples: holm_per_epoch's reader
+from holm_per_epoch import read_epochs  # noqa: E402
 
 
 def main() -> None:
@@ -35,13 +26,13 @@ def main() -> None:
     p.add_argument("--against", default="l2")
     p.add_argument("--metric", default="test_error")
     args = p.parse_args()
+    try:        # a seed of a method in two runs, a missing run or metric: one line
+        rows = read_epochs([Path(d) for d in args.run_dir], args.metric)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise SystemExit(f"gap.py: {e.args[0] if e.args else e}")
     table: dict[tuple[int, str], dict[int, float]] = {}
-    for r in (r for run_dir in args.run_dir for r in epoch_rows(run_dir)):
-        cell = table.setdefault((int(r["epoch"]), r["method"]), {})
-        if int(r["seed"]) in cell:
-            raise SystemExit(f"gap.py: {r['method']} seed {r['seed']} is in more than one of the runs: join runs "
-                             "that trained different seeds")
-        cell[int(r["seed"])] = 100 * float(r[args.metric])
+    for epoch, method, seed, value in rows.itertuples(index=False):
+        table.setdefault((int(epoch), method), {})[int(seed)] = 100 * float(value)
     methods = list(dict.fromkeys(m for _, m in table))
     for epoch in sorted({e for e, _ in table}):
         ref = table[(epoch, args.against)]
