@@ -34,7 +34,6 @@ import torch
 from reglab.config import MethodConfig, StudyConfig
 from reglab.engine.batch import LiveBatch, Scratch, contiguous_runs
 from reglab.engine.mlp import InputPart, ORDER_STREAM, WeightParts, misclassified, stream_seed
-from reglab.engine.optim import SGD
 from reglab.engine.regularizer import BindContext, Hooks, Regularizer
 from reglab.engine.schedules import learning_rate, momentum
 
@@ -114,7 +113,7 @@ class TrainingStep:
         self.logging = t % self.cfg.log_every == 0
 
         # learning rate and momentum of this step
-        lr, mu = self.schedule(t)
+        lr, _ = self.schedule(t)                               # the momentum acts through self.beta
 
         # minibatch, and this step's train-time noise (dropout masks); the shared minibatch
         # (a stride-0 view) for the variants no noise claims, noisy copies for the others
@@ -190,9 +189,7 @@ class TrainingStep:
             self._nesterov_update()
             optimizer.step_from_buffers()
             self._keep_nesterov_momentum(optimizer.buffers, restore=True)
-        else:
-            if isinstance(optimizer, SGD):
-                optimizer.momentum = mu
+        else:                                                   # Adam: from the gradient buffers
             optimizer.step(self.grads)
 
         # constraints after the update (max-norm projection)
