@@ -266,10 +266,11 @@ def test_a_per_method_rate_must_name_a_table9_method():
 
 
 def _load_docs_script(name):
+    """docs/examples/`name`.py (`name` may hold a subfolder: "cpu-table9-probe/gap") as a module."""
     import importlib.util
     from pathlib import Path
     script = Path(__file__).parents[2] / "docs" / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, script)
+    spec = importlib.util.spec_from_file_location(script.stem, script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -495,17 +496,12 @@ def test_the_holm_per_epoch_script_joins_runs_of_different_seeds_and_refuses_a_s
 def test_the_gap_script_joins_runs_of_different_seeds_and_refuses_a_seed_twice(tmp_path, capsys, monkeypatch):
     """docs/examples/cpu-table9-probe/gap.py: the per-epoch gaps of runs joined equal those of one run with
     all their seeds; a seed of a method in two runs stops it with one line."""
-    import importlib.util
-    from pathlib import Path
     rows = _epoch_rows_of_two_methods(5)
     whole, first, rest = tmp_path / "whole", tmp_path / "first", tmp_path / "rest"
     for folder, part in ((whole, rows), (first, rows[rows.seed < 2]), (rest, rows[rows.seed >= 2])):
         folder.mkdir()
         part.to_csv(folder / "metrics_epoch.csv", index=False)
-    script = Path(__file__).parents[2] / "docs" / "examples" / "cpu-table9-probe" / "gap.py"
-    spec = importlib.util.spec_from_file_location("gap", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_docs_script("cpu-table9-probe/gap")
 
     def printed(*dirs):
         monkeypatch.setattr("sys.argv", ["gap.py", *map(str, dirs)])

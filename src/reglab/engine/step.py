@@ -206,12 +206,11 @@ class TrainingStep:
             self._schedule_key = key
             self.lr = torch.tensor([per_method_lr[k] for k in self.method_index], dtype=torch.float64,
                                    device=self.device)
+            per_variant = [per_method_mu[k] for k in self.method_index]
             if len(set(per_method_mu)) == 1:
                 self.mu = per_method_mu[0]
             else:
-                self.mu = torch.tensor([per_method_mu[k] for k in self.method_index], dtype=self.dtype,
-                                       device=self.device)
-            per_variant = [per_method_mu[k] for k in self.method_index]
+                self.mu = torch.tensor(per_variant, dtype=self.dtype, device=self.device)
             beta = [0.0 if nesterov else mu for nesterov, mu in zip(self.nesterov, per_variant)]
             self.beta = beta[0] if len(set(beta)) == 1 else contiguous_runs(beta)
             self._nesterov_mu = []
