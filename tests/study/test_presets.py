@@ -477,14 +477,21 @@ def _epoch_rows_of_two_methods(n_seeds: int):
                                                                     for s in range(n_seeds))])
 
 
+def _whole_and_split_runs(tmp_path, n_seeds: int, first_seeds: int):
+    """Run folders (metrics_epoch.csv only) of _epoch_rows_of_two_methods(n_seeds): all seeds, the first
+    `first_seeds`, the rest."""
+    rows = _epoch_rows_of_two_methods(n_seeds)
+    whole, first, rest = tmp_path / "whole", tmp_path / "first", tmp_path / "rest"
+    for folder, part in ((whole, rows), (first, rows[rows.seed < first_seeds]), (rest, rows[rows.seed >= first_seeds])):
+        folder.mkdir()
+        part.to_csv(folder / "metrics_epoch.csv", index=False)
+    return whole, first, rest
+
+
 def test_the_holm_per_epoch_script_joins_runs_of_different_seeds_and_refuses_a_seed_twice(tmp_path, capsys):
     """Several runs of one study that trained different seeds, joined, give the tables of one run with all
     those seeds; a seed of a method in two of them is a one-line error."""
-    rows = _epoch_rows_of_two_methods(6)
-    whole, first, rest = tmp_path / "whole", tmp_path / "first", tmp_path / "rest"
-    for folder, part in ((whole, rows), (first, rows[rows.seed < 3]), (rest, rows[rows.seed >= 3])):
-        folder.mkdir()
-        part.to_csv(folder / "metrics_epoch.csv", index=False)
+    whole, first, rest = _whole_and_split_runs(tmp_path, n_seeds=6, first_seeds=3)
     module = _load_docs_script("holm_per_epoch")
     assert module.table([first, rest], every=1) == module.table(whole, every=1)
     assert module.seeds_table([rest, first]) == module.seeds_table(whole)
@@ -496,11 +503,7 @@ def test_the_holm_per_epoch_script_joins_runs_of_different_seeds_and_refuses_a_s
 def test_the_gap_script_joins_runs_of_different_seeds_and_refuses_a_seed_twice(tmp_path, capsys, monkeypatch):
     """docs/examples/cpu-table9-probe/gap.py: the per-epoch gaps of runs joined equal those of one run with
     all their seeds; a seed of a method in two runs stops it with one line."""
-    rows = _epoch_rows_of_two_methods(5)
-    whole, first, rest = tmp_path / "whole", tmp_path / "first", tmp_path / "rest"
-    for folder, part in ((whole, rows), (first, rows[rows.seed < 2]), (rest, rows[rows.seed >= 2])):
-        folder.mkdir()
-        part.to_csv(folder / "metrics_epoch.csv", index=False)
+    whole, first, rest = _whole_and_split_runs(tmp_path, n_seeds=5, first_seeds=2)
     module = _load_docs_script("cpu-table9-probe/gap")
 
     def printed(*dirs):
