@@ -21,8 +21,9 @@ from reglab.study import presets, table
 EPILOG = """examples:
   reglab run                                  the default study: mnist, preset quick, 3 seeds
   reglab run mnist --preset table9-cpu        Table 9's ranking on 2 CPU cores (784-512-512-10, 50 epochs,
-                                              about 15-40 min; the six means in Table 9's order, dropout +
-                                              max-norm lowest; docs/studies.md)
+                                              about 15-40 min; its 3 seeds give the six means in Table 9's
+                                              order, no gap significant; with 8 or 15 seeds the two dropout
+                                              methods tie; docs/studies.md)
   reglab run mnist --preset table9-cpu --seeds 8
                                               the same, about 40 min: both dropout methods significantly
                                               below the L2 family after Holm (15 seeds, about 90 min:
