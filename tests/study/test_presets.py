@@ -259,6 +259,22 @@ def test_the_table9_cpu_search_rounds_are_valid_studies_and_round5_controls_are_
     assert {m.momentum_initial for m in round5.methods} == {-1.0, 0.5}       # candidates ramp the momentum
 
 
+def test_the_wide_probe_is_table9_cpu_with_the_hidden_layers_doubled():
+    """docs/studies.md, "A wider net": l2, dropout+l2 and dropout+max_norm with table9-cpu's values, on
+    784-1024-1024-10, the preset's budget, 8 seeds; nothing else differs from the preset."""
+    from pathlib import Path
+    from reglab.engine.registry import load_toml
+    wide = load_toml(Path(__file__).parents[2] / "docs" / "examples" / "cpu-table9-wide" / "wide-1024.toml")
+    preset = presets.get("mnist", "table9-cpu")
+    assert wide.hidden == (1024, 1024) and tuple(2 * h for h in preset.hidden) == wide.hidden
+    assert wide.seeds == tuple(range(8))
+    assert dataclasses.replace(wide, name=preset.name, hidden=preset.hidden, seeds=preset.seeds,
+                               methods=preset.methods) == preset
+    by_name = {m.name: m for m in preset.methods}
+    assert [m.name for m in wide.methods] == ["l2", "dropout+l2", "dropout+max_norm"]
+    assert all(m == by_name[m.name] for m in wide.methods)
+
+
 def test_a_per_method_rate_must_name_a_table9_method():
     q = {**presets.TABLE9_CPU, "lr_by_method": {"l2 ": 0.2}}
     with pytest.raises(ValueError, match=r"lr_by_method names no Table 9 method: \['l2 '\]"):
