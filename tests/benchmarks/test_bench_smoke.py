@@ -105,3 +105,18 @@ def test_chunk_benchmark_reports_one_batch_against_chunks_and_their_ratio():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "784-32-10, 12 method-seeds, 1 threads: one batch" in proc.stdout
     assert "3 chunks of [4, 4, 4] variants" in proc.stdout and "ratio" in proc.stdout
+
+
+def test_chunk_benchmark_times_other_widths_and_chunks_under_the_engines_minimum():
+    """--hidden keeps --net's methods on other widths; --min-variants lets chunks of 2 through (the engine's
+    minimum, 4, would step these 12 variants as one batch); a malformed width is a one-line error."""
+    script = str(ROOT / "benchmarks" / "bench_chunks.py")
+    proc = subprocess.run([sys.executable, script, "--net", "tiny", "--hidden", "16,16", "--seeds", "2", "--steps", "2",
+                           "--repeats", "1", "--threads", "1", "--budget-mib", "0.2", "--min-variants", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "784-16-16-10, 12 method-seeds, 1 threads: one batch" in proc.stdout
+    assert "6 chunks of [2, 2, 2, 2, 2, 2] variants" in proc.stdout
+    bad = subprocess.run([sys.executable, script, "--hidden", "16,x"], capture_output=True, text=True, timeout=60,
+                         cwd=ROOT)
+    assert bad.returncode == 2 and "--hidden must be positive integers separated by commas" in bad.stderr
