@@ -7,7 +7,8 @@ Trains the same study two ways in one process, alternating: (a) every live varia
 step computing all of them (the engine before chunks); (b) the engine's default, its live variants cut
 into chunks (``reglab.engine.batch.step_chunks``; ``--budget-mib`` overrides the budget, ``--min-variants``
 the fewest variants a chunk may hold) and each chunk run through the whole epoch's steps before the next.
-``--hidden`` times other hidden widths with ``--net``'s methods (wider nets: docs/performance.md). Same minibatches, same arithmetic, same records.
+Same minibatches, same arithmetic, same records. ``--hidden`` times other hidden widths with ``--net``'s
+methods (wider nets: docs/performance.md).
 Reported: milliseconds per step of each (the engine's own timer around an epoch's training steps),
 medians of the repeats, and their ratio. Random data of MNIST shape (the cost of a step does not depend
 on the pixels); torch on ``--threads`` threads, denormals flushed as the reglab command does.
@@ -30,6 +31,17 @@ from reglab.engine import batch  # noqa: E402
 ONE_BATCH = 1 << 62                         # a budget no study exceeds: every live variant in one chunk
 
 
+def hidden_widths(text: str) -> tuple[int, ...]:
+    """``--hidden``: "1024,1024" -> (1024, 1024); anything else is argparse's one-line error."""
+    try:
+        widths = tuple(int(h) for h in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"must be positive integers separated by commas, e.g. 1024,1024; got {text!r}")
+    return widths
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_net_argument(p, "table9-cpu")
@@ -38,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--budget-mib", type=float, help="the chunks' budget in MiB, > 0 (default the engine's)")
-    p.add_argument("--hidden", help="comma-separated hidden widths instead of --net's (its methods kept)")
+    p.add_argument("--hidden", type=hidden_widths,
+                   help="comma-separated hidden widths instead of --net's (its methods kept)")
     p.add_argument("--min-variants", type=int,
                    help=f"the fewest variants a chunk may hold, >= 1 (default the engine's {batch.MIN_CHUNK_VARIANTS})")
     args = p.parse_args(argv)
@@ -46,19 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--budget-mib must be > 0; got {args.budget_mib}")
     if args.min_variants is not None and args.min_variants < 1:
         p.error(f"--min-variants must be >= 1; got {args.min_variants}")
-    try:
-        widths = None if args.hidden is None else tuple(int(h) for h in args.hidden.split(","))
-    except ValueError:
-        widths = ()
-    if widths is not None and (not widths or min(widths) < 1):
-        p.error(f"--hidden must be positive integers separated by commas, e.g. 1024,1024; got {args.hidden!r}")
     if args.min_variants is not None:
         batch.MIN_CHUNK_VARIANTS = args.min_variants
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
 
     preset, hidden = net_study(args.net)
-    hidden = widths or hidden
+    hidden = args.hidden or hidden
     cfg = study_config(preset, hidden, args.seeds, n_epochs=10_000)
     dataset, _ = load_mnist(None, cfg.data)
     budget_bytes = None if args.budget_mib is None else int(args.budget_mib * 2**20)

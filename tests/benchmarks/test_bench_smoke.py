@@ -119,4 +119,4 @@ def test_chunk_benchmark_times_other_widths_and_chunks_under_the_engines_minimum
     assert "6 chunks of [2, 2, 2, 2, 2, 2] variants" in proc.stdout
     bad = subprocess.run([sys.executable, script, "--hidden", "16,x"], capture_output=True, text=True, timeout=60,
                          cwd=ROOT)
-    assert bad.returncode == 2 and "--hidden must be positive integers separated by commas" in bad.stderr
+    assert bad.returncode == 2 and "--hidden: must be positive integers separated by commas" in bad.stderr
